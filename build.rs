@@ -1,0 +1,36 @@
+//! Compiles `proto/crm/v1/*.proto` with the pure-Rust `protox` (no system
+//! `protoc`), generates the tonic/prost code, and writes the encoded
+//! descriptor set (imports and source info included) that server reflection,
+//! the runtime record mechanism and `crm descriptor` read.
+
+use std::{env, fs, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut files: Vec<PathBuf> = fs::read_dir("proto/crm/v1")?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "proto"));
+    files.sort();
+    // The error-detail types ride along so that descriptor consumers (Envoy's
+    // convert_grpc_status, grpcurl) can render google.rpc details.
+    files.push("google/rpc/status.proto".into());
+    files.push("google/rpc/error_details.proto".into());
+
+    let mut compiler = protox::Compiler::new(["proto", "third_party"])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(&files)?;
+
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out.join("crm_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(compiler.file_descriptor_set())?;
+
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=third_party");
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Start-up shared by the binary and the tests: [`Application::build`] loads
+//! the keys, creates and migrates the database, opens the pool and binds the
+//! listener; [`Application::run`] serves until the shutdown future resolves,
+//! then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::{Authenticator, DEV_SECRET, KeyConfig, Keys};
+use crate::config::Config;
+use crate::db::{self, Db, DbConfig};
+use crate::grpc::Api;
+use crate::grpc::layer::CallLayer;
+use crate::proto::{
+    FILE_DESCRIPTOR_SET, account_service_server::AccountServiceServer,
+    activity_service_server::ActivityServiceServer, contact_service_server::ContactServiceServer,
+    deal_service_server::DealServiceServer, line_item_service_server::LineItemServiceServer,
+    quote_service_server::QuoteServiceServer,
+};
+use crate::records::Store;
+use crate::records::page::PageKey;
+
+/// Full names of the crm services (health is reported for each and for "").
+pub const SERVICES: [&str; 6] = [
+    <AccountServiceServer<Api> as NamedService>::NAME,
+    <ContactServiceServer<Api> as NamedService>::NAME,
+    <DealServiceServer<Api> as NamedService>::NAME,
+    <ActivityServiceServer<Api> as NamedService>::NAME,
+    <QuoteServiceServer<Api> as NamedService>::NAME,
+    <LineItemServiceServer<Api> as NamedService>::NAME,
+];
+
+/// A built, not yet running, server.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    db: Db,
+    store: Store,
+    auth: Arc<Authenticator>,
+    health_interval: Duration,
+    grace: Duration,
+}
+
+fn page_key(config: &Config, jwt_secret: Option<&str>) -> PageKey {
+    if let Some(s) = &config.page_token_secret {
+        return PageKey::new(s.as_bytes());
+    }
+    match jwt_secret {
+        // A key of its own, derived so that the JWT secret itself never signs
+        // page tokens.
+        Some(secret) => {
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+                .expect("HMAC accepts keys of any length");
+            mac.update(b"crm page tokens v1");
+            PageKey::new(&mac.finalize().into_bytes())
+        }
+        None => {
+            tracing::warn!(
+                "no CRM_PAGE_TOKEN_SECRET: page tokens use a random key and do not survive a restart"
+            );
+            PageKey::new(ulid::Ulid::generate().to_string().as_bytes())
+        }
+    }
+}
+
+impl Application {
+    /// Prepares everything `crm serve` needs. With `dev`, a missing JWT key
+    /// falls back to the development secret (loudly).
+    pub async fn build(config: &Config, dev: bool) -> anyhow::Result<Self> {
+        let mut secret = config.jwt_secret.clone();
+        if secret.is_none() && config.jwt_jwks_file.is_none() && dev {
+            tracing::warn!(
+                "DEVELOPMENT MODE: accepting tokens signed with the built-in development secret. \
+                 Anyone can mint them with `crm token`. Never use --dev in production."
+            );
+            secret = Some(DEV_SECRET.to_owned());
+        }
+        let keys = Keys::load(&KeyConfig {
+            secret: secret.clone(),
+            jwks_file: config.jwt_jwks_file.clone(),
+        })?;
+        let auth = Arc::new(Authenticator::new(
+            keys,
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+        ));
+
+        db::create_database_if_missing(&config.database_url).await?;
+        db::migrate(&config.database_url).await?;
+        let db = Db::connect(&DbConfig {
+            url: config.database_url.clone(),
+            app_url: config.app_database_url.clone(),
+            pool_size: config.db_pool_size,
+            acquire_timeout: config.acquire_timeout(),
+        })
+        .await?;
+        let store = Store::new(db.clone(), page_key(config, secret.as_deref()));
+
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding {}", config.grpc_addr))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            addr,
+            db,
+            store,
+            auth,
+            health_interval: Duration::from_secs(config.health_interval_secs.max(1)),
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+        })
+    }
+
+    /// The bound gRPC address (useful with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
+    /// accepting, and gives in-flight calls the grace period to finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        set_health(&reporter, self.db.ping().await).await;
+        let watcher = tokio::spawn(watch_database(
+            self.db.clone(),
+            reporter.clone(),
+            self.health_interval,
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let api = Api::new(self.store.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .layer(CallLayer::new(self.auth.clone()))
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(AccountServiceServer::new(api.clone()))
+            .add_service(ContactServiceServer::new(api.clone()))
+            .add_service(DealServiceServer::new(api.clone()))
+            .add_service(ActivityServiceServer::new(api.clone()))
+            .add_service(QuoteServiceServer::new(api.clone()))
+            .add_service(LineItemServiceServer::new(api))
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                async {
+                    stop_rx.await.ok();
+                },
+            );
+        tracing::info!(grpc = %self.addr, "crm serving");
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => {
+                watcher.abort();
+                return result.context("gRPC server failed");
+            }
+            () = shutdown => {}
+        }
+        tracing::info!(grace_secs = self.grace.as_secs(), "shutting down");
+        watcher.abort();
+        set_health(&reporter, false).await;
+        stop_tx.send(()).ok();
+        match tokio::time::timeout(self.grace, &mut server).await {
+            Ok(result) => result.context("gRPC server failed")?,
+            Err(_) => tracing::warn!("grace period over; closing remaining calls"),
+        }
+        self.db.close().await;
+        Ok(())
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    for name in SERVICES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Keeps health in step with the database: SERVING only while it answers.
+async fn watch_database(db: Db, reporter: HealthReporter, interval: Duration) {
+    let mut last = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let up = tokio::time::timeout(interval, db.ping())
+            .await
+            .unwrap_or(false);
+        if last != Some(up) {
+            if !up {
+                tracing::warn!("database not answering: health NOT_SERVING");
+            } else if last.is_some() {
+                tracing::info!("database answering again: health SERVING");
+            }
+            set_health(&reporter, up).await;
+            last = Some(up);
+        }
+    }
+}

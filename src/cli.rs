@@ -1,0 +1,122 @@
+//! The `crm` command line: `serve` (the default), `migrate`, `token`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::app::Application;
+use crate::auth::{DEV_SECRET, mint};
+use crate::config::{Config, LogFormat, parse_duration};
+use crate::db;
+
+/// Multi-tenant CRM backend (gRPC).
+#[derive(Parser, Debug)]
+#[command(name = "crm", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the API (the default).
+    Serve {
+        /// Accept tokens signed with the built-in development secret when no
+        /// key is configured. Never in production.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Create the database if missing and apply migrations, then exit.
+    Migrate,
+    /// Print a JWT signed with CRM_JWT_SECRET (or the development secret).
+    Token {
+        /// tenant_id claim.
+        #[arg(long)]
+        tenant: String,
+        /// sub claim (the person id).
+        #[arg(long)]
+        sub: String,
+        /// app_id claim, for an integration token.
+        #[arg(long)]
+        app: Option<String>,
+        /// Lifetime, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.ok();
+}
+
+/// Runs the command line.
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve { dev: false }) {
+        Command::Serve { dev } => {
+            init_logging(config.log_format);
+            let app = Application::build(&config, dev).await?;
+            app.run(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            init_logging(config.log_format);
+            db::create_database_if_missing(&config.database_url).await?;
+            db::migrate(&config.database_url).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Token {
+            tenant,
+            sub,
+            app,
+            ttl,
+        } => {
+            let secret = match &config.jwt_secret {
+                Some(s) => s.clone(),
+                None => {
+                    eprintln!(
+                        "crm token: CRM_JWT_SECRET is not set; signing with the development secret (accepted only by `crm serve --dev`)"
+                    );
+                    DEV_SECRET.to_owned()
+                }
+            };
+            let token = mint(
+                secret.as_bytes(),
+                &tenant,
+                &sub,
+                app.as_deref(),
+                ttl.as_secs(),
+                config.jwt_issuer.as_deref(),
+                config.jwt_audience.as_deref(),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Configuration, from flags and environment variables (see the README's
+//! table). Every setting has a default that works on a development machine,
+//! except the JWT keys, which `crm serve` requires unless `--dev`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Owner connection URL: the database is created if missing and migrated.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/crm",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Optional URL logging in as the application role crm_app directly.
+    /// Without it, request connections use DATABASE_URL and `SET ROLE crm_app`.
+    #[arg(long, env = "CRM_APP_DATABASE_URL", global = true)]
+    pub app_database_url: Option<String>,
+
+    /// Maximum database connections serving requests.
+    #[arg(long, env = "CRM_DB_POOL_SIZE", default_value_t = 16, global = true)]
+    pub db_pool_size: u32,
+
+    /// Seconds a request waits for a database connection before UNAVAILABLE.
+    #[arg(
+        long,
+        env = "CRM_DB_ACQUIRE_TIMEOUT_SECS",
+        default_value_t = 3,
+        global = true
+    )]
+    pub db_acquire_timeout_secs: u64,
+
+    /// gRPC listen address.
+    #[arg(
+        long,
+        env = "CRM_GRPC_ADDR",
+        default_value = "0.0.0.0:50051",
+        global = true
+    )]
+    pub grpc_addr: SocketAddr,
+
+    /// HS256 shared secret for bearer tokens (at least 32 bytes).
+    #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// JWKS file with RS256 / ES256 / EdDSA public keys.
+    #[arg(long, env = "CRM_JWT_JWKS_FILE", global = true)]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "CRM_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "CRM_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// Key for signing page tokens. Defaults to one derived from
+    /// CRM_JWT_SECRET (or the development secret); with only a JWKS file and
+    /// no key, a random key is used and tokens do not survive a restart.
+    #[arg(
+        long,
+        env = "CRM_PAGE_TOKEN_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub page_token_secret: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "CRM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Seconds in-flight calls get to finish after SIGTERM.
+    #[arg(
+        long,
+        env = "CRM_SHUTDOWN_GRACE_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub shutdown_grace_secs: u64,
+
+    /// Seconds between database health probes.
+    #[arg(
+        long,
+        env = "CRM_HEALTH_INTERVAL_SECS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub health_interval_secs: u64,
+}
+
+impl Config {
+    /// How long a request waits for a connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_acquire_timeout_secs)
+    }
+}
+
+/// Parses a duration such as `90`, `90s`, `15m`, `1h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Account rules: name (required by the proto), website URL, domain hostname,
+//! non-negative revenue and head count, and a parent account of the same
+//! tenant that never forms a cycle.
+
+use crate::db::TenantTx;
+use crate::error::{Error, invalid};
+use crate::proto::Account;
+use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
+
+use super::rules::{is_hostname, is_http_url};
+
+/// The account kind.
+pub static KIND: Kind = Kind::new(
+    "crm.v1.Account",
+    "accounts",
+    "acc",
+    "account",
+    &[Reference {
+        field: "parent_account_id",
+        target: &KIND,
+    }],
+    &["description"],
+);
+
+/// Deepest account hierarchy walked when looking for cycles.
+const MAX_DEPTH: i32 = 1000;
+
+impl Entity for Account {
+    fn kind() -> &'static Kind {
+        &KIND
+    }
+
+    fn check(&mut self, _old: Option<&Self>, v: &mut Checker) {
+        if !self.website.is_empty() && !is_http_url(&self.website) {
+            v.add(
+                "website",
+                "must be an absolute http(s) URL, e.g. https://example.com",
+            );
+        }
+        self.domain = self.domain.to_ascii_lowercase();
+        if !self.domain.is_empty() && !is_hostname(&self.domain) {
+            v.add("domain", "must be a hostname, e.g. example.com");
+        }
+        if self.annual_revenue.is_some_and(|r| r < 0.0) {
+            v.add("annual_revenue", "must not be negative");
+        }
+        if self.employee_count.is_some_and(|c| c < 0) {
+            v.add("employee_count", "must not be negative");
+        }
+        if !self.parent_account_id.is_empty() && self.parent_account_id == self.id {
+            v.add("parent_account_id", "cannot be the account itself");
+        }
+    }
+
+    async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
+        let new_parent = &change.new.parent_account_id;
+        let changed = change
+            .old
+            .as_ref()
+            .is_some_and(|old| &old.parent_account_id != new_parent);
+        if change.op != Op::Update || !changed || new_parent.is_empty() {
+            return Ok(());
+        }
+        // Serialize hierarchy changes per tenant, so that two concurrent
+        // re-parentings cannot close a cycle between them.
+        let tenant = tx.caller().tenant_id().to_owned();
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('crm.account_tree:' || $1, 0))")
+            .bind(&tenant)
+            .execute(tx.conn())
+            .await?;
+        let cycle: bool = sqlx::query_scalar(
+            "WITH RECURSIVE up(id, parent, depth) AS ( \
+                 SELECT id, parent_account_id, 1 FROM accounts WHERE tenant_id = $1 AND id = $2 \
+                 UNION ALL \
+                 SELECT a.id, a.parent_account_id, up.depth + 1 FROM accounts a \
+                 JOIN up ON a.tenant_id = $1 AND a.id = up.parent WHERE up.depth < $4) \
+             SELECT EXISTS (SELECT 1 FROM up WHERE id = $3)",
+        )
+        .bind(&tenant)
+        .bind(new_parent)
+        .bind(&change.new.id)
+        .bind(MAX_DEPTH)
+        .fetch_one(tx.conn())
+        .await?;
+        if cycle {
+            return Err(invalid(
+                "account.parent_account_id",
+                format!(
+                    "would make a cycle: {} is below {} in the hierarchy",
+                    new_parent, change.new.id
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,316 @@
+//! The one error type of the service, named by meaning, and its single mapping
+//! to `tonic::Status` with `google.rpc` details (`ErrorInfo` always,
+//! `BadRequest` for validation). The REST bridge gets the same statuses.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use tonic::Code;
+use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, FieldViolation, StatusExt};
+
+/// `ErrorInfo.domain` of every error this service returns.
+pub const DOMAIN: &str = "crm.v1";
+
+/// One bad field of a request: `field` is a path into the request message
+/// (`account.website`), `description` says what is wrong in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Path of the field in the request, e.g. `account.name`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+/// Every violation of a request, collected so that all of them are reported at
+/// once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Violations(Vec<Violation>);
+
+impl Violations {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a violation of `field`.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(Violation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The recorded violations.
+    pub fn iter(&self) -> impl Iterator<Item = &Violation> {
+        self.0.iter()
+    }
+
+    /// `Ok(())` when empty, else `Error::Invalid` carrying them all.
+    pub fn into_result(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(self))
+        }
+    }
+}
+
+/// Shorthand for a single-field validation error.
+pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Error {
+    let mut v = Violations::new();
+    v.add(field, description);
+    Error::Invalid(v)
+}
+
+/// Errors of the service, by meaning. Mapped to the transport once, in
+/// [`Error::into_status`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed: INVALID_ARGUMENT with every field violation.
+    #[error("invalid request")]
+    Invalid(Violations),
+    /// No such record for this caller (missing, other tenant, other app).
+    #[error("{resource} {id} not found")]
+    NotFound {
+        /// Resource type, e.g. `account`.
+        resource: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The record exists but is soft-deleted, and the operation needs a live one.
+    #[error("{resource} {id} is deleted")]
+    Deleted {
+        /// Resource type.
+        resource: &'static str,
+        /// The record's id.
+        id: String,
+    },
+    /// The caller named a version other than the stored one.
+    #[error("{resource} {id} is at version {current}, not {expected}")]
+    VersionMismatch {
+        /// Resource type.
+        resource: &'static str,
+        /// The record's id.
+        id: String,
+        /// The version the caller named.
+        expected: i32,
+        /// The stored version.
+        current: i32,
+    },
+    /// Undelete of a record that is not deleted.
+    #[error("{resource} {id} is not deleted")]
+    NotDeleted {
+        /// Resource type.
+        resource: &'static str,
+        /// The record's id.
+        id: String,
+    },
+    /// A value that must be unique is already taken.
+    #[error("{field} is already used by another {resource}")]
+    Duplicate {
+        /// Resource type.
+        resource: &'static str,
+        /// Request path of the field, e.g. `contact.email`.
+        field: String,
+    },
+    /// The write lost a deadlock against concurrent writes (retried by the
+    /// mechanism before it reaches a caller).
+    #[error("concurrent modification")]
+    Contention,
+    /// The same `request_id` was used before for a different request.
+    #[error("request_id was already used for a different request")]
+    RequestIdReused,
+    /// No usable credentials.
+    #[error("{message}")]
+    Unauthenticated {
+        /// `MISSING_CREDENTIALS` or `INVALID_CREDENTIALS`.
+        reason: &'static str,
+        /// Short, safe description (never echoes the token).
+        message: String,
+    },
+    /// A feature of the contract that this server does not serve yet.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The database is unreachable or shutting down; retry later.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else. The cause is logged, never returned.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    /// An internal error from any cause.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Error::Internal(cause.into())
+    }
+
+    /// The gRPC status for this error, with `ErrorInfo` (and `BadRequest`)
+    /// details. `request_id` is quoted in internal errors so that a caller can
+    /// find the log line; the cause itself goes to the log only.
+    pub fn into_status(self, request_id: &str) -> tonic::Status {
+        let mut meta: HashMap<String, String> = HashMap::new();
+        let (code, reason, message, bad_request) = match self {
+            Error::Invalid(violations) => {
+                let summary = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let fv = violations
+                    .iter()
+                    .map(|v| {
+                        let mut f = FieldViolation::new(v.field.clone(), v.description.clone());
+                        f.reason = "INVALID_FIELD".into();
+                        f
+                    })
+                    .collect::<Vec<_>>();
+                (
+                    Code::InvalidArgument,
+                    "VALIDATION_FAILED",
+                    format!("invalid request: {summary}"),
+                    Some(BadRequest::new(fv)),
+                )
+            }
+            Error::NotFound { resource, id } => {
+                meta.insert("resource_type".into(), resource.into());
+                meta.insert("id".into(), id.clone());
+                (
+                    Code::NotFound,
+                    "RESOURCE_NOT_FOUND",
+                    format!("{resource} {id} not found"),
+                    None,
+                )
+            }
+            Error::Deleted { resource, id } => {
+                meta.insert("resource_type".into(), resource.into());
+                meta.insert("id".into(), id.clone());
+                (
+                    Code::NotFound,
+                    "RESOURCE_DELETED",
+                    format!("{resource} {id} is deleted; undelete it first"),
+                    None,
+                )
+            }
+            Error::VersionMismatch {
+                resource,
+                id,
+                expected,
+                current,
+            } => {
+                meta.insert("resource_type".into(), resource.into());
+                meta.insert("id".into(), id.clone());
+                meta.insert("expected_version".into(), expected.to_string());
+                meta.insert("current_version".into(), current.to_string());
+                (
+                    Code::Aborted,
+                    "VERSION_MISMATCH",
+                    format!("{resource} {id} is at version {current}, not {expected}"),
+                    None,
+                )
+            }
+            Error::NotDeleted { resource, id } => {
+                meta.insert("resource_type".into(), resource.into());
+                meta.insert("id".into(), id.clone());
+                (
+                    Code::AlreadyExists,
+                    "RESOURCE_ALREADY_EXISTS",
+                    format!("{resource} {id} is not deleted"),
+                    None,
+                )
+            }
+            Error::Duplicate { resource, field } => {
+                meta.insert("resource_type".into(), resource.into());
+                meta.insert("field".into(), field.clone());
+                (
+                    Code::AlreadyExists,
+                    "DUPLICATE_VALUE",
+                    format!("{field} is already used by another {resource}"),
+                    None,
+                )
+            }
+            Error::Contention => (
+                Code::Aborted,
+                "CONCURRENT_MODIFICATION",
+                "the write conflicted with concurrent writes; retry it".into(),
+                None,
+            ),
+            Error::RequestIdReused => (
+                Code::AlreadyExists,
+                "REQUEST_ID_REUSED",
+                "request_id was already used for a different request".into(),
+                None,
+            ),
+            Error::Unauthenticated { reason, message } => {
+                (Code::Unauthenticated, reason, message, None)
+            }
+            Error::Unimplemented(message) => {
+                (Code::Unimplemented, "NOT_IMPLEMENTED", message, None)
+            }
+            Error::Unavailable(cause) => {
+                tracing::warn!(request_id, error = %cause, "database unavailable");
+                meta.insert("request_id".into(), request_id.into());
+                (
+                    Code::Unavailable,
+                    "DATABASE_UNAVAILABLE",
+                    "the database is unavailable; retry later".into(),
+                    None,
+                )
+            }
+            Error::Internal(cause) => {
+                tracing::error!(request_id, error = ?cause, "internal error");
+                meta.insert("request_id".into(), request_id.into());
+                (
+                    Code::Internal,
+                    "INTERNAL_ERROR",
+                    format!("internal error (request id {request_id})"),
+                    None,
+                )
+            }
+        };
+        let mut details = vec![ErrorDetail::ErrorInfo(ErrorInfo::new(reason, DOMAIN, meta))];
+        if let Some(br) = bad_request {
+            details.push(ErrorDetail::BadRequest(br));
+        }
+        tonic::Status::with_error_details_vec(code, message, details)
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            Error::Unavailable(e)
+        } else {
+            Error::Internal(e.into())
+        }
+    }
+}
+
+/// True for errors that mean "the database is not answering right now":
+/// connection loss, pool exhaustion, shutdown or crash recovery.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // 08: connection exception; 57P01-57P03: admin/crash shutdown,
+            // cannot connect now; 53300: too many connections.
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.description)
+    }
+}

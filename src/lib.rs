@@ -1,0 +1,30 @@
+//! crm: a multi-tenant CRM backend — accounts, contacts, deals, activities,
+//! quotes and line items — served over gRPC from the `crm.v1` protos and
+//! stored in PostgreSQL.
+//!
+//! Where things are:
+//!
+//! - [`cli`], [`config`], [`app`]: the `crm` binary, its settings, start-up
+//!   and shutdown.
+//! - [`grpc`]: transport. [`grpc::layer`] is where every call enters: request
+//!   id, authentication, the log line. The service shells call the records.
+//! - [`auth`]: JWT verification; produces the [`auth::Caller`] (tenant, person,
+//!   app) that every data path requires.
+//! - [`records`]: the shared record mechanism (stamps, scoping, versions,
+//!   soft delete, idempotency, masks, paging, validation), written once.
+//! - [`entities`]: each entity's own rules.
+//! - [`db`]: pools, migrations, the tenant-bound transaction, and the one SQL
+//!   builder.
+//! - [`proto`]: the generated `crm.v1` code and descriptor set.
+//! - [`error`]: the error type and its mapping to `google.rpc` statuses.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod entities;
+pub mod error;
+pub mod grpc;
+pub mod proto;
+pub mod records;

@@ -1,0 +1,190 @@
+//! Per-entity metadata read once from the proto descriptor: each field's
+//! shape, its `google.api.field_behavior`, its storage column, and the SQL
+//! statements of the entity's table.
+
+use prost_reflect::{FieldDescriptor, Kind as ProtoKind, MessageDescriptor, Value};
+
+use super::Kind;
+use crate::db::sql::{Column, ColumnType, Statements};
+use crate::proto::DESCRIPTOR_POOL;
+
+/// The shape of a field, as far as the mechanism cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `string`.
+    String,
+    /// `repeated string`.
+    StringList,
+    /// `double` (money, quantities, percentages).
+    Double,
+    /// `int32`.
+    Int32,
+    /// `bool`.
+    Bool,
+    /// `google.protobuf.Timestamp`.
+    Timestamp,
+    /// `google.protobuf.Struct` (keys may be named in update masks).
+    Struct,
+    /// `google.protobuf.Value`; a JSON `null` is the same as unset.
+    Value,
+    /// Any other message or repeated message, stored as JSON.
+    Json,
+}
+
+/// What `google.api.field_behavior` says about a field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Behavior {
+    /// REQUIRED.
+    pub required: bool,
+    /// OUTPUT_ONLY.
+    pub output_only: bool,
+    /// IMMUTABLE.
+    pub immutable: bool,
+    /// IDENTIFIER.
+    pub identifier: bool,
+}
+
+/// One field of an entity.
+#[derive(Clone, Debug)]
+pub struct FieldMeta {
+    /// Its descriptor.
+    pub desc: FieldDescriptor,
+    /// Proto (and column) name.
+    pub name: String,
+    /// Shape.
+    pub shape: Shape,
+    /// Field behavior.
+    pub behavior: Behavior,
+    /// Free text: not trimmed, long bound.
+    pub long_text: bool,
+}
+
+impl FieldMeta {
+    /// Whether a client may set it (on create, or through an update mask).
+    /// `version` is a precondition, not data.
+    pub fn writable(&self) -> bool {
+        !self.behavior.output_only && !self.behavior.identifier && self.name != "version"
+    }
+}
+
+/// Everything the mechanism knows about an entity.
+pub struct Meta {
+    /// The message descriptor.
+    pub desc: MessageDescriptor,
+    /// Fields in declaration order.
+    pub fields: Vec<FieldMeta>,
+    /// Storage columns, one per field.
+    pub columns: Vec<Column>,
+    /// SQL statements for its table.
+    pub sql: Statements,
+}
+
+const FIELD_BEHAVIOR: &str = "google.api.field_behavior";
+// google.api.FieldBehavior numbers.
+const REQUIRED: i32 = 2;
+const OUTPUT_ONLY: i32 = 3;
+const IMMUTABLE: i32 = 5;
+const IDENTIFIER: i32 = 8;
+
+fn behavior(field: &FieldDescriptor) -> Behavior {
+    let ext = DESCRIPTOR_POOL
+        .get_extension_by_name(FIELD_BEHAVIOR)
+        .expect("google/api/field_behavior.proto is in the descriptor set");
+    let options = field.options();
+    let mut b = Behavior::default();
+    if let Value::List(values) = options.get_extension(&ext).as_ref() {
+        for v in values {
+            match v.as_enum_number() {
+                Some(REQUIRED) => b.required = true,
+                Some(OUTPUT_ONLY) => b.output_only = true,
+                Some(IMMUTABLE) => b.immutable = true,
+                Some(IDENTIFIER) => b.identifier = true,
+                _ => {}
+            }
+        }
+    }
+    b
+}
+
+fn shape(field: &FieldDescriptor) -> Shape {
+    match (field.kind(), field.is_list()) {
+        (ProtoKind::String, false) => Shape::String,
+        (ProtoKind::String, true) => Shape::StringList,
+        (ProtoKind::Double, false) => Shape::Double,
+        (ProtoKind::Int32, false) => Shape::Int32,
+        (ProtoKind::Bool, false) => Shape::Bool,
+        (ProtoKind::Message(m), false) if m.full_name() == "google.protobuf.Timestamp" => {
+            Shape::Timestamp
+        }
+        (ProtoKind::Message(m), false) if m.full_name() == "google.protobuf.Struct" => {
+            Shape::Struct
+        }
+        (ProtoKind::Message(m), false) if m.full_name() == "google.protobuf.Value" => Shape::Value,
+        (ProtoKind::Message(_), _) => Shape::Json,
+        (k, list) => panic!(
+            "field {} has a type the record mechanism does not store: {k:?} (list: {list})",
+            field.full_name()
+        ),
+    }
+}
+
+fn column_type(shape: Shape) -> ColumnType {
+    match shape {
+        Shape::String => ColumnType::Text,
+        Shape::StringList => ColumnType::TextArray,
+        Shape::Double => ColumnType::Numeric,
+        Shape::Int32 => ColumnType::Integer,
+        Shape::Bool => ColumnType::Boolean,
+        Shape::Timestamp => ColumnType::Timestamp,
+        Shape::Struct | Shape::Value | Shape::Json => ColumnType::Json,
+    }
+}
+
+impl Meta {
+    /// Reads the entity's metadata from the descriptor pool.
+    pub fn build(kind: &Kind) -> Self {
+        let desc = DESCRIPTOR_POOL
+            .get_message_by_name(kind.message)
+            .unwrap_or_else(|| panic!("{} is not in the descriptor set", kind.message));
+        let fields: Vec<FieldMeta> = desc
+            .fields()
+            .map(|f| FieldMeta {
+                name: f.name().to_owned(),
+                shape: shape(&f),
+                behavior: behavior(&f),
+                long_text: kind.long_text.contains(&f.name()),
+                desc: f,
+            })
+            .collect();
+        for r in kind.references {
+            assert!(
+                fields
+                    .iter()
+                    .any(|f| f.name == r.field
+                        && matches!(f.shape, Shape::String | Shape::StringList)),
+                "{}: reference {} is not a string field",
+                kind.message,
+                r.field
+            );
+        }
+        let columns: Vec<Column> = fields
+            .iter()
+            .map(|f| Column {
+                name: f.name.clone(),
+                ty: column_type(f.shape),
+            })
+            .collect();
+        let sql = Statements::new(kind.table, &columns);
+        Self {
+            desc,
+            fields,
+            columns,
+            sql,
+        }
+    }
+
+    /// The field called `name`.
+    pub fn field(&self, name: &str) -> Option<&FieldMeta> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}

@@ -1,0 +1,628 @@
+//! The record operations shared by every entity: get, list, create, update,
+//! delete, undelete. Each write is one transaction holding the row lock,
+//! the version check, the entity's rules and side effects, the reference
+//! checks and the idempotency entry.
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+use super::convert::{from_dynamic, from_row_json, to_dynamic, to_row_json};
+use super::fields::{self, Checker, article, canonical_id};
+use super::idempotency::{self, Idempotency};
+use super::page::{Cursor, PageKey};
+use super::{Change, Entity, Op, mask};
+use crate::auth::Caller;
+use crate::db::{Db, TenantTx};
+use crate::error::{Error, invalid};
+
+/// Default page size.
+pub const DEFAULT_PAGE_SIZE: i32 = 50;
+/// Largest page size; larger requests are served this many.
+pub const MAX_PAGE_SIZE: i32 = 1000;
+/// Attempts of a write that hit a deadlock.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// The parameters of a List call.
+#[derive(Clone, Debug, Default)]
+pub struct ListParams {
+    /// Requested page size.
+    pub page_size: i32,
+    /// Previous page's token.
+    pub page_token: String,
+    /// AIP-160 filter.
+    pub filter: String,
+    /// Sort order.
+    pub order_by: String,
+    /// Free-text search.
+    pub search: String,
+    /// Include soft-deleted records.
+    pub show_deleted: bool,
+}
+
+/// One page of records.
+#[derive(Debug)]
+pub struct Page<E> {
+    /// The records.
+    pub items: Vec<E>,
+    /// Token of the next page, empty on the last.
+    pub next_page_token: String,
+}
+
+/// The operations, over the request pool.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    pages: PageKey,
+}
+
+fn now() -> Timestamp {
+    let now = Utc::now();
+    // Postgres keeps microseconds; stamp what will be stored.
+    Timestamp {
+        seconds: now.timestamp(),
+        nanos: (now.timestamp_subsec_micros() * 1000) as i32,
+    }
+}
+
+fn to_datetime(micros: i64) -> Result<DateTime<Utc>, Error> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| invalid("page_token", "is out of range"))
+}
+
+fn micros(ts: Option<&Timestamp>) -> i64 {
+    ts.map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+        .unwrap_or(0)
+}
+
+/// The canonical id of `E` in `value`, or INVALID_ARGUMENT on `field`.
+pub fn parse_id<E: Entity>(field: &str, value: &str) -> Result<String, Error> {
+    let kind = E::kind();
+    if value.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    canonical_id(kind, value).ok_or_else(|| {
+        invalid(
+            field,
+            format!(
+                "must be {} id ({}_ followed by a 26-character ULID)",
+                article(kind.resource),
+                kind.prefix
+            ),
+        )
+    })
+}
+
+fn not_found<E: Entity>(id: &str) -> Error {
+    Error::NotFound {
+        resource: E::kind().resource,
+        id: id.to_owned(),
+    }
+}
+
+/// Maps a database error of a write on `E`'s table: named unique and foreign
+/// key constraints (`<table>_<field>_key`, `<table>_<field>_fkey`) become
+/// errors on that field; deadlocks become [`Error::Contention`].
+fn db_error<E: Entity>(e: sqlx::Error) -> Error {
+    let kind = E::kind();
+    if let sqlx::Error::Database(d) = &e {
+        let code = d.code();
+        if matches!(code.as_deref(), Some("40P01" | "40001")) {
+            return Error::Contention;
+        }
+        let field = |suffix: &str| {
+            d.constraint()
+                .and_then(|c| c.strip_prefix(kind.table))
+                .and_then(|c| c.strip_prefix('_'))
+                .and_then(|c| c.strip_suffix(suffix))
+                .filter(|f| kind.meta().field(f).is_some())
+                .map(|f| format!("{}.{f}", kind.resource))
+        };
+        match code.as_deref() {
+            Some("23505") => {
+                if let Some(field) = field("_key") {
+                    return Error::Duplicate {
+                        resource: kind.resource,
+                        field,
+                    };
+                }
+            }
+            Some("23503") => {
+                if let Some(field) = field("_fkey") {
+                    return invalid(field, "must name an existing record of this tenant");
+                }
+            }
+            _ => {}
+        }
+    }
+    Error::from(e)
+}
+
+/// Reads one row of `E` visible to the transaction's caller.
+pub async fn fetch<E: Entity>(
+    tx: &mut TenantTx,
+    id: &str,
+    for_update: bool,
+) -> Result<Option<E>, Error> {
+    let sql = &E::kind().meta().sql;
+    let text = if for_update {
+        sql.select_one_for_update.clone()
+    } else {
+        sql.select_one.clone()
+    };
+    let caller = tx.caller().clone();
+    let row: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(text))
+        .bind(caller.tenant_id())
+        .bind(caller.app_id())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    row.map(|json| from_row_json(&json)).transpose()
+}
+
+/// Writes `rec` as a new row of `E` and returns the stored row.
+pub async fn insert<E: Entity>(tx: &mut TenantTx, rec: &E) -> Result<E, Error> {
+    let caller = tx.caller().clone();
+    let row: Option<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(E::kind().meta().sql.insert.clone()))
+            .bind(caller.tenant_id())
+            .bind(caller.app_id())
+            .bind(to_row_json(rec))
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error::<E>)?;
+    let row = row.ok_or_else(|| {
+        Error::internal(anyhow::anyhow!(
+            "insert into {} matched no scope",
+            E::kind().table
+        ))
+    })?;
+    from_row_json(&row)
+}
+
+/// Overwrites the stored row of `rec` and returns it.
+pub async fn write<E: Entity>(tx: &mut TenantTx, rec: &E) -> Result<E, Error> {
+    let caller = tx.caller().clone();
+    let row: Option<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(E::kind().meta().sql.update.clone()))
+            .bind(caller.tenant_id())
+            .bind(caller.app_id())
+            .bind(rec.id())
+            .bind(to_row_json(rec))
+            .fetch_optional(tx.conn())
+            .await
+            .map_err(db_error::<E>)?;
+    from_row_json(&row.ok_or_else(|| not_found::<E>(rec.id()))?)
+}
+
+/// Checks that every reference field of `change.new` whose value changed
+/// names a live record of the right kind that the caller can see.
+async fn check_references<E: Entity>(tx: &mut TenantTx, change: &Change<E>) -> Result<(), Error> {
+    let kind = E::kind();
+    if kind.references.is_empty() {
+        return Ok(());
+    }
+    let new = to_dynamic(&change.new);
+    let old = change.old.as_ref().map(to_dynamic);
+    let mut v = Checker::new(kind.resource);
+    for r in kind.references {
+        let ids = |m: &prost_reflect::DynamicMessage| -> Vec<String> {
+            match m.get_field_by_name(r.field).as_deref() {
+                Some(prost_reflect::Value::String(s)) if !s.is_empty() => vec![s.clone()],
+                Some(prost_reflect::Value::List(items)) => items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect(),
+                _ => vec![],
+            }
+        };
+        let before = old.as_ref().map(ids).unwrap_or_default();
+        let wanted: Vec<String> = ids(&new)
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let caller = tx.caller().clone();
+        let found: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(r.target.meta().sql.live_ids.clone()))
+                .bind(caller.tenant_id())
+                .bind(caller.app_id())
+                .bind(&wanted)
+                .fetch_all(tx.conn())
+                .await?;
+        let list = new
+            .get_field_by_name(r.field)
+            .is_some_and(|v| v.as_list().is_some());
+        for id in wanted.iter().filter(|id| !found.contains(id)) {
+            let field = if list {
+                let all = ids(&new);
+                let i = all.iter().position(|x| x == id).unwrap_or(0);
+                format!("{}[{i}]", r.field)
+            } else {
+                r.field.to_owned()
+            };
+            v.add(
+                &field,
+                format!(
+                    "must name an existing {} of this tenant ({id} was not found)",
+                    r.target.resource
+                ),
+            );
+        }
+    }
+    v.into_violations().into_result()
+}
+
+/// Normalizes and validates a record about to be written: generic rules,
+/// then the entity's own.
+fn prepare<E: Entity>(rec: E, old: Option<&E>) -> Result<E, Error> {
+    let kind = E::kind();
+    let meta = kind.meta();
+    let mut msg = to_dynamic(&rec);
+    fields::normalize(&mut msg, meta);
+    let mut rec: E = from_dynamic(&msg);
+    let mut v = Checker::new(kind.resource);
+    rec.check(old, &mut v);
+    fields::validate(&to_dynamic(&rec), meta, kind, &mut v);
+    v.into_violations().into_result()?;
+    Ok(rec)
+}
+
+fn check_version<E: Entity>(stored: &E, expected: i32) -> Result<(), Error> {
+    if expected != 0 && expected != stored.version() {
+        return Err(Error::VersionMismatch {
+            resource: E::kind().resource,
+            id: stored.id().to_owned(),
+            expected,
+            current: stored.version(),
+        });
+    }
+    Ok(())
+}
+
+fn stamp_change<E: Entity>(rec: &mut E, caller: &Caller, at: &Timestamp, old_version: i32) {
+    let h = rec.header();
+    *h.updated_at = Some(*at);
+    *h.updated_by = caller.sub().to_owned();
+    *h.version = old_version + 1;
+}
+
+impl Store {
+    /// Operations over `db`, signing page tokens with `pages`.
+    pub fn new(db: Db, pages: PageKey) -> Self {
+        Self { db, pages }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Runs a write transaction, retrying it when it lost a deadlock.
+    async fn write_tx<E, F, Fut>(
+        &self,
+        caller: &Caller,
+        idem: Option<&Idempotency>,
+        mut body: F,
+    ) -> Result<E, Error>
+    where
+        E: Entity,
+        F: FnMut(TenantTx) -> Fut,
+        Fut: Future<Output = Result<(E, TenantTx), Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let mut tx = self.db.begin(caller).await?;
+                if let Some(key) = idem
+                    && let Some(bytes) = idempotency::claim(&mut tx, key).await?
+                {
+                    tx.commit().await?;
+                    return E::decode(bytes.as_slice()).map_err(Error::internal);
+                }
+                let (rec, mut tx) = body(tx).await?;
+                if let Some(key) = idem {
+                    idempotency::record(&mut tx, key, &rec.encode_to_vec()).await?;
+                }
+                tx.commit().await?;
+                Ok(rec)
+            }
+            .await;
+            match result {
+                Err(Error::Contention) if attempt < WRITE_ATTEMPTS => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Returns the record `id` (soft-deleted ones too).
+    pub async fn get<E: Entity>(&self, caller: &Caller, id: &str) -> Result<E, Error> {
+        let id = parse_id::<E>("id", id)?;
+        let mut tx = self.db.begin(caller).await?;
+        let rec = fetch::<E>(&mut tx, &id, false).await?;
+        tx.commit().await?;
+        rec.ok_or_else(|| not_found::<E>(&id))
+    }
+
+    /// Lists the caller's records, newest first, one keyset page at a time.
+    pub async fn list<E: Entity>(&self, caller: &Caller, p: &ListParams) -> Result<Page<E>, Error> {
+        let kind = E::kind();
+        if p.page_size < 0 {
+            return Err(invalid("page_size", "must not be negative"));
+        }
+        for (field, value) in [
+            ("filter", &p.filter),
+            ("order_by", &p.order_by),
+            ("search", &p.search),
+        ] {
+            if !value.trim().is_empty() {
+                return Err(Error::Unimplemented(format!(
+                    "{field} is not supported yet; send it empty"
+                )));
+            }
+        }
+        let size = match p.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let show_deleted = if p.show_deleted { "1" } else { "0" };
+        let binding = [
+            caller.tenant_id(),
+            caller.app_id().unwrap_or(""),
+            kind.table,
+            p.filter.as_str(),
+            p.order_by.as_str(),
+            p.search.as_str(),
+            show_deleted,
+        ];
+        let cursor = if p.page_token.is_empty() {
+            None
+        } else {
+            Some(self.pages.decode(&binding, &p.page_token)?)
+        };
+        let sql = &kind.meta().sql;
+        let mut tx = self.db.begin(caller).await?;
+        let rows: Vec<String> = match &cursor {
+            None => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.list_first.clone()))
+                    .bind(caller.tenant_id())
+                    .bind(caller.app_id())
+                    .bind(p.show_deleted)
+                    .bind(i64::from(size) + 1)
+                    .fetch_all(tx.conn())
+                    .await?
+            }
+            Some(c) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.list_after.clone()))
+                    .bind(caller.tenant_id())
+                    .bind(caller.app_id())
+                    .bind(p.show_deleted)
+                    .bind(i64::from(size) + 1)
+                    .bind(to_datetime(c.created_at_micros)?)
+                    .bind(&c.id)
+                    .fetch_all(tx.conn())
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        let more = rows.len() > size as usize;
+        let items = rows
+            .iter()
+            .take(size as usize)
+            .map(|r| from_row_json::<E>(r))
+            .collect::<Result<Vec<E>, Error>>()?;
+        let next_page_token = match items.last() {
+            Some(last) if more => self.pages.encode(
+                &binding,
+                &Cursor {
+                    created_at_micros: micros(last.created_at()),
+                    id: last.id().to_owned(),
+                },
+            ),
+            _ => String::new(),
+        };
+        Ok(Page {
+            items,
+            next_page_token,
+        })
+    }
+
+    /// Creates a record. Output-only fields of `rec` are ignored.
+    pub async fn create<E: Entity>(
+        &self,
+        caller: &Caller,
+        rec: E,
+        idem: Option<Idempotency>,
+    ) -> Result<E, Error> {
+        let kind = E::kind();
+        let meta = kind.meta();
+        let mut msg = to_dynamic(&rec);
+        for f in meta
+            .fields
+            .iter()
+            .filter(|f| !f.writable() && f.name != "version")
+        {
+            msg.clear_field(&f.desc);
+        }
+        let mut rec = prepare::<E>(from_dynamic(&msg), None)?;
+        let at = now();
+        {
+            let h = rec.header();
+            *h.id = format!("{}_{}", kind.prefix, ulid::Ulid::generate());
+            *h.tenant_id = caller.tenant_id().to_owned();
+            *h.app_id = caller.app_id().map(str::to_owned);
+            *h.created_at = Some(at);
+            *h.updated_at = Some(at);
+            *h.created_by = caller.sub().to_owned();
+            *h.updated_by = caller.sub().to_owned();
+            *h.is_deleted = false;
+            *h.deleted_at = None;
+            *h.deleted_by = None;
+            *h.schema_version = 1;
+            *h.version = 1;
+        }
+        self.write_tx(caller, idem.as_ref(), |mut tx| {
+            let rec = rec.clone();
+            async move {
+                let mut change = Change {
+                    op: Op::Create,
+                    old: None,
+                    new: rec,
+                };
+                check_references(&mut tx, &change).await?;
+                E::before_write(&mut tx, &mut change).await?;
+                change.new = insert(&mut tx, &change.new).await?;
+                E::after_write(&mut tx, &change).await?;
+                Ok((change.new, tx))
+            }
+        })
+        .await
+    }
+
+    /// Updates the record named by `patch.id`: the fields in `mask` (see
+    /// [`mask`]), checked against `patch.version` when non-zero.
+    pub async fn update<E: Entity>(
+        &self,
+        caller: &Caller,
+        patch: E,
+        update_mask: &[String],
+        idem: Option<Idempotency>,
+    ) -> Result<E, Error> {
+        let kind = E::kind();
+        let meta = kind.meta();
+        let id = parse_id::<E>(&format!("{}.id", kind.resource), patch.id())?;
+        let patch_msg = to_dynamic(&patch);
+        let paths = mask::resolve(meta, &patch_msg, update_mask)?;
+        let expected = patch.version();
+        self.write_tx(caller, idem.as_ref(), |mut tx| {
+            let (id, patch_msg, paths) = (id.clone(), patch_msg.clone(), paths.clone());
+            async move {
+                let old = fetch::<E>(&mut tx, &id, true)
+                    .await?
+                    .ok_or_else(|| not_found::<E>(&id))?;
+                if old.is_deleted() {
+                    return Err(Error::Deleted {
+                        resource: kind.resource,
+                        id,
+                    });
+                }
+                check_version(&old, expected)?;
+                let old_msg = to_dynamic(&old);
+                let merged = mask::apply(meta, &old_msg, &patch_msg, &paths);
+                let mut v = Checker::new(kind.resource);
+                for f in meta.fields.iter().filter(|f| f.behavior.immutable) {
+                    if merged.get_field(&f.desc) != old_msg.get_field(&f.desc) {
+                        v.add(&f.name, "cannot be changed");
+                    }
+                }
+                v.into_violations().into_result()?;
+                let mut new = prepare::<E>(from_dynamic(&merged), Some(&old))?;
+                if new == old {
+                    // Nothing changes: no write, no new version.
+                    return Ok((old, tx));
+                }
+                stamp_change(&mut new, tx.caller(), &now(), old.version());
+                let mut change = Change {
+                    op: Op::Update,
+                    new,
+                    old: Some(old),
+                };
+                check_references(&mut tx, &change).await?;
+                E::before_write(&mut tx, &mut change).await?;
+                change.new = write(&mut tx, &change.new).await?;
+                E::after_write(&mut tx, &change).await?;
+                Ok((change.new, tx))
+            }
+        })
+        .await
+    }
+
+    /// Soft-deletes the record `id`.
+    pub async fn delete<E: Entity>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        version: i32,
+        idem: Option<Idempotency>,
+    ) -> Result<E, Error> {
+        let id = parse_id::<E>("id", id)?;
+        self.write_tx(caller, idem.as_ref(), |mut tx| {
+            let id = id.clone();
+            async move {
+                let old = fetch::<E>(&mut tx, &id, true)
+                    .await?
+                    .ok_or_else(|| not_found::<E>(&id))?;
+                if old.is_deleted() {
+                    return Err(Error::Deleted {
+                        resource: E::kind().resource,
+                        id,
+                    });
+                }
+                check_version(&old, version)?;
+                let at = now();
+                let mut new = old.clone();
+                {
+                    let h = new.header();
+                    *h.is_deleted = true;
+                    *h.deleted_at = Some(at);
+                    *h.deleted_by = Some(tx.caller().sub().to_owned());
+                }
+                stamp_change(&mut new, tx.caller(), &at, old.version());
+                let mut change = Change {
+                    op: Op::Delete,
+                    old: Some(old),
+                    new,
+                };
+                E::before_write(&mut tx, &mut change).await?;
+                change.new = write(&mut tx, &change.new).await?;
+                E::after_write(&mut tx, &change).await?;
+                Ok((change.new, tx))
+            }
+        })
+        .await
+    }
+
+    /// Restores the soft-deleted record `id`.
+    pub async fn undelete<E: Entity>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        version: i32,
+    ) -> Result<E, Error> {
+        let id = parse_id::<E>("id", id)?;
+        self.write_tx(caller, None, |mut tx| {
+            let id = id.clone();
+            async move {
+                let old = fetch::<E>(&mut tx, &id, true)
+                    .await?
+                    .ok_or_else(|| not_found::<E>(&id))?;
+                if !old.is_deleted() {
+                    return Err(Error::NotDeleted {
+                        resource: E::kind().resource,
+                        id,
+                    });
+                }
+                check_version(&old, version)?;
+                let mut new = old.clone();
+                {
+                    let h = new.header();
+                    *h.is_deleted = false;
+                    *h.deleted_at = None;
+                    *h.deleted_by = None;
+                }
+                stamp_change(&mut new, tx.caller(), &now(), old.version());
+                let mut change = Change {
+                    op: Op::Undelete,
+                    old: Some(old),
+                    new,
+                };
+                E::before_write(&mut tx, &mut change).await?;
+                change.new = write(&mut tx, &change.new).await?;
+                E::after_write(&mut tx, &change).await?;
+                Ok((change.new, tx))
+            }
+        })
+        .await
+    }
+}

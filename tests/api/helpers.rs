@@ -1,0 +1,187 @@
+//! Test harness: every test gets its own database (created and migrated by
+//! the real start-up path) and its own server on 127.0.0.1:0, reached through
+//! the generated gRPC clients.
+
+use std::time::Duration;
+
+use crm::app::Application;
+use crm::config::{Config, LogFormat};
+use crm::proto::account_service_client::AccountServiceClient;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+/// The HS256 secret test servers trust.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// Base URL of the test Postgres (without a database name).
+pub fn pg_base() -> String {
+    std::env::var("CRM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A running server with its own database; dropping it stops the server and
+/// drops the database.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub db_name: String,
+    pub channel: Channel,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn config(db_name: &str) -> Config {
+    Config {
+        database_url: format!("{}/{db_name}", pg_base()),
+        app_database_url: None,
+        db_pool_size: 8,
+        db_acquire_timeout_secs: 3,
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        jwt_secret: Some(SECRET.into()),
+        jwt_jwks_file: None,
+        jwt_issuer: None,
+        jwt_audience: None,
+        page_token_secret: None,
+        log_format: LogFormat::Text,
+        shutdown_grace_secs: 5,
+        health_interval_secs: 1,
+    }
+}
+
+/// Starts a server on a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server on a fresh database, with `tweak` applied to its config.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let db_name = format!(
+        "crm_test_{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    );
+    let mut cfg = config(&db_name);
+    tweak(&mut cfg);
+    let app = Application::build(&cfg, false)
+        .await
+        .expect("server builds");
+    let addr = app.grpc_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run(async {
+        stopped.await.ok();
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connects");
+    TestApp {
+        addr,
+        db_name,
+        channel,
+        stop: Some(stop),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    /// A person's token for `tenant`.
+    pub fn token(&self, tenant: &str, sub: &str) -> String {
+        crm::auth::mint(SECRET.as_bytes(), tenant, sub, None, 3600, None, None).unwrap()
+    }
+
+    /// An integration token for `tenant` and `app`.
+    pub fn app_token(&self, tenant: &str, sub: &str, app: &str) -> String {
+        crm::auth::mint(SECRET.as_bytes(), tenant, sub, Some(app), 3600, None, None).unwrap()
+    }
+
+    pub fn accounts(&self) -> AccountServiceClient<Channel> {
+        AccountServiceClient::new(self.channel.clone())
+    }
+
+    /// A connection to this test's database as the owner.
+    pub async fn owner_conn(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&format!("{}/{}", pg_base(), self.db_name))
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server, waiting for it to drain, then drops the database.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            s.send(()).ok();
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+        tokio::task::spawn_blocking(move || drop(self))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            s.send(()).ok();
+        }
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+        let name = self.db_name.clone();
+        // Drop may run inside the test's runtime: use a thread with its own.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use sqlx::{Connection, Executor};
+                if let Ok(mut c) =
+                    sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await
+                {
+                    let _ = c
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// `msg` with `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// Asserts `status` has `code` and an ErrorInfo with `reason` in domain crm.v1.
+pub fn assert_status(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = status.get_details_error_info().expect("ErrorInfo detail");
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, "crm.v1");
+}
+
+/// The fields named by the BadRequest detail of `status`.
+pub fn violations(status: &Status) -> Vec<String> {
+    assert_status(status, Code::InvalidArgument, "VALIDATION_FAILED");
+    status
+        .get_details_bad_request()
+        .expect("BadRequest detail")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+/// A fresh tenant id.
+pub fn tenant() -> String {
+    format!("t-{}", ulid::Ulid::generate())
+}
