@@ -174,6 +174,30 @@ impl TenantTx {
         &mut self.tx
     }
 
+    /// Lifts the app scope of an integration token for the statements that
+    /// follow, leaving only the tenant's: for invariants the server maintains
+    /// across records of every app (rollups, exclusive flags, counters). Pair
+    /// with [`TenantTx::restore_app_scope`]. No-op for a person's token.
+    pub async fn lift_app_scope(&mut self) -> Result<(), Error> {
+        if self.caller.app_id().is_some() {
+            sqlx::query("SELECT set_config('crm.app_id', '', true)")
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Restores the caller's app scope after [`TenantTx::lift_app_scope`].
+    pub async fn restore_app_scope(&mut self) -> Result<(), Error> {
+        if let Some(app) = self.caller.app_id() {
+            sqlx::query("SELECT set_config('crm.app_id', $1, true)")
+                .bind(app)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Commits.
     pub async fn commit(self) -> Result<(), Error> {
         self.tx.commit().await?;

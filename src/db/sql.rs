@@ -85,13 +85,16 @@ fn ident(name: &str) -> String {
 }
 
 impl Statements {
-    /// Builds the statements of `table` with `columns`.
-    pub fn new(table: &str, columns: &[Column]) -> Self {
+    /// Builds the statements of `table` with `columns`. `computed` maps
+    /// columns to SQL expressions over the incoming record `r`; they are
+    /// static text of the entity's own module, never request data.
+    pub fn new(table: &str, columns: &[Column], computed: &[(&str, &str)]) -> Self {
         let t = ident(table);
         let scope = "t.tenant_id = $1 AND ($2::text IS NULL OR t.app_id = $2)";
-        let value = |c: &Column| match c.ty {
-            ColumnType::Text => format!("NULLIF(r.{0}, '')", ident(&c.name)),
-            _ => format!("r.{}", ident(&c.name)),
+        let value = |c: &Column| match (computed.iter().find(|(n, _)| *n == c.name), c.ty) {
+            (Some((_, expr)), _) => format!("({expr})"),
+            (None, ColumnType::Text) => format!("NULLIF(r.{0}, '')", ident(&c.name)),
+            (None, _) => format!("r.{}", ident(&c.name)),
         };
         let all: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
         let all_values: Vec<String> = columns.iter().map(value).collect();
@@ -157,9 +160,9 @@ mod tests {
                 ty: ColumnType::TextArray,
             },
         ];
-        let s = Statements::new("things", &cols);
+        let s = Statements::new("things", &cols, &[("tags", "ARRAY[r.id]")]);
         assert!(s.insert.contains("NULLIF(r.\"type\", '')"));
-        assert!(s.insert.contains("r.\"tags\""));
+        assert!(s.insert.contains("(ARRAY[r.id])"));
         assert!(s.update.contains("SET (\"type\", \"tags\")"));
         assert!(!s.update.contains("\"tenant_id\","));
     }

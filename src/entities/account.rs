@@ -63,11 +63,9 @@ impl Entity for Account {
         }
         // Serialize hierarchy changes per tenant, so that two concurrent
         // re-parentings cannot close a cycle between them.
+        super::lock(tx, "account_tree").await?;
         let tenant = tx.caller().tenant_id().to_owned();
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('crm.account_tree:' || $1, 0))")
-            .bind(&tenant)
-            .execute(tx.conn())
-            .await?;
+        tx.lift_app_scope().await?;
         let cycle: bool = sqlx::query_scalar(
             "WITH RECURSIVE up(id, parent, depth) AS ( \
                  SELECT id, parent_account_id, 1 FROM accounts WHERE tenant_id = $1 AND id = $2 \
@@ -82,6 +80,7 @@ impl Entity for Account {
         .bind(MAX_DEPTH)
         .fetch_one(tx.conn())
         .await?;
+        tx.restore_app_scope().await?;
         if cycle {
             return Err(invalid(
                 "account.parent_account_id",

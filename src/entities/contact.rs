@@ -1,7 +1,14 @@
-//! Contact rules.
+//! Contact rules: a name or an email; `display_name` computed from the names;
+//! a valid email, unique within (tenant, account) among live contacts; E.164
+//! phone; one primary contact per account; `opted_in_at` stamped on opt-in.
 
+use crate::db::TenantTx;
+use crate::error::Error;
 use crate::proto::Contact;
-use crate::records::{Checker, Entity, Kind};
+use crate::records::store::now;
+use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
+
+use super::rules::{is_e164, is_email, is_http_url};
 
 /// The contact kind.
 pub static KIND: Kind = Kind::new(
@@ -9,14 +16,103 @@ pub static KIND: Kind = Kind::new(
     "contacts",
     "con",
     "contact",
+    &[
+        Reference {
+            field: "account_id",
+            target: &super::account::KIND,
+        },
+        Reference {
+            field: "reports_to_contact_id",
+            target: &KIND,
+        },
+    ],
     &[],
-    &["description"],
 );
+
+fn full_name(c: &Contact) -> String {
+    let name = format!("{} {}", c.first_name, c.last_name);
+    let name = name.trim();
+    if name.is_empty() {
+        c.email.clone()
+    } else {
+        name.to_owned()
+    }
+}
 
 impl Entity for Contact {
     fn kind() -> &'static Kind {
         &KIND
     }
 
-    fn check(&mut self, _old: Option<&Self>, _v: &mut Checker) {}
+    fn check(&mut self, old: Option<&Self>, v: &mut Checker) {
+        self.email = self.email.to_lowercase();
+        if self.first_name.is_empty() && self.last_name.is_empty() && self.email.is_empty() {
+            v.add(
+                "first_name",
+                "at least one of first_name, last_name, email is required",
+            );
+        }
+        if !self.email.is_empty() && !is_email(&self.email) {
+            v.add("email", "must be an email address, e.g. ada@example.com");
+        }
+        // Computed when blank, and kept computed while the client never set
+        // it: a stored name equal to the old computed one follows the names.
+        let was_computed = old.is_some_and(|o| o.display_name == full_name(o));
+        if self.display_name.is_empty()
+            || (was_computed && old.is_some_and(|o| o.display_name == self.display_name))
+        {
+            self.display_name = full_name(self);
+        }
+        if !self.phone.is_empty() && !is_e164(&self.phone) {
+            v.add("phone", "must be in E.164 format, e.g. +14155550100");
+        }
+        if !self.linkedin_url.is_empty() && !is_http_url(&self.linkedin_url) {
+            v.add("linkedin_url", "must be an absolute http(s) URL");
+        }
+        if !self.reports_to_contact_id.is_empty() && self.reports_to_contact_id == self.id {
+            v.add("reports_to_contact_id", "cannot be the contact itself");
+        }
+        if self.is_primary == Some(true) && self.account_id.is_empty() {
+            v.add(
+                "is_primary",
+                "requires account_id: a contact is primary at its account",
+            );
+        }
+        if self.opted_in == Some(true) {
+            if self.opted_in_at.is_none() {
+                self.opted_in_at = Some(now());
+            }
+        } else {
+            // Opting out (or never opting in) leaves no opt-in to record.
+            self.opted_in_at = None;
+        }
+    }
+
+    async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
+        let new = &change.new;
+        let becomes_primary = new.is_primary == Some(true)
+            && !new.is_deleted
+            && match (&change.old, change.op) {
+                (None, _) | (_, Op::Undelete) => true,
+                (Some(old), _) => old.is_primary != Some(true) || old.account_id != new.account_id,
+            };
+        if !becomes_primary {
+            return Ok(());
+        }
+        super::lock(tx, &format!("primary_contact:{}", new.account_id)).await?;
+        let caller = tx.caller().clone();
+        // Primaries of every app count: one per account, tenant-wide.
+        tx.lift_app_scope().await?;
+        sqlx::query(
+            "UPDATE contacts SET is_primary = false, version = version + 1, updated_at = now(), updated_by = $4 \
+             WHERE tenant_id = $1 AND account_id = $2 AND id <> $3 AND is_primary AND NOT is_deleted",
+        )
+        .bind(caller.tenant_id())
+        .bind(&new.account_id)
+        .bind(&new.id)
+        .bind(caller.sub())
+        .execute(tx.conn())
+        .await?;
+        tx.restore_app_scope().await
+    }
 }

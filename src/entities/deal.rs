@@ -1,7 +1,16 @@
-//! Deal rules.
+//! Deal rules: account and name required (proto), probability 0–100, ISO 4217
+//! currency, a per-tenant `DEAL-<year>-<n>` number, closed-lost reasons, the
+//! close date stamped on closing, and the stage history in `audit_log`.
 
-use crate::proto::Deal;
-use crate::records::{Checker, Entity, Kind};
+use prost_types::Timestamp;
+
+use crate::db::TenantTx;
+use crate::error::Error;
+use crate::proto::{Deal, StageChange};
+use crate::records::store::now;
+use crate::records::{Change, Checker, Entity, Kind, Reference};
+
+use super::rules::is_currency;
 
 /// The deal kind.
 pub static KIND: Kind = Kind::new(
@@ -9,14 +18,95 @@ pub static KIND: Kind = Kind::new(
     "deals",
     "deal",
     "deal",
-    &[],
-    &["description"],
+    &[
+        Reference {
+            field: "account_id",
+            target: &super::account::KIND,
+        },
+        Reference {
+            field: "primary_contact_id",
+            target: &super::contact::KIND,
+        },
+        Reference {
+            field: "contact_ids",
+            target: &super::contact::KIND,
+        },
+        Reference {
+            field: "quote_ids",
+            target: &super::quote::KIND,
+        },
+    ],
+    &["loss_reason", "closure_notes"],
 );
+
+/// The stage that wins a deal.
+pub const CLOSED_WON: &str = "closed_won";
+/// The stage that loses a deal (needs loss_reason and loss_category).
+pub const CLOSED_LOST: &str = "closed_lost";
+
+fn closed(stage: &str) -> bool {
+    stage == CLOSED_WON || stage == CLOSED_LOST
+}
 
 impl Entity for Deal {
     fn kind() -> &'static Kind {
         &KIND
     }
 
-    fn check(&mut self, _old: Option<&Self>, _v: &mut Checker) {}
+    fn check(&mut self, old: Option<&Self>, v: &mut Checker) {
+        self.currency = self.currency.to_ascii_uppercase();
+        if !self.currency.is_empty() && !is_currency(&self.currency) {
+            v.add("currency", "must be an ISO 4217 currency code, e.g. USD");
+        }
+        if self
+            .probability
+            .is_some_and(|p| !(0.0..=100.0).contains(&p))
+        {
+            v.add("probability", "must be between 0 and 100");
+        }
+        if self.value.is_some_and(|x| x < 0.0) {
+            v.add("value", "must not be negative");
+        }
+        if self.stage == CLOSED_LOST {
+            for (field, value) in [
+                ("loss_reason", &self.loss_reason),
+                ("loss_category", &self.loss_category),
+            ] {
+                if value.trim().is_empty() {
+                    v.add(field, "is required when stage is closed_lost");
+                }
+            }
+        }
+        let old_stage = old.map(|o| o.stage.as_str()).unwrap_or("");
+        if closed(&self.stage) && old_stage != self.stage && self.actual_close_date.is_none() {
+            self.actual_close_date = Some(now());
+        }
+    }
+
+    async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
+        if change.old.is_none() && change.new.deal_number.is_empty() {
+            change.new.deal_number = super::next_number(
+                tx,
+                "deal",
+                "DEAL",
+                "SELECT EXISTS (SELECT 1 FROM deals WHERE tenant_id = $1 AND deal_number = $2)",
+            )
+            .await?;
+        }
+        let from = change
+            .old
+            .as_ref()
+            .map(|o| o.stage.clone())
+            .unwrap_or_default();
+        if from != change.new.stage {
+            let at: Timestamp = change.new.updated_at.unwrap_or_else(now);
+            change.new.audit_log.push(StageChange {
+                from_stage: from,
+                to_stage: change.new.stage.clone(),
+                changed_at: Some(at),
+                changed_by: tx.caller().sub().to_owned(),
+            });
+        }
+        Ok(())
+    }
 }

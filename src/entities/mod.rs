@@ -1,6 +1,7 @@
 //! Per-entity rules: each module declares its [`Kind`](crate::records::Kind)
 //! (table, id prefix, references) and implements
 //! [`Entity`](crate::records::Entity) with only what is particular to it.
+//! Helpers used by several entities live here and in [`rules`].
 
 pub mod account;
 pub mod activity;
@@ -9,3 +10,82 @@ pub mod deal;
 pub mod line_item;
 pub mod quote;
 pub mod rules;
+
+use sqlx::SqlSafeStr;
+
+use crate::db::TenantTx;
+use crate::error::Error;
+use crate::records::Checker;
+
+/// Lowercases an enumerated string, fills its default when empty, and
+/// reports a value outside `allowed`.
+pub fn one_of(
+    v: &mut Checker,
+    field: &str,
+    value: &mut String,
+    allowed: &[&str],
+    default: Option<&str>,
+) {
+    if value.is_empty() {
+        if let Some(d) = default {
+            *value = d.to_owned();
+        }
+        return;
+    }
+    *value = value.to_ascii_lowercase();
+    if !allowed.contains(&value.as_str()) {
+        v.add(field, format!("must be one of {}", allowed.join(", ")));
+    }
+}
+
+/// The next human-readable number `<prefix>-<year>-<n, 5 digits>` from the
+/// tenant's counter for `sequence`, skipping numbers a client already used.
+/// The counter row is locked until commit, so concurrent creates get distinct
+/// numbers. `exists` is a query taking (tenant, number).
+pub async fn next_number(
+    tx: &mut TenantTx,
+    sequence: &'static str,
+    prefix: &str,
+    exists: impl SqlSafeStr + Copy,
+) -> Result<String, Error> {
+    let tenant = tx.caller().tenant_id().to_owned();
+    let year = chrono::Datelike::year(&chrono::Utc::now());
+    // Numbers are unique per tenant, across apps.
+    tx.lift_app_scope().await?;
+    let number = loop {
+        let n: i32 = sqlx::query_scalar(
+            "INSERT INTO number_sequences AS s (tenant_id, kind, year, last_value) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (tenant_id, kind, year) DO UPDATE SET last_value = s.last_value + 1 \
+             RETURNING last_value",
+        )
+        .bind(&tenant)
+        .bind(sequence)
+        .bind(year)
+        .fetch_one(tx.conn())
+        .await?;
+        let number = format!("{prefix}-{year}-{n:05}");
+        let taken: bool = sqlx::query_scalar(exists)
+            .bind(&tenant)
+            .bind(&number)
+            .fetch_one(tx.conn())
+            .await?;
+        if !taken {
+            break number;
+        }
+    };
+    tx.restore_app_scope().await?;
+    Ok(number)
+}
+
+/// Takes a transaction-scoped advisory lock on `key` within the caller's
+/// tenant, serializing writers that must see each other's effects (exclusive
+/// flags, hierarchy changes).
+pub async fn lock(tx: &mut TenantTx, key: &str) -> Result<(), Error> {
+    let tenant = tx.caller().tenant_id().to_owned();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
+        .bind(&tenant)
+        .bind(key)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}

@@ -46,10 +46,23 @@ impl Checker {
         }
     }
 
+    /// A checker continuing with `violations` already found.
+    pub fn with(prefix: &str, violations: Violations) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            violations,
+        }
+    }
+
     /// Reports that `field` (relative to the resource) is invalid.
     pub fn add(&mut self, field: &str, description: impl Into<String>) {
         self.violations
             .add(format!("{}.{field}", self.prefix), description);
+    }
+
+    /// True when nothing was reported.
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
     }
 
     /// The violations so far.

@@ -50,6 +50,9 @@ pub struct Kind {
     pub references: &'static [Reference],
     /// Free-text fields: not trimmed, and allowed to be long.
     pub long_text: &'static [&'static str],
+    /// Columns Postgres computes on every write, as SQL expressions over the
+    /// incoming record `r` (exact `numeric` arithmetic).
+    pub computed: &'static [(&'static str, &'static str)],
     meta: OnceLock<Meta>,
 }
 
@@ -70,8 +73,18 @@ impl Kind {
             resource,
             references,
             long_text,
+            computed: &[],
             meta: OnceLock::new(),
         }
+    }
+
+    /// The same kind with columns computed by Postgres.
+    pub const fn with_computed(
+        mut self,
+        computed: &'static [(&'static str, &'static str)],
+    ) -> Self {
+        self.computed = computed;
+        self
     }
 
     /// The metadata derived from the descriptor (built on first use).

@@ -156,6 +156,15 @@ impl Meta {
                 desc: f,
             })
             .collect();
+        for (name, _) in kind.computed {
+            assert!(
+                fields
+                    .iter()
+                    .any(|f| f.name == *name && f.behavior.output_only),
+                "{}: computed column {name} must be an output-only field",
+                kind.message
+            );
+        }
         for r in kind.references {
             assert!(
                 fields
@@ -174,7 +183,7 @@ impl Meta {
                 ty: column_type(f.shape),
             })
             .collect();
-        let sql = Statements::new(kind.table, &columns);
+        let sql = Statements::new(kind.table, &columns, kind.computed);
         Self {
             desc,
             fields,

@@ -55,7 +55,8 @@ pub struct Store {
     pages: PageKey,
 }
 
-fn now() -> Timestamp {
+/// The current time, at the microsecond precision Postgres stores.
+pub fn now() -> Timestamp {
     let now = Utc::now();
     // Postgres keeps microseconds; stamp what will be stored.
     Timestamp {
@@ -194,15 +195,19 @@ pub async fn write<E: Entity>(tx: &mut TenantTx, rec: &E) -> Result<E, Error> {
 }
 
 /// Checks that every reference field of `change.new` whose value changed
-/// names a live record of the right kind that the caller can see.
-async fn check_references<E: Entity>(tx: &mut TenantTx, change: &Change<E>) -> Result<(), Error> {
+/// names a live record of the right kind that the caller can see, reporting
+/// on `v` (ids of the wrong format were reported by [`prepare`]).
+async fn check_references<E: Entity>(
+    tx: &mut TenantTx,
+    change: &Change<E>,
+    v: &mut Checker,
+) -> Result<(), Error> {
     let kind = E::kind();
     if kind.references.is_empty() {
         return Ok(());
     }
     let new = to_dynamic(&change.new);
     let old = change.old.as_ref().map(to_dynamic);
-    let mut v = Checker::new(kind.resource);
     for r in kind.references {
         let ids = |m: &prost_reflect::DynamicMessage| -> Vec<String> {
             match m.get_field_by_name(r.field).as_deref() {
@@ -217,7 +222,7 @@ async fn check_references<E: Entity>(tx: &mut TenantTx, change: &Change<E>) -> R
         let before = old.as_ref().map(ids).unwrap_or_default();
         let wanted: Vec<String> = ids(&new)
             .into_iter()
-            .filter(|id| !before.contains(id))
+            .filter(|id| !before.contains(id) && fields::is_id_of(r.target, id))
             .collect();
         if wanted.is_empty() {
             continue;
@@ -250,22 +255,21 @@ async fn check_references<E: Entity>(tx: &mut TenantTx, change: &Change<E>) -> R
             );
         }
     }
-    v.into_violations().into_result()
+    Ok(())
 }
 
 /// Normalizes and validates a record about to be written: generic rules,
-/// then the entity's own.
-fn prepare<E: Entity>(rec: E, old: Option<&E>) -> Result<E, Error> {
+/// then the entity's own. Violations are reported on `v`, so that the
+/// reference checks can add theirs and every problem is reported at once.
+fn prepare<E: Entity>(rec: E, old: Option<&E>, v: &mut Checker) -> E {
     let kind = E::kind();
     let meta = kind.meta();
     let mut msg = to_dynamic(&rec);
     fields::normalize(&mut msg, meta);
     let mut rec: E = from_dynamic(&msg);
-    let mut v = Checker::new(kind.resource);
-    rec.check(old, &mut v);
-    fields::validate(&to_dynamic(&rec), meta, kind, &mut v);
-    v.into_violations().into_result()?;
-    Ok(rec)
+    rec.check(old, v);
+    fields::validate(&to_dynamic(&rec), meta, kind, v);
+    rec
 }
 
 fn check_version<E: Entity>(stored: &E, expected: i32) -> Result<(), Error> {
@@ -445,7 +449,9 @@ impl Store {
         {
             msg.clear_field(&f.desc);
         }
-        let mut rec = prepare::<E>(from_dynamic(&msg), None)?;
+        let mut v = Checker::new(kind.resource);
+        let mut rec = prepare::<E>(from_dynamic(&msg), None, &mut v);
+        let violations = v.into_violations();
         let at = now();
         {
             let h = rec.header();
@@ -463,14 +469,16 @@ impl Store {
             *h.version = 1;
         }
         self.write_tx(caller, idem.as_ref(), |mut tx| {
-            let rec = rec.clone();
+            let (rec, violations) = (rec.clone(), violations.clone());
             async move {
                 let mut change = Change {
                     op: Op::Create,
                     old: None,
                     new: rec,
                 };
-                check_references(&mut tx, &change).await?;
+                let mut v = Checker::with(kind.resource, violations);
+                check_references(&mut tx, &change, &mut v).await?;
+                v.into_violations().into_result()?;
                 E::before_write(&mut tx, &mut change).await?;
                 change.new = insert(&mut tx, &change.new).await?;
                 E::after_write(&mut tx, &change).await?;
@@ -516,9 +524,8 @@ impl Store {
                         v.add(&f.name, "cannot be changed");
                     }
                 }
-                v.into_violations().into_result()?;
-                let mut new = prepare::<E>(from_dynamic(&merged), Some(&old))?;
-                if new == old {
+                let mut new = prepare::<E>(from_dynamic(&merged), Some(&old), &mut v);
+                if new == old && v.is_empty() {
                     // Nothing changes: no write, no new version.
                     return Ok((old, tx));
                 }
@@ -528,7 +535,8 @@ impl Store {
                     new,
                     old: Some(old),
                 };
-                check_references(&mut tx, &change).await?;
+                check_references(&mut tx, &change, &mut v).await?;
+                v.into_violations().into_result()?;
                 E::before_write(&mut tx, &mut change).await?;
                 change.new = write(&mut tx, &change.new).await?;
                 E::after_write(&mut tx, &change).await?;

@@ -38,12 +38,6 @@ fn custom(pairs: &[(&str, Value)]) -> Struct {
     }
 }
 
-fn mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask {
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-    })
-}
-
 #[tokio::test]
 async fn create_stamps_and_get_round_trips() {
     let app = spawn_app().await;

@@ -7,6 +7,11 @@ use std::time::Duration;
 use crm::app::Application;
 use crm::config::{Config, LogFormat};
 use crm::proto::account_service_client::AccountServiceClient;
+use crm::proto::activity_service_client::ActivityServiceClient;
+use crm::proto::contact_service_client::ContactServiceClient;
+use crm::proto::deal_service_client::DealServiceClient;
+use crm::proto::line_item_service_client::LineItemServiceClient;
+use crm::proto::quote_service_client::QuoteServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -98,6 +103,123 @@ impl TestApp {
         AccountServiceClient::new(self.channel.clone())
     }
 
+    pub fn contacts(&self) -> ContactServiceClient<Channel> {
+        ContactServiceClient::new(self.channel.clone())
+    }
+
+    pub fn deals(&self) -> DealServiceClient<Channel> {
+        DealServiceClient::new(self.channel.clone())
+    }
+
+    pub fn activities(&self) -> ActivityServiceClient<Channel> {
+        ActivityServiceClient::new(self.channel.clone())
+    }
+
+    pub fn quotes(&self) -> QuoteServiceClient<Channel> {
+        QuoteServiceClient::new(self.channel.clone())
+    }
+
+    pub fn line_items(&self) -> LineItemServiceClient<Channel> {
+        LineItemServiceClient::new(self.channel.clone())
+    }
+
+    /// Creates an account named `name` and returns it.
+    pub async fn account(&self, token: &str, name: &str) -> crm::proto::Account {
+        self.accounts()
+            .create_account(authed(
+                token,
+                crm::proto::CreateAccountRequest {
+                    account: Some(crm::proto::Account {
+                        name: name.into(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("account created")
+            .into_inner()
+    }
+
+    /// Creates `contact` and returns it.
+    pub async fn contact(&self, token: &str, contact: crm::proto::Contact) -> crm::proto::Contact {
+        self.contacts()
+            .create_contact(authed(
+                token,
+                crm::proto::CreateContactRequest {
+                    contact: Some(contact),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("contact created")
+            .into_inner()
+    }
+
+    /// Creates `deal` and returns it.
+    pub async fn deal(&self, token: &str, deal: crm::proto::Deal) -> crm::proto::Deal {
+        self.deals()
+            .create_deal(authed(
+                token,
+                crm::proto::CreateDealRequest {
+                    deal: Some(deal),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("deal created")
+            .into_inner()
+    }
+
+    /// Creates `quote` and returns it.
+    pub async fn quote(&self, token: &str, quote: crm::proto::Quote) -> crm::proto::Quote {
+        self.quotes()
+            .create_quote(authed(
+                token,
+                crm::proto::CreateQuoteRequest {
+                    quote: Some(quote),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("quote created")
+            .into_inner()
+    }
+
+    /// Creates `line` and returns it.
+    pub async fn line_item(&self, token: &str, line: crm::proto::LineItem) -> crm::proto::LineItem {
+        self.line_items()
+            .create_line_item(authed(
+                token,
+                crm::proto::CreateLineItemRequest {
+                    line_item: Some(line),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("line item created")
+            .into_inner()
+    }
+
+    /// Creates `activity` and returns it.
+    pub async fn activity(
+        &self,
+        token: &str,
+        activity: crm::proto::Activity,
+    ) -> crm::proto::Activity {
+        self.activities()
+            .create_activity(authed(
+                token,
+                crm::proto::CreateActivityRequest {
+                    activity: Some(activity),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("activity created")
+            .into_inner()
+    }
+
     /// A connection to this test's database as the owner.
     pub async fn owner_conn(&self) -> sqlx::PgConnection {
         use sqlx::Connection;
@@ -179,6 +301,13 @@ pub fn violations(status: &Status) -> Vec<String> {
         .into_iter()
         .map(|v| v.field)
         .collect()
+}
+
+/// A field mask of `paths`.
+pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
 }
 
 /// A fresh tenant id.

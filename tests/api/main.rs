@@ -2,6 +2,11 @@
 //! per test.
 
 mod accounts;
+mod activities;
 mod auth;
+mod contacts;
+mod deals;
 mod helpers;
 mod platform;
+mod quotes;
+mod tenancy;
