@@ -78,17 +78,17 @@ impl Entity for Contact {
                 "requires account_id: a contact is primary at its account",
             );
         }
-        if self.opted_in == Some(true) {
-            if self.opted_in_at.is_none() {
-                self.opted_in_at = Some(now());
-            }
-        } else {
+        if self.opted_in != Some(true) {
             // Opting out (or never opting in) leaves no opt-in to record.
             self.opted_in_at = None;
         }
     }
 
     async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
+        if change.new.opted_in == Some(true) && change.new.opted_in_at.is_none() {
+            // The write's own time.
+            change.new.opted_in_at = Some(change.new.updated_at.unwrap_or_else(now));
+        }
         let new = &change.new;
         let becomes_primary = new.is_primary == Some(true)
             && !new.is_deleted

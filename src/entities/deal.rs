@@ -53,7 +53,7 @@ impl Entity for Deal {
         &KIND
     }
 
-    fn check(&mut self, old: Option<&Self>, v: &mut Checker) {
+    fn check(&mut self, _old: Option<&Self>, v: &mut Checker) {
         self.currency = self.currency.to_ascii_uppercase();
         if !self.currency.is_empty() && !is_currency(&self.currency) {
             v.add("currency", "must be an ISO 4217 currency code, e.g. USD");
@@ -77,10 +77,6 @@ impl Entity for Deal {
                 }
             }
         }
-        let old_stage = old.map(|o| o.stage.as_str()).unwrap_or("");
-        if closed(&self.stage) && old_stage != self.stage && self.actual_close_date.is_none() {
-            self.actual_close_date = Some(now());
-        }
     }
 
     async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
@@ -99,7 +95,11 @@ impl Entity for Deal {
             .map(|o| o.stage.clone())
             .unwrap_or_default();
         if from != change.new.stage {
+            // The write's own time, so the history and the record agree.
             let at: Timestamp = change.new.updated_at.unwrap_or_else(now);
+            if closed(&change.new.stage) && change.new.actual_close_date.is_none() {
+                change.new.actual_close_date = Some(at);
+            }
             change.new.audit_log.push(StageChange {
                 from_stage: from,
                 to_stage: change.new.stage.clone(),

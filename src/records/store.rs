@@ -449,9 +449,7 @@ impl Store {
         {
             msg.clear_field(&f.desc);
         }
-        let mut v = Checker::new(kind.resource);
-        let mut rec = prepare::<E>(from_dynamic(&msg), None, &mut v);
-        let violations = v.into_violations();
+        let mut rec: E = from_dynamic(&msg);
         let at = now();
         {
             let h = rec.header();
@@ -468,6 +466,10 @@ impl Store {
             *h.schema_version = 1;
             *h.version = 1;
         }
+        // Stamped first, so that rules may use the id and creation time.
+        let mut v = Checker::new(kind.resource);
+        let rec = prepare::<E>(rec, None, &mut v);
+        let violations = v.into_violations();
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let (rec, violations) = (rec.clone(), violations.clone());
             async move {
