@@ -8,6 +8,7 @@ use crate::proto::Contact;
 use crate::records::store::now;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
+use super::Flag;
 use super::rules::{is_e164, is_email, is_http_url};
 
 /// The contact kind.
@@ -89,30 +90,23 @@ impl Entity for Contact {
             // The write's own time.
             change.new.opted_in_at = Some(change.new.updated_at.unwrap_or_else(now));
         }
-        let new = &change.new;
-        let becomes_primary = new.is_primary == Some(true)
-            && !new.is_deleted
-            && match (&change.old, change.op) {
-                (None, _) | (_, Op::Undelete) => true,
-                (Some(old), _) => old.is_primary != Some(true) || old.account_id != new.account_id,
-            };
-        if !becomes_primary {
-            return Ok(());
+        fn flag(c: &Contact) -> Flag<'_> {
+            Flag {
+                id: &c.id,
+                set: c.is_primary,
+                deleted: c.is_deleted,
+                scope: &c.account_id,
+            }
         }
-        super::lock(tx, &format!("primary_contact:{}", new.account_id)).await?;
-        let caller = tx.caller().clone();
-        // Primaries of every app count: one per account, tenant-wide.
-        tx.lift_app_scope().await?;
-        sqlx::query(
+        super::make_exclusive(
+            tx,
+            "primary_contact",
             "UPDATE contacts SET is_primary = false, version = version + 1, updated_at = now(), updated_by = $4 \
              WHERE tenant_id = $1 AND account_id = $2 AND id <> $3 AND is_primary AND NOT is_deleted",
+            change.old.as_ref().map(flag),
+            flag(&change.new),
+            change.op == Op::Undelete,
         )
-        .bind(caller.tenant_id())
-        .bind(&new.account_id)
-        .bind(&new.id)
-        .bind(caller.sub())
-        .execute(tx.conn())
-        .await?;
-        tx.restore_app_scope().await
+        .await
     }
 }

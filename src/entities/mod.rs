@@ -77,6 +77,54 @@ pub async fn next_number(
     Ok(number)
 }
 
+/// Where a record's exclusive flag (`is_primary`) lives: the record's id, its
+/// flag and the scope it is exclusive in (an account, a deal).
+pub struct Flag<'a> {
+    /// The record.
+    pub id: &'a str,
+    /// Its flag.
+    pub set: Option<bool>,
+    /// Whether it is deleted.
+    pub deleted: bool,
+    /// The scope value (account or deal id).
+    pub scope: &'a str,
+}
+
+/// Keeps a flag exclusive within its scope: when `new` becomes flagged (set
+/// now, moved to another scope, or undeleted while set), every other live
+/// record of the scope loses the flag, under an advisory lock on the scope
+/// and across apps. `clear` takes (tenant, scope, id, sub).
+pub async fn make_exclusive(
+    tx: &mut TenantTx,
+    lock_key: &str,
+    clear: &'static str,
+    old: Option<Flag<'_>>,
+    new: Flag<'_>,
+    undelete: bool,
+) -> Result<(), Error> {
+    let becomes = new.set == Some(true)
+        && !new.deleted
+        && match old {
+            None => true,
+            Some(_) if undelete => true,
+            Some(o) => o.set != Some(true) || o.scope != new.scope,
+        };
+    if !becomes {
+        return Ok(());
+    }
+    lock(tx, &format!("{lock_key}:{}", new.scope)).await?;
+    let caller = tx.caller().clone();
+    tx.lift_app_scope().await?;
+    sqlx::query(clear)
+        .bind(caller.tenant_id())
+        .bind(new.scope)
+        .bind(new.id)
+        .bind(caller.sub())
+        .execute(tx.conn())
+        .await?;
+    tx.restore_app_scope().await
+}
+
 /// Takes a transaction-scoped advisory lock on `key` within the caller's
 /// tenant, serializing writers that must see each other's effects (exclusive
 /// flags, hierarchy changes).

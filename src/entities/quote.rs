@@ -9,6 +9,7 @@ use crate::error::{Error, invalid};
 use crate::proto::Quote;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
+use super::Flag;
 use super::rules::is_currency;
 
 /// Allowed statuses.
@@ -133,29 +134,24 @@ impl Entity for Quote {
             )
             .await?;
         }
-        let new = &change.new;
-        let becomes_primary = new.is_primary == Some(true)
-            && !new.is_deleted
-            && match (old, change.op) {
-                (None, _) | (_, Op::Undelete) => true,
-                (Some(o), _) => o.is_primary != Some(true) || o.deal_id != new.deal_id,
-            };
-        if becomes_primary {
-            super::lock(tx, &format!("primary_quote:{}", new.deal_id)).await?;
-            tx.lift_app_scope().await?;
-            sqlx::query(
-                "UPDATE quotes SET is_primary = false, version = version + 1, updated_at = now(), updated_by = $4 \
-                 WHERE tenant_id = $1 AND deal_id = $2 AND id <> $3 AND is_primary AND NOT is_deleted",
-            )
-            .bind(caller.tenant_id())
-            .bind(&new.deal_id)
-            .bind(&new.id)
-            .bind(caller.sub())
-            .execute(tx.conn())
-            .await?;
-            tx.restore_app_scope().await?;
+        fn flag(q: &Quote) -> Flag<'_> {
+            Flag {
+                id: &q.id,
+                set: q.is_primary,
+                deleted: q.is_deleted,
+                scope: &q.deal_id,
+            }
         }
-        Ok(())
+        super::make_exclusive(
+            tx,
+            "primary_quote",
+            "UPDATE quotes SET is_primary = false, version = version + 1, updated_at = now(), updated_by = $4 \
+             WHERE tenant_id = $1 AND deal_id = $2 AND id <> $3 AND is_primary AND NOT is_deleted",
+            change.old.as_ref().map(flag),
+            flag(&change.new),
+            change.op == Op::Undelete,
+        )
+        .await
     }
 
     async fn after_write(tx: &mut TenantTx, change: &Change<Self>) -> Result<(), Error> {

@@ -272,6 +272,19 @@ fn prepare<E: Entity>(rec: E, old: Option<&E>, v: &mut Checker) -> E {
     rec
 }
 
+/// Runs the entity's hooks around storing `change.new` (inserted on
+/// create, overwritten otherwise) and returns the stored record.
+async fn store_change<E: Entity>(tx: &mut TenantTx, mut change: Change<E>) -> Result<E, Error> {
+    E::before_write(tx, &mut change).await?;
+    change.new = if change.op == Op::Create {
+        insert(tx, &change.new).await?
+    } else {
+        write(tx, &change.new).await?
+    };
+    E::after_write(tx, &change).await?;
+    Ok(change.new)
+}
+
 fn check_version<E: Entity>(stored: &E, expected: i32) -> Result<(), Error> {
     if expected != 0 && expected != stored.version() {
         return Err(Error::VersionMismatch {
@@ -473,7 +486,7 @@ impl Store {
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let (rec, violations) = (rec.clone(), violations.clone());
             async move {
-                let mut change = Change {
+                let change = Change {
                     op: Op::Create,
                     old: None,
                     new: rec,
@@ -481,10 +494,8 @@ impl Store {
                 let mut v = Checker::with(kind.resource, violations);
                 check_references(&mut tx, &change, &mut v).await?;
                 v.into_violations().into_result()?;
-                E::before_write(&mut tx, &mut change).await?;
-                change.new = insert(&mut tx, &change.new).await?;
-                E::after_write(&mut tx, &change).await?;
-                Ok((change.new, tx))
+                let stored = store_change(&mut tx, change).await?;
+                Ok((stored, tx))
             }
         })
         .await
@@ -532,17 +543,15 @@ impl Store {
                     return Ok((old, tx));
                 }
                 stamp_change(&mut new, tx.caller(), &now(), old.version());
-                let mut change = Change {
+                let change = Change {
                     op: Op::Update,
                     new,
                     old: Some(old),
                 };
                 check_references(&mut tx, &change, &mut v).await?;
                 v.into_violations().into_result()?;
-                E::before_write(&mut tx, &mut change).await?;
-                change.new = write(&mut tx, &change.new).await?;
-                E::after_write(&mut tx, &change).await?;
-                Ok((change.new, tx))
+                let stored = store_change(&mut tx, change).await?;
+                Ok((stored, tx))
             }
         })
         .await
@@ -556,41 +565,7 @@ impl Store {
         version: i32,
         idem: Option<Idempotency>,
     ) -> Result<E, Error> {
-        let id = parse_id::<E>("id", id)?;
-        self.write_tx(caller, idem.as_ref(), |mut tx| {
-            let id = id.clone();
-            async move {
-                let old = fetch::<E>(&mut tx, &id, true)
-                    .await?
-                    .ok_or_else(|| not_found::<E>(&id))?;
-                if old.is_deleted() {
-                    return Err(Error::Deleted {
-                        resource: E::kind().resource,
-                        id,
-                    });
-                }
-                check_version(&old, version)?;
-                let at = now();
-                let mut new = old.clone();
-                {
-                    let h = new.header();
-                    *h.is_deleted = true;
-                    *h.deleted_at = Some(at);
-                    *h.deleted_by = Some(tx.caller().sub().to_owned());
-                }
-                stamp_change(&mut new, tx.caller(), &at, old.version());
-                let mut change = Change {
-                    op: Op::Delete,
-                    old: Some(old),
-                    new,
-                };
-                E::before_write(&mut tx, &mut change).await?;
-                change.new = write(&mut tx, &change.new).await?;
-                E::after_write(&mut tx, &change).await?;
-                Ok((change.new, tx))
-            }
-        })
-        .await
+        self.set_deleted(caller, id, version, idem, true).await
     }
 
     /// Restores the soft-deleted record `id`.
@@ -600,37 +575,49 @@ impl Store {
         id: &str,
         version: i32,
     ) -> Result<E, Error> {
+        self.set_deleted(caller, id, version, None, false).await
+    }
+
+    /// Soft-deletes (`deleted`) or restores the record `id`.
+    async fn set_deleted<E: Entity>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        version: i32,
+        idem: Option<Idempotency>,
+        deleted: bool,
+    ) -> Result<E, Error> {
         let id = parse_id::<E>("id", id)?;
-        self.write_tx(caller, None, |mut tx| {
+        self.write_tx(caller, idem.as_ref(), |mut tx| {
             let id = id.clone();
             async move {
                 let old = fetch::<E>(&mut tx, &id, true)
                     .await?
                     .ok_or_else(|| not_found::<E>(&id))?;
-                if !old.is_deleted() {
-                    return Err(Error::NotDeleted {
-                        resource: E::kind().resource,
-                        id,
-                    });
+                let resource = E::kind().resource;
+                match (deleted, old.is_deleted()) {
+                    (true, true) => return Err(Error::Deleted { resource, id }),
+                    (false, false) => return Err(Error::NotDeleted { resource, id }),
+                    _ => {}
                 }
                 check_version(&old, version)?;
+                let at = now();
                 let mut new = old.clone();
                 {
                     let h = new.header();
-                    *h.is_deleted = false;
-                    *h.deleted_at = None;
-                    *h.deleted_by = None;
+                    *h.is_deleted = deleted;
+                    *h.deleted_at = deleted.then_some(at);
+                    *h.deleted_by = deleted.then(|| tx.caller().sub().to_owned());
                 }
-                stamp_change(&mut new, tx.caller(), &now(), old.version());
-                let mut change = Change {
-                    op: Op::Undelete,
+                stamp_change(&mut new, tx.caller(), &at, old.version());
+                let op = if deleted { Op::Delete } else { Op::Undelete };
+                let change = Change {
+                    op,
                     old: Some(old),
                     new,
                 };
-                E::before_write(&mut tx, &mut change).await?;
-                change.new = write(&mut tx, &change.new).await?;
-                E::after_write(&mut tx, &change).await?;
-                Ok((change.new, tx))
+                let stored = store_change(&mut tx, change).await?;
+                Ok((stored, tx))
             }
         })
         .await

@@ -640,3 +640,59 @@ async fn concurrent_line_items_never_drift_the_total() {
     assert_eq!(stored, "4197.90");
     assert_eq!(stored, sum);
 }
+
+#[tokio::test]
+async fn moving_a_quote_moves_it_between_deals() {
+    let f = fixture().await;
+    let second = f
+        .app
+        .deal(
+            &f.t,
+            Deal {
+                account_id: f.account.id.clone(),
+                name: "Second".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    let q = f
+        .app
+        .quote(
+            &f.t,
+            Quote {
+                account_id: f.account.id.clone(),
+                deal_id: f.deal.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    f.app
+        .quotes()
+        .update_quote(authed(
+            &f.t,
+            UpdateQuoteRequest {
+                quote: Some(Quote {
+                    id: q.id.clone(),
+                    deal_id: second.id.clone(),
+                    ..Default::default()
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let quote_ids = |id: String| {
+        let mut c = f.app.deals();
+        let t = f.t.clone();
+        async move {
+            c.get_deal(authed(&t, GetDealRequest { id }))
+                .await
+                .unwrap()
+                .into_inner()
+                .quote_ids
+        }
+    };
+    assert!(quote_ids(f.deal.id.clone()).await.is_empty());
+    assert_eq!(quote_ids(second.id.clone()).await, vec![q.id.clone()]);
+}
