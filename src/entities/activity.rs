@@ -13,9 +13,6 @@ use crate::proto::Activity;
 use crate::records::store::now;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
-/// Allowed activity types.
-pub const TYPES: [&str; 5] = ["call", "email", "meeting", "note", "task"];
-
 /// The activity kind.
 pub static KIND: Kind = Kind::new(
     "crm.v1.Activity",
@@ -59,12 +56,12 @@ impl Entity for Activity {
                 "at least one of account_id, deal_id, contact_id is required",
             );
         }
-        if self.r#type.is_empty()
-            && TYPES.contains(&self.activity_type.to_ascii_lowercase().as_str())
-        {
-            self.r#type = self.activity_type.to_ascii_lowercase();
+        // The allowed types are the proto's (crm.v1.allowed_values).
+        let types = &KIND.meta().field("type").expect("Activity.type").allowed;
+        let given = self.activity_type.to_lowercase();
+        if self.r#type.is_empty() && types.contains(&given) {
+            self.r#type = given;
         }
-        super::one_of(v, "type", &mut self.r#type, &TYPES, None);
         if self.activity_type.is_empty() {
             self.activity_type = self.r#type.clone();
         }

@@ -9,9 +9,6 @@ use crate::error::{Error, invalid};
 use crate::proto::LineItem;
 use crate::records::{Change, Checker, Entity, Kind, Reference};
 
-/// How a discount is read.
-pub const DISCOUNT_TYPES: [&str; 2] = ["amount", "percent"];
-
 /// The line item kind.
 pub static KIND: Kind = Kind::new(
     "crm.v1.LineItem",
@@ -37,13 +34,6 @@ impl Entity for LineItem {
     }
 
     fn check(&mut self, _old: Option<&Self>, v: &mut Checker) {
-        super::one_of(
-            v,
-            "discount_type",
-            &mut self.discount_type,
-            &DISCOUNT_TYPES,
-            Some("amount"),
-        );
         self.currency = self.currency.to_ascii_uppercase();
         if self.quantity.is_some_and(|q| q <= 0.0) {
             v.add("quantity", "must be greater than 0");

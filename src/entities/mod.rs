@@ -15,28 +15,6 @@ use sqlx::SqlSafeStr;
 
 use crate::db::TenantTx;
 use crate::error::Error;
-use crate::records::Checker;
-
-/// Lowercases an enumerated string, fills its default when empty, and
-/// reports a value outside `allowed`.
-pub fn one_of(
-    v: &mut Checker,
-    field: &str,
-    value: &mut String,
-    allowed: &[&str],
-    default: Option<&str>,
-) {
-    if value.is_empty() {
-        if let Some(d) = default {
-            *value = d.to_owned();
-        }
-        return;
-    }
-    *value = value.to_ascii_lowercase();
-    if !allowed.contains(&value.as_str()) {
-        v.add(field, format!("must be one of {}", allowed.join(", ")));
-    }
-}
 
 /// The next human-readable number `<prefix>-<year>-<n, 5 digits>` from the
 /// tenant's counter for `sequence`, skipping numbers a client already used.

@@ -12,8 +12,6 @@ use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 use super::Flag;
 use super::rules::is_currency;
 
-/// Allowed statuses.
-pub const STATUSES: [&str; 5] = ["draft", "sent", "accepted", "rejected", "expired"];
 /// Currency of a quote that names none and has no deal currency to inherit.
 pub const DEFAULT_CURRENCY: &str = "USD";
 
@@ -42,7 +40,6 @@ impl Entity for Quote {
     }
 
     fn check(&mut self, old: Option<&Self>, v: &mut Checker) {
-        super::one_of(v, "status", &mut self.status, &STATUSES, Some("draft"));
         self.currency = self.currency.to_ascii_uppercase();
         if !self.currency.is_empty() && !is_currency(&self.currency) {
             v.add("currency", "must be an ISO 4217 currency code, e.g. USD");

@@ -1,5 +1,6 @@
 //! Generic field rules, applied to every entity from its descriptor:
-//! trimming and de-duplication, `source`/`source_type` defaults, length and
+//! trimming and de-duplication, enumerated values and defaults from the
+//! proto options (`crm.v1.allowed_values`, `crm.v1.default_value`), length and
 //! size bounds, finite numbers, representable timestamps, REQUIRED fields,
 //! and the id format of reference fields. Entity-specific rules live in
 //! `crate::entities`.
@@ -19,12 +20,6 @@ pub const MAX_LONG_TEXT_CHARS: usize = 65_536;
 pub const MAX_LIST_LEN: usize = 1_000;
 /// Largest free-form JSON field (custom_fields, addresses, ...), encoded.
 pub const MAX_JSON_BYTES: usize = 65_536;
-/// Allowed `source_type` values.
-pub const SOURCE_TYPES: [&str; 5] = ["frontend", "backend", "server", "system", "api"];
-/// `source` when the client sends none.
-pub const DEFAULT_SOURCE: &str = "edm";
-/// `source_type` when the client sends none.
-pub const DEFAULT_SOURCE_TYPE: &str = "api";
 
 // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the RFC 3339 range.
 const MIN_SECONDS: i64 = -62_135_596_800;
@@ -100,8 +95,9 @@ pub fn clear_null_values(msg: &mut DynamicMessage, meta: &Meta) {
     }
 }
 
-/// Trims text (except free-text fields), drops duplicate list entries,
-/// clears null Values, and fills the `source` and `source_type` defaults.
+/// Trims text (except free-text fields), lowercases enumerated strings,
+/// fills `(crm.v1.default_value)` defaults, drops duplicate list entries and
+/// clears null Values.
 pub fn normalize(msg: &mut DynamicMessage, meta: &Meta) {
     clear_null_values(msg, meta);
     // get_field_mut would make an absent optional field present: skip those.
@@ -115,6 +111,9 @@ pub fn normalize(msg: &mut DynamicMessage, meta: &Meta) {
                     let t = s.trim();
                     if t.len() != s.len() {
                         *s = t.to_owned();
+                    }
+                    if !f.allowed.is_empty() {
+                        *s = s.to_lowercase();
                     }
                 }
             }
@@ -138,14 +137,11 @@ pub fn normalize(msg: &mut DynamicMessage, meta: &Meta) {
             _ => {}
         }
     }
-    for (name, default) in [
-        ("source", DEFAULT_SOURCE),
-        ("source_type", DEFAULT_SOURCE_TYPE),
-    ] {
-        if let Some(Value::String(s)) = msg.get_field_by_name_mut(name)
-            && s.is_empty()
+    for f in &meta.fields {
+        if let Some(default) = &f.default
+            && msg.get_field(&f.desc).as_str() == Some("")
         {
-            *s = default.to_owned();
+            msg.set_field(&f.desc, Value::String(default.clone()));
         }
     }
 }
@@ -183,6 +179,9 @@ pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker)
                 }
                 if f.behavior.required && s.is_empty() && f.writable() {
                     v.add(&f.name, "is required");
+                }
+                if !s.is_empty() && !f.allowed.is_empty() && !f.allowed.contains(s) {
+                    v.add(&f.name, format!("must be one of {}", f.allowed.join(", ")));
                 }
             }
             (Shape::StringList, Value::List(items)) => {
@@ -243,14 +242,6 @@ pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker)
         if f.behavior.required && f.writable() && !matches!(f.shape, Shape::String) && !present {
             v.add(&f.name, "is required");
         }
-    }
-    if let Some(Value::String(st)) = msg.get_field_by_name("source_type").as_deref()
-        && !SOURCE_TYPES.contains(&st.as_str())
-    {
-        v.add(
-            "source_type",
-            format!("must be one of {}", SOURCE_TYPES.join(", ")),
-        );
     }
     for r in kind.references {
         let Some(value) = msg.get_field_by_name(r.field) else {

@@ -57,6 +57,10 @@ pub struct FieldMeta {
     pub behavior: Behavior,
     /// Free text: not trimmed, long bound.
     pub long_text: bool,
+    /// `(crm.v1.allowed_values)`: the only values a string field accepts.
+    pub allowed: Vec<String>,
+    /// `(crm.v1.default_value)`: the value an empty string field takes.
+    pub default: Option<String>,
 }
 
 impl FieldMeta {
@@ -80,6 +84,8 @@ pub struct Meta {
 }
 
 const FIELD_BEHAVIOR: &str = "google.api.field_behavior";
+const ALLOWED_VALUES: &str = "crm.v1.allowed_values";
+const DEFAULT_VALUE: &str = "crm.v1.default_value";
 // google.api.FieldBehavior numbers.
 const REQUIRED: i32 = 2;
 const OUTPUT_ONLY: i32 = 3;
@@ -104,6 +110,29 @@ fn behavior(field: &FieldDescriptor) -> Behavior {
         }
     }
     b
+}
+
+/// The `(crm.v1.allowed_values)` and `(crm.v1.default_value)` of a field.
+fn values(field: &FieldDescriptor) -> (Vec<String>, Option<String>) {
+    let ext = |name: &str| {
+        DESCRIPTOR_POOL
+            .get_extension_by_name(name)
+            .unwrap_or_else(|| panic!("{name} is declared in crm/v1/common.proto"))
+    };
+    let options = field.options();
+    let allowed = match options.get_extension(&ext(ALLOWED_VALUES)).as_ref() {
+        Value::List(values) => values
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let default = options
+        .get_extension(&ext(DEFAULT_VALUE))
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    (allowed, default)
 }
 
 fn shape(field: &FieldDescriptor) -> Shape {
@@ -148,12 +177,17 @@ impl Meta {
             .unwrap_or_else(|| panic!("{} is not in the descriptor set", kind.message));
         let fields: Vec<FieldMeta> = desc
             .fields()
-            .map(|f| FieldMeta {
-                name: f.name().to_owned(),
-                shape: shape(&f),
-                behavior: behavior(&f),
-                long_text: kind.long_text.contains(&f.name()),
-                desc: f,
+            .map(|f| {
+                let (allowed, default) = values(&f);
+                FieldMeta {
+                    name: f.name().to_owned(),
+                    shape: shape(&f),
+                    behavior: behavior(&f),
+                    long_text: kind.long_text.contains(&f.name()),
+                    allowed,
+                    default,
+                    desc: f,
+                }
             })
             .collect();
         for (name, _) in kind.computed {
