@@ -1,9 +1,13 @@
 //! Compiles `proto/crm/v1/*.proto` with the pure-Rust `protox` (no system
 //! `protoc`), generates the tonic/prost code, and writes the encoded
 //! descriptor set (imports and source info included) that server reflection,
-//! the runtime record mechanism and `crm descriptor` read.
+//! the runtime record mechanism and `crm descriptor` read, and the OpenAPI
+//! document of the REST surface (`build/openapi.rs`).
 
 use std::{env, fs, path::PathBuf};
+
+#[path = "build/openapi.rs"]
+mod openapi;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut files: Vec<PathBuf> = fs::read_dir("proto/crm/v1")?
@@ -21,9 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     compiler.open_files(&files)?;
 
     let out = PathBuf::from(env::var("OUT_DIR")?);
+    let descriptor = compiler.encode_file_descriptor_set();
+    fs::write(out.join("crm_descriptor.bin"), &descriptor)?;
+    let pool = prost_reflect::DescriptorPool::decode(descriptor.as_slice())?;
     fs::write(
-        out.join("crm_descriptor.bin"),
-        compiler.encode_file_descriptor_set(),
+        out.join("openapi.json"),
+        serde_json::to_string_pretty(&openapi::generate(&pool))?,
     )?;
     tonic_prost_build::configure()
         .build_client(true)
@@ -32,5 +39,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=third_party");
+    println!("cargo:rerun-if-changed=build");
     Ok(())
 }

@@ -13,10 +13,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::Layer;
 
 use crate::auth::{Authenticator, DEV_SECRET, KeyConfig, Keys};
 use crate::config::Config;
@@ -31,6 +33,7 @@ use crate::proto::{
 };
 use crate::records::Store;
 use crate::records::page::PageKey;
+use crate::rest::{self, GrpcService, Transcoder};
 
 /// Full names of the crm services (health is reported for each and for "").
 pub const SERVICES: [&str; 6] = [
@@ -46,6 +49,8 @@ pub const SERVICES: [&str; 6] = [
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    http_listener: TcpListener,
+    http_addr: SocketAddr,
     db: Db,
     store: Store,
     auth: Arc<Authenticator>,
@@ -112,9 +117,15 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.grpc_addr))?;
         let addr = listener.local_addr()?;
+        let http_listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding {}", config.http_addr))?;
+        let http_addr = http_listener.local_addr()?;
         Ok(Self {
             listener,
             addr,
+            http_listener,
+            http_addr,
             db,
             store,
             auth,
@@ -126,6 +137,11 @@ impl Application {
     /// The bound gRPC address (useful with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops
@@ -152,10 +168,7 @@ impl Application {
             .build_v1alpha()?;
 
         let api = Api::new(self.store.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = Server::builder()
-            .layer(CallLayer::new(self.auth.clone()))
-            .add_service(health)
+        let routes = Routes::new(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(AccountServiceServer::new(api.clone()))
@@ -164,27 +177,49 @@ impl Application {
             .add_service(ActivityServiceServer::new(api.clone()))
             .add_service(QuoteServiceServer::new(api.clone()))
             .add_service(LineItemServiceServer::new(api))
+            .prepare();
+        let call_layer = CallLayer::new(self.auth.clone());
+        // REST calls go through the very same stack as gRPC calls.
+        let grpc_stack = GrpcService::new(call_layer.layer(routes.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            rx.wait_for(|s| *s).await.ok();
+        };
+        let grpc = Server::builder()
+            .layer(call_layer)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                async {
-                    stop_rx.await.ok();
-                },
+                stopped(stop_rx.clone()),
             );
-        tracing::info!(grpc = %self.addr, "crm serving");
+        let http = axum::serve(
+            self.http_listener,
+            rest::router(
+                Transcoder::new(grpc_stack, rest::MAX_BODY_BYTES),
+                self.db.clone(),
+            ),
+        )
+        .with_graceful_shutdown(stopped(stop_rx));
+        let server = async move {
+            let (grpc, http) = tokio::join!(grpc, http);
+            grpc.context("gRPC server failed")?;
+            http.context("HTTP server failed")
+        };
+        tracing::info!(grpc = %self.addr, http = %self.http_addr, "crm serving");
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => {
                 watcher.abort();
-                return result.context("gRPC server failed");
+                return result;
             }
             () = shutdown => {}
         }
         tracing::info!(grace_secs = self.grace.as_secs(), "shutting down");
         watcher.abort();
         set_health(&reporter, false).await;
-        stop_tx.send(()).ok();
+        stop_tx.send(true).ok();
         match tokio::time::timeout(self.grace, &mut server).await {
-            Ok(result) => result.context("gRPC server failed")?,
+            Ok(result) => result?,
             Err(_) => tracing::warn!("grace period over; closing remaining calls"),
         }
         self.db.close().await;

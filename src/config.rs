@@ -57,6 +57,15 @@ pub struct Config {
     )]
     pub grpc_addr: SocketAddr,
 
+    /// HTTP listen address: REST/JSON, /openapi.json, /explorer, /healthz, /readyz.
+    #[arg(
+        long,
+        env = "CRM_HTTP_ADDR",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    pub http_addr: SocketAddr,
+
     /// HS256 shared secret for bearer tokens (at least 32 bytes).
     #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,

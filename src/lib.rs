@@ -28,3 +28,4 @@ pub mod error;
 pub mod grpc;
 pub mod proto;
 pub mod records;
+pub mod rest;

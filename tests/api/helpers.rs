@@ -28,6 +28,8 @@ pub fn pg_base() -> String {
 /// drops the database.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    pub http: reqwest::Client,
     pub db_name: String,
     pub channel: Channel,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -41,6 +43,7 @@ pub fn config(db_name: &str) -> Config {
         db_pool_size: 8,
         db_acquire_timeout_secs: 3,
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
         jwt_secret: Some(SECRET.into()),
         jwt_jwks_file: None,
         jwt_issuer: None,
@@ -69,6 +72,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .await
         .expect("server builds");
     let addr = app.grpc_addr();
+    let http_addr = app.http_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(app.run(async {
         stopped.await.ok();
@@ -81,6 +85,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .expect("connects");
     TestApp {
         addr,
+        http_addr,
+        http: reqwest::Client::new(),
         db_name,
         channel,
         stop: Some(stop),
@@ -218,6 +224,31 @@ impl TestApp {
             .await
             .expect("activity created")
             .into_inner()
+    }
+
+    /// Calls the REST API: `method path` with an optional bearer token and
+    /// JSON body; returns the status, the JSON body and the headers.
+    pub async fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let url = format!("http://{}{path}", self.http_addr);
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json, headers)
     }
 
     /// A connection to this test's database as the owner.

@@ -9,4 +9,5 @@ mod deals;
 mod helpers;
 mod platform;
 mod quotes;
+mod rest;
 mod tenancy;

@@ -1,0 +1,732 @@
+//! The REST/JSON ↔ gRPC transcoder, driven by the protos' `google.api.http`
+//! rules with grpc-gateway v2's behaviour:
+//!
+//! - body → auto update_mask (PATCH) → path variables → query parameters,
+//!   the query never overriding fields bound by the body or the path;
+//! - query keys in proto or JSON spelling, nested `a.b`, repeated keys for
+//!   repeated fields; unknown keys ignored;
+//! - output with proto field names and proto3 JSON; errors as
+//!   `{"code", "message", "details"}` with grpc-gateway's status table.
+//!
+//! Every call is forwarded, as a real gRPC request, through the same tower
+//! stack the gRPC port serves (request id, authentication, logging, the
+//! services), so a REST call gets exactly the checks a gRPC call gets.
+
+use std::convert::Infallible;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
+    SerializeOptions, Value,
+};
+use tonic::Code;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+
+use super::template::Template;
+use crate::error::{Error, Violations};
+use crate::proto::DESCRIPTOR_POOL;
+
+/// The gRPC stack requests are forwarded to.
+pub type GrpcService = BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    Infallible,
+>;
+
+/// Where the JSON body goes.
+#[derive(Clone, Debug)]
+enum BodyRule {
+    /// No body.
+    None,
+    /// The whole request message.
+    Whole,
+    /// One field of it (`body: "account"`): the JSON is that field's message.
+    Field(FieldDescriptor),
+}
+
+/// One HTTP binding of a gRPC method.
+#[derive(Clone, Debug)]
+struct Route {
+    method: Method,
+    template: Template,
+    body: BodyRule,
+    grpc_path: String,
+    input: MessageDescriptor,
+    output: MessageDescriptor,
+    /// The request's one `google.protobuf.FieldMask` field, for PATCH.
+    mask_field: Option<FieldDescriptor>,
+}
+
+/// Routes HTTP requests to gRPC methods.
+#[derive(Clone)]
+pub struct Transcoder {
+    routes: Vec<Route>,
+    grpc: GrpcService,
+    body_limit: usize,
+}
+
+/// A JSON response.
+pub type JsonResponse = http::Response<axum::body::Body>;
+
+fn output_options() -> SerializeOptions {
+    SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(false)
+        .stringify_64_bit_integers(true)
+}
+
+/// grpc-gateway's `HTTPStatusFromCode`.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn json_response(
+    status: StatusCode,
+    body: Vec<u8>,
+    request_id: Option<&HeaderValue>,
+) -> JsonResponse {
+    let mut r = http::Response::new(axum::body::Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(id) = request_id {
+        r.headers_mut().insert("x-request-id", id.clone());
+    }
+    r
+}
+
+/// The JSON error body of `status` (a `google.rpc.Status` with its details).
+pub fn status_response(status: &tonic::Status, request_id: Option<&HeaderValue>) -> JsonResponse {
+    let desc = DESCRIPTOR_POOL
+        .get_message_by_name("google.rpc.Status")
+        .expect("google/rpc/status.proto is in the descriptor set");
+    let mut msg = DynamicMessage::decode(desc.clone(), status.details())
+        .unwrap_or_else(|_| DynamicMessage::new(desc));
+    msg.set_field_by_name("code", Value::I32(status.code() as i32));
+    msg.set_field_by_name("message", Value::String(status.message().to_owned()));
+    let mut out = Vec::new();
+    let body = msg
+        .serialize_with_options(
+            &mut serde_json::Serializer::new(&mut out),
+            &output_options(),
+        )
+        .map(|_| out)
+        .unwrap_or_else(|_| {
+            serde_json::to_vec(&serde_json::json!({
+                "code": status.code() as i32, "message": status.message(), "details": []
+            }))
+            .unwrap_or_default()
+        });
+    let mut r = json_response(http_status(status.code()), body, request_id);
+    if status.code() == Code::Unauthenticated {
+        // grpc-gateway sets WWW-Authenticate to the status message.
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "Bearer realm=\"crm\", error_description=\"{}\"",
+            status.message().replace('"', "'")
+        )) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
+}
+
+/// A transcoder-level error (no gRPC method was reached), with its ErrorInfo.
+fn routing_status(code: Code, reason: &str, message: String) -> tonic::Status {
+    use tonic_types::{ErrorDetail, ErrorInfo, StatusExt};
+    let info = ErrorInfo::new(
+        reason,
+        crate::error::DOMAIN,
+        std::collections::HashMap::<String, String>::new(),
+    );
+    tonic::Status::with_error_details_vec(code, message, [ErrorDetail::ErrorInfo(info)])
+}
+
+fn error_response(e: Error, request_id: Option<&HeaderValue>) -> JsonResponse {
+    let rid = request_id.and_then(|v| v.to_str().ok()).unwrap_or_default();
+    status_response(&e.into_status(rid), request_id)
+}
+
+fn invalid(field: &str, description: impl Into<String>) -> Error {
+    let mut v = Violations::new();
+    v.add(field, description);
+    Error::Invalid(v)
+}
+
+fn field_by_name(desc: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
+    desc.get_field_by_name(name)
+        .or_else(|| desc.get_field_by_json_name(name))
+}
+
+/// Converts the text of a path variable or query parameter to a value of
+/// `field`'s type (grpc-gateway's `runtime/query.go` rules).
+fn parse_scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
+    let bad = || format!("{text:?} is not a valid {:?}", field.kind());
+    Ok(match field.kind() {
+        Kind::String => Value::String(text.to_owned()),
+        Kind::Bool => Value::Bool(match text {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            _ => return Err(bad()),
+        }),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(text.parse().map_err(|_| bad())?),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(text.parse().map_err(|_| bad())?),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(text.parse().map_err(|_| bad())?),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(text.parse().map_err(|_| bad())?),
+        Kind::Double => Value::F64(text.parse().map_err(|_| bad())?),
+        Kind::Float => Value::F32(text.parse().map_err(|_| bad())?),
+        Kind::Bytes => Value::Bytes(Bytes::from(text.as_bytes().to_vec())),
+        Kind::Enum(e) => match e.get_value_by_name(text) {
+            Some(v) => Value::EnumNumber(v.number()),
+            None => Value::EnumNumber(text.parse().map_err(|_| bad())?),
+        },
+        Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask" => {
+            let mut mask = DynamicMessage::new(m);
+            let paths = text
+                .split(',')
+                .map(|p| Value::String(p.trim().to_owned()))
+                .filter(|p| p.as_str() != Some(""))
+                .collect();
+            mask.set_field_by_name("paths", Value::List(paths));
+            Value::Message(mask)
+        }
+        Kind::Message(m) => {
+            // Well-known types take their JSON form: a quoted string for
+            // Timestamp/Duration, raw JSON for Struct/Value, the scalar for
+            // wrappers.
+            let json = match m.full_name() {
+                "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
+                    serde_json::Value::String(text.to_owned()).to_string()
+                }
+                "google.protobuf.StringValue" | "google.protobuf.BytesValue" => {
+                    serde_json::Value::String(text.to_owned()).to_string()
+                }
+                _ => text.to_owned(),
+            };
+            let mut de = serde_json::Deserializer::from_str(&json);
+            Value::Message(
+                DynamicMessage::deserialize(m, &mut de).map_err(|e| format!("{text:?}: {e}"))?,
+            )
+        }
+    })
+}
+
+/// Sets the field at `path` (through singular message fields) from `text`.
+/// Repeated fields gain one entry per call; a singular field set twice is an
+/// error.
+fn set_path(
+    msg: &mut DynamicMessage,
+    path: &[String],
+    text: &str,
+    display: &str,
+) -> Result<bool, Error> {
+    let Some((first, rest)) = path.split_first() else {
+        return Ok(false);
+    };
+    let Some(field) = field_by_name(&msg.descriptor(), first) else {
+        return Ok(false);
+    };
+    if !rest.is_empty() {
+        if field.is_list() || field.is_map() {
+            return Ok(false);
+        }
+        return match msg.get_field_mut(&field) {
+            Value::Message(child) if !is_well_known(&child.descriptor()) => {
+                set_path(child, rest, text, display)
+            }
+            _ => Ok(false),
+        };
+    }
+    if field.is_map() {
+        return Ok(false);
+    }
+    let value =
+        parse_scalar(&field, text).map_err(|e| invalid(display, format!("parsing field: {e}")))?;
+    if field.is_list() {
+        if let Value::List(items) = msg.get_field_mut(&field) {
+            items.push(value);
+        }
+    } else {
+        if msg.has_field(&field) {
+            return Err(invalid(display, "is given more than once"));
+        }
+        msg.set_field(&field, value);
+    }
+    Ok(true)
+}
+
+/// Decodes a JSON body as `desc` (proto3 JSON, both name spellings, unknown
+/// fields ignored). A failure names the field it happened at, under
+/// `prefix` (the request field the body binds to).
+fn decode_json(
+    desc: &MessageDescriptor,
+    body: &[u8],
+    prefix: &str,
+) -> Result<DynamicMessage, Error> {
+    let options = DeserializeOptions::new().deny_unknown_fields(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut track = serde_path_to_error::Track::new();
+    let result = DynamicMessage::deserialize_with_options(
+        desc.clone(),
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+        &options,
+    )
+    .and_then(|m| de.end().map(|()| m));
+    result.map_err(|e| {
+        let path = track.path().to_string();
+        let field = match (prefix, path.as_str()) {
+            ("", "." | "") => "body".to_owned(),
+            (p, "." | "") => p.to_owned(),
+            ("", f) => f.to_owned(),
+            (p, f) => format!("{p}.{f}"),
+        };
+        // serde_json's message ends with the position; keep it, it helps.
+        invalid(&field, format!("is not valid JSON for this field: {e}"))
+    })
+}
+
+fn is_well_known(desc: &MessageDescriptor) -> bool {
+    desc.full_name().starts_with("google.protobuf.")
+}
+
+/// The update mask grpc-gateway derives from a PATCH body: the paths of the
+/// keys present, recursing into singular messages and (by key) into Struct
+/// fields; unknown keys are INVALID_ARGUMENT.
+fn mask_from_body(
+    desc: &MessageDescriptor,
+    body: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<(), Error> {
+    let serde_json::Value::Object(map) = body else {
+        return Ok(());
+    };
+    for (key, value) in map {
+        let Some(field) = field_by_name(desc, key) else {
+            return Err(invalid(
+                "update_mask",
+                format!("could not find field {key:?} in {}", desc.full_name()),
+            ));
+        };
+        let path = format!("{prefix}{}", field.name());
+        match field.kind() {
+            Kind::Message(m)
+                if m.full_name() == "google.protobuf.Struct"
+                    && value.is_object()
+                    && !field.is_list() =>
+            {
+                struct_paths(&path, value, out)
+            }
+            Kind::Message(m)
+                if !is_well_known(&m)
+                    && !field.is_list()
+                    && !field.is_map()
+                    && value.is_object() =>
+            {
+                mask_from_body(&m, value, &format!("{path}."), out)?
+            }
+            _ => out.push(path),
+        }
+    }
+    Ok(())
+}
+
+fn struct_paths(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                struct_paths(&format!("{prefix}.{k}"), v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+impl Transcoder {
+    /// Reads every `google.api.http` rule of the `crm.v1` services. Bodies
+    /// larger than `body_limit` bytes are refused with 413.
+    pub fn new(grpc: GrpcService, body_limit: usize) -> Self {
+        let http_ext = DESCRIPTOR_POOL
+            .get_extension_by_name("google.api.http")
+            .expect("google/api/annotations.proto is in the descriptor set");
+        let mut routes = Vec::new();
+        for service in DESCRIPTOR_POOL
+            .services()
+            .filter(|s| s.package_name() == "crm.v1")
+        {
+            for method in service.methods() {
+                let options = method.options();
+                let Value::Message(rule) = options.get_extension(&http_ext).into_owned() else {
+                    continue;
+                };
+                let Some((verb, template)) = ["get", "post", "patch", "put", "delete"]
+                    .iter()
+                    .find_map(|v| {
+                        rule.get_field_by_name(v).and_then(|t| {
+                            t.as_str()
+                                .filter(|s| !s.is_empty())
+                                .map(|s| (*v, s.to_owned()))
+                        })
+                    })
+                else {
+                    continue;
+                };
+                let input = method.input();
+                let body = match rule
+                    .get_field_by_name("body")
+                    .as_deref()
+                    .and_then(Value::as_str)
+                {
+                    None | Some("") => BodyRule::None,
+                    Some("*") => BodyRule::Whole,
+                    Some(f) => BodyRule::Field(
+                        input
+                            .get_field_by_name(f)
+                            .expect("body names a request field"),
+                    ),
+                };
+                let masks: Vec<FieldDescriptor> = input
+                    .fields()
+                    .filter(|f| matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask"))
+                    .collect();
+                routes.push(Route {
+                    method: verb.to_uppercase().parse().expect("an HTTP method"),
+                    template: Template::parse(&template).expect("valid http rule template"),
+                    body,
+                    grpc_path: format!("/{}/{}", service.full_name(), method.name()),
+                    output: method.output(),
+                    mask_field: (masks.len() == 1).then(|| masks[0].clone()),
+                    input,
+                });
+            }
+        }
+        Self {
+            routes,
+            grpc,
+            body_limit,
+        }
+    }
+
+    /// Serves one HTTP request.
+    pub async fn handle(&self, req: http::Request<axum::body::Body>) -> JsonResponse {
+        let (parts, body) = req.into_parts();
+        let request_id = parts.headers.get("x-request-id").cloned();
+        let path = parts.uri.path();
+        let mut path_matched = false;
+        let mut found = None;
+        for route in &self.routes {
+            if let Some(bound) = route.template.matches(path) {
+                path_matched = true;
+                if route.method == parts.method {
+                    found = Some((route, bound));
+                    break;
+                }
+            }
+        }
+        let Some((route, bound)) = found else {
+            let status = if path_matched {
+                routing_status(
+                    Code::Unimplemented,
+                    "METHOD_NOT_ALLOWED",
+                    format!("method {} is not allowed on {path}", parts.method),
+                )
+            } else {
+                routing_status(
+                    Code::NotFound,
+                    "ROUTE_NOT_FOUND",
+                    format!("no route for {} {path}", parts.method),
+                )
+            };
+            return status_response(&status, request_id.as_ref());
+        };
+        let body = match http_body_util::Limited::new(body, self.body_limit)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                let status = routing_status(
+                    Code::ResourceExhausted,
+                    "BODY_TOO_LARGE",
+                    format!(
+                        "request body exceeds {} bytes or is unreadable",
+                        self.body_limit
+                    ),
+                );
+                let mut r = status_response(&status, request_id.as_ref());
+                *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                return r;
+            }
+        };
+        let msg = match self.build(route, &bound, parts.uri.query(), &body, &parts.method) {
+            Ok(m) => m,
+            Err(e) => return error_response(e, request_id.as_ref()),
+        };
+        self.call(route, msg, &parts.headers).await
+    }
+
+    /// The request message of `route` from the body, path and query.
+    fn build(
+        &self,
+        route: &Route,
+        bound: &[(Vec<String>, String)],
+        query: Option<&str>,
+        body: &Bytes,
+        method: &Method,
+    ) -> Result<DynamicMessage, Error> {
+        let mut msg = DynamicMessage::new(route.input.clone());
+        let has_body = body.iter().any(|b| !b.is_ascii_whitespace());
+        match &route.body {
+            BodyRule::None => {}
+            BodyRule::Whole if has_body => {
+                msg = decode_json(&route.input, body, "")?;
+            }
+            BodyRule::Whole => {}
+            BodyRule::Field(field) if has_body => {
+                let Kind::Message(desc) = field.kind() else {
+                    return Err(invalid(field.name(), "body field is not a message"));
+                };
+                let value = decode_json(&desc, body, field.name())?;
+                msg.set_field(field, Value::Message(value));
+                if *method == Method::PATCH
+                    && let Some(mask) = &route.mask_field
+                {
+                    let json: serde_json::Value = serde_json::from_slice(body)
+                        .map_err(|e| invalid(field.name(), e.to_string()))?;
+                    let mut paths = Vec::new();
+                    mask_from_body(&desc, &json, "", &mut paths)?;
+                    paths.sort();
+                    if !paths.is_empty() {
+                        set_path(
+                            &mut msg,
+                            &[mask.name().to_owned()],
+                            &paths.join(","),
+                            "update_mask",
+                        )?;
+                    }
+                }
+            }
+            BodyRule::Field(_) => {}
+        }
+        for (field_path, value) in bound {
+            let display = field_path.join(".");
+            if !set_path(&mut msg, field_path, value, &display)? {
+                return Err(invalid(&display, "cannot be bound from the path"));
+            }
+        }
+        if matches!(route.body, BodyRule::Whole) {
+            return Ok(msg);
+        }
+        let mut taken: Vec<&str> = route.template.bound_fields().collect();
+        if let BodyRule::Field(f) = &route.body {
+            taken.push(f.name());
+        }
+        let mut mask_from_query = false;
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            let Some(top) = field_by_name(&route.input, &path[0]) else {
+                continue; // unknown parameters are ignored
+            };
+            if taken.contains(&top.name()) {
+                continue;
+            }
+            if route.mask_field.as_ref().is_some_and(|m| m == &top) && !mask_from_query {
+                // An explicit ?update_mask= replaces the one derived from the body.
+                msg.clear_field(&top);
+                mask_from_query = true;
+            }
+            set_path(&mut msg, &path, &value, &key)?;
+        }
+        Ok(msg)
+    }
+
+    /// Forwards `msg` to the gRPC method of `route` and renders the answer.
+    async fn call(&self, route: &Route, msg: DynamicMessage, headers: &HeaderMap) -> JsonResponse {
+        let payload = msg.encode_to_vec();
+        let mut frame = BytesMut::with_capacity(5 + payload.len());
+        frame.put_u8(0);
+        frame.put_u32(payload.len() as u32);
+        frame.put_slice(&payload);
+        let mut req = http::Request::new(tonic::body::Body::new(Full::new(frame.freeze())));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = route.grpc_path.parse().expect("a gRPC path is a valid URI");
+        let h = req.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        for name in [
+            header::AUTHORIZATION.as_str(),
+            "x-request-id",
+            "grpc-timeout",
+        ] {
+            if let Some(v) = headers.get(name) {
+                h.insert(name, v.clone());
+            }
+        }
+        let response = match self.grpc.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let (parts, body) = response.into_parts();
+        let request_id = parts.headers.get("x-request-id").cloned();
+        let collected = match body.collect().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the in-process gRPC response");
+                return status_response(
+                    &routing_status(Code::Internal, "INTERNAL_ERROR", "internal error".into()),
+                    request_id.as_ref(),
+                );
+            }
+        };
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let mut data = collected.to_bytes();
+        let status = tonic::Status::from_header_map(&parts.headers)
+            .or_else(|| tonic::Status::from_header_map(&trailers));
+        if let Some(status) = status.filter(|s| s.code() != Code::Ok) {
+            return status_response(&status, request_id.as_ref());
+        }
+        if data.len() < 5 || data[0] != 0 {
+            return status_response(
+                &routing_status(
+                    Code::Internal,
+                    "INTERNAL_ERROR",
+                    "malformed gRPC response".into(),
+                ),
+                request_id.as_ref(),
+            );
+        }
+        data.advance(1);
+        let len = data.get_u32() as usize;
+        let Ok(out) =
+            DynamicMessage::decode(route.output.clone(), data.slice(..len.min(data.len())))
+        else {
+            return status_response(
+                &routing_status(
+                    Code::Internal,
+                    "INTERNAL_ERROR",
+                    "undecodable gRPC response".into(),
+                ),
+                request_id.as_ref(),
+            );
+        };
+        let mut json = Vec::with_capacity(512);
+        if out
+            .serialize_with_options(
+                &mut serde_json::Serializer::new(&mut json),
+                &output_options(),
+            )
+            .is_err()
+        {
+            return status_response(
+                &routing_status(
+                    Code::Internal,
+                    "INTERNAL_ERROR",
+                    "unrenderable response".into(),
+                ),
+                request_id.as_ref(),
+            );
+        }
+        json_response(StatusCode::OK, json, request_id.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> MessageDescriptor {
+        DESCRIPTOR_POOL
+            .get_message_by_name("crm.v1.Account")
+            .unwrap()
+    }
+
+    #[test]
+    fn body_keys_make_the_mask() {
+        let body = serde_json::json!({"name": "x", "legalName": "y", "custom_fields": {"a": 1, "b": {"c": 2}}, "tags": []});
+        let mut paths = Vec::new();
+        mask_from_body(&account(), &body, "", &mut paths).unwrap();
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec![
+                "custom_fields.a",
+                "custom_fields.b.c",
+                "legal_name",
+                "name",
+                "tags"
+            ]
+        );
+        let err = mask_from_body(
+            &account(),
+            &serde_json::json!({"nope": 1}),
+            "",
+            &mut Vec::new(),
+        );
+        assert!(err.is_err());
+        // An empty or null Struct replaces the whole field.
+        let mut paths = Vec::new();
+        mask_from_body(
+            &account(),
+            &serde_json::json!({"custom_fields": null}),
+            "",
+            &mut paths,
+        )
+        .unwrap();
+        assert_eq!(paths, vec!["custom_fields"]);
+    }
+
+    #[test]
+    fn query_values_parse_by_type() {
+        let list = DESCRIPTOR_POOL
+            .get_message_by_name("crm.v1.ListAccountsRequest")
+            .unwrap();
+        let mut m = DynamicMessage::new(list);
+        assert!(set_path(&mut m, &["pageSize".into()], "10", "pageSize").unwrap());
+        assert!(set_path(&mut m, &["show_deleted".into()], "true", "show_deleted").unwrap());
+        assert!(set_path(&mut m, &["page_size".into()], "20", "page_size").is_err());
+        assert!(!set_path(&mut m, &["unknown".into()], "1", "unknown").unwrap());
+        let mut m = DynamicMessage::new(list_req("crm.v1.ListAccountsRequest"));
+        assert!(set_path(&mut m, &["page_size".into()], "ten", "page_size").is_err());
+    }
+
+    fn list_req(name: &str) -> MessageDescriptor {
+        DESCRIPTOR_POOL.get_message_by_name(name).unwrap()
+    }
+
+    #[test]
+    fn status_table_matches_grpc_gateway() {
+        assert_eq!(http_status(Code::Aborted), StatusCode::CONFLICT);
+        assert_eq!(
+            http_status(Code::FailedPrecondition),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(http_status(Code::Cancelled).as_u16(), 499);
+        assert_eq!(
+            http_status(Code::Unimplemented),
+            StatusCode::NOT_IMPLEMENTED
+        );
+    }
+}

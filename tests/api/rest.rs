@@ -1,0 +1,569 @@
+//! REST: the transcoder against the gRPC API. Conformance runs the same
+//! scenario over gRPC and over REST for every entity and compares the results
+//! field by field; the rest checks grpc-gateway's behaviour and that REST
+//! gets every check gRPC gets.
+
+use crm::proto::*;
+use prost::Message;
+use prost_reflect::{DynamicMessage, ReflectMessage, Value as PValue};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::helpers::*;
+
+/// Decodes proto3 JSON into `T` (the way any client would).
+fn from_json<T: Message + Default>(name: &str, json: &Value) -> T {
+    let desc = crm::proto::DESCRIPTOR_POOL
+        .get_message_by_name(name)
+        .unwrap();
+    let msg = DynamicMessage::deserialize(desc, json.clone())
+        .unwrap_or_else(|e| panic!("{name}: {e}: {json}"));
+    msg.transcode_to().unwrap()
+}
+
+const VOLATILE: [&str; 11] = [
+    "id",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+    "changed_at",
+    "occurred_at",
+    "activity_date",
+    "opted_in_at",
+    "actual_close_date",
+    "deal_number",
+    "quote_number",
+];
+
+/// `rec` without the fields that differ between two otherwise equal records
+/// (ids, times, generated numbers), at any depth.
+fn stable<T: Message + Default>(name: &str, rec: &T) -> T {
+    fn clear(m: &mut DynamicMessage) {
+        let fields: Vec<_> = m.descriptor().fields().collect();
+        for f in fields {
+            if !m.has_field(&f) {
+                continue;
+            }
+            if VOLATILE.contains(&f.name()) {
+                m.clear_field(&f);
+                continue;
+            }
+            match m.get_field_mut(&f) {
+                PValue::Message(child) => clear(child),
+                PValue::List(items) => items.iter_mut().for_each(|i| {
+                    if let PValue::Message(c) = i {
+                        clear(c)
+                    }
+                }),
+                _ => {}
+            }
+        }
+    }
+    let desc = crm::proto::DESCRIPTOR_POOL
+        .get_message_by_name(name)
+        .unwrap();
+    let mut m = DynamicMessage::decode(desc, rec.encode_to_vec().as_slice()).unwrap();
+    clear(&mut m);
+    m.transcode_to().unwrap()
+}
+
+/// Runs one entity's scenario over both transports.
+macro_rules! conformance {
+    ($test:ident, $T:ident, $name:literal, $collection:literal, $client:ident,
+     $Create:ident { $field:ident }, $create:ident, $Get:ident, $get:ident, $List:ident => $ListResp:ident, $list:ident -> $items:ident,
+     input: $input:expr, invalid: $invalid:expr
+     $(, patch: $patch:expr, $Update:ident, $update:ident, $Delete:ident, $delete:ident, $Undelete:ident, $undelete:ident)?) => {
+        #[tokio::test]
+        async fn $test() {
+            let app = spawn_app().await;
+            let t = app.token("tenant-a", "u1");
+            let deps = deps(&app, &t).await;
+            let input: Value = ($input)(&deps);
+            let path = concat!("/api/v1/crm/", $collection);
+            let mut c = app.$client();
+
+            // Create.
+            let g = c.$create(authed(&t, $Create { $field: Some(from_json($name, &input)), request_id: String::new() })).await.unwrap().into_inner();
+            let (status, body, _) = app.rest("POST", path, Some(&t), Some(input.clone())).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body["created_at"].as_str().unwrap().ends_with('Z'), "{body}");
+            assert!(body.get("tenant_id").is_some() && body.get("tenantId").is_none(), "snake_case output: {body}");
+            let r: $T = from_json($name, &body);
+            assert_eq!(stable($name, &g), stable($name, &r));
+
+            // Get.
+            let gg = c.$get(authed(&t, $Get { id: g.id.clone() })).await.unwrap().into_inner();
+            let (status, body, _) = app.rest("GET", &format!("{path}/{}", g.id), Some(&t), None).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(gg, from_json::<$T>($name, &body), "GET returns the very same record");
+            let (_, body, _) = app.rest("GET", &format!("{path}/{}", r.id), Some(&t), None).await;
+            let rr: $T = from_json($name, &body);
+            assert_eq!(stable($name, &gg), stable($name, &rr));
+
+            $(
+            // A PATCH without update_mask writes the body's keys (Struct keys
+            // one by one): over gRPC that is the mask naming those paths.
+            let (patch, paths): (Value, Vec<&str>) = $patch;
+            let mut upd: $T = from_json($name, &patch);
+            upd.id = gg.id.clone();
+            let g2 = c.$update(authed(&t, $Update { $field: Some(upd), update_mask: mask(&paths), request_id: String::new() })).await.unwrap().into_inner();
+            let (status, body, _) = app.rest("PATCH", &format!("{path}/{}", rr.id), Some(&t), Some(patch.clone())).await;
+            assert_eq!(status, 200, "{body}");
+            let r2: $T = from_json($name, &body);
+            assert_eq!(stable($name, &g2), stable($name, &r2));
+            assert_eq!(r2.version, 2);
+
+            // Delete with a version, and undelete.
+            let g3 = c.$delete(authed(&t, $Delete { id: g2.id.clone(), version: 2, request_id: String::new() })).await.unwrap().into_inner();
+            let (status, body, _) = app.rest("DELETE", &format!("{path}/{}?version=2", r2.id), Some(&t), None).await;
+            assert_eq!(status, 200, "{body}");
+            let r3: $T = from_json($name, &body);
+            assert!(r3.is_deleted);
+            assert_eq!(stable($name, &g3), stable($name, &r3));
+            let (status, body, _) = app.rest("DELETE", &format!("{path}/{}", r2.id), Some(&t), None).await;
+            assert_eq!((status, body["code"].as_i64()), (404, Some(5)), "{body}");
+            let g4 = c.$undelete(authed(&t, $Undelete { id: g3.id.clone(), version: 0 })).await.unwrap().into_inner();
+            let (status, body, _) = app.rest("POST", &format!("{path}/{}:undelete", r3.id), Some(&t), Some(json!({"version": 3}))).await;
+            assert_eq!(status, 200, "{body}");
+            let r4: $T = from_json($name, &body);
+            assert_eq!(stable($name, &g4), stable($name, &r4));
+            let (status, body, _) = app.rest("POST", &format!("{path}/{}:undelete", r3.id), Some(&t), None).await;
+            assert_eq!((status, body["code"].as_i64()), (409, Some(6)), "{body}");
+            )?
+
+            // List: the same page, byte for byte as data.
+            let gl = c.$list(authed(&t, $List { page_size: 50, ..Default::default() })).await.unwrap().into_inner();
+            let (status, body, _) = app.rest("GET", &format!("{path}?page_size=50"), Some(&t), None).await;
+            assert_eq!(status, 200, "{body}");
+            let rl: $ListResp = from_json(concat!("crm.v1.", stringify!($ListResp)), &body);
+            assert!(gl.$items.iter().any(|x| x.id == g.id) && gl.$items.iter().any(|x| x.id == r.id));
+            assert_eq!(gl.$items, rl.$items);
+
+            // The same invalid input fails the same way.
+            let bad: Value = ($invalid)(&deps);
+            let ge = c.$create(authed(&t, $Create { $field: Some(from_json($name, &bad)), request_id: String::new() })).await.unwrap_err();
+            let (status, body, _) = app.rest("POST", path, Some(&t), Some(bad)).await;
+            assert_eq!(status, 400);
+            assert_eq!(body["code"].as_i64(), Some(ge.code() as i64));
+            assert_eq!(body["message"].as_str(), Some(ge.message()));
+            let rest_fields: Vec<String> = body["details"][1]["field_violations"].as_array().unwrap().iter().map(|v| v["field"].as_str().unwrap().to_owned()).collect();
+            assert_eq!(rest_fields, violations(&ge));
+            assert_eq!(body["details"][0]["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+        }
+    };
+}
+
+/// Records the scenarios refer to.
+struct Deps {
+    account: String,
+    deal: String,
+    quote: String,
+}
+
+async fn deps(app: &TestApp, t: &str) -> Deps {
+    let account = app.account(t, "Dep").await.id;
+    let deal = app
+        .deal(
+            t,
+            Deal {
+                account_id: account.clone(),
+                name: "Dep deal".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .id;
+    let quote = app
+        .quote(
+            t,
+            Quote {
+                account_id: account.clone(),
+                currency: "EUR".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .id;
+    Deps {
+        account,
+        deal,
+        quote,
+    }
+}
+
+conformance!(accounts_conform, Account, "crm.v1.Account", "accounts", accounts,
+    CreateAccountRequest { account }, create_account, GetAccountRequest, get_account, ListAccountsRequest => ListAccountsResponse, list_accounts -> accounts,
+    input: |_: &Deps| json!({"name": "Acme", "website": "https://acme.example", "annual_revenue": 1234.5, "employee_count": 12,
+        "tags": ["b2b"], "custom_fields": {"tier": "gold", "n": 1.5}, "addresses": [{"city": "Paris"}],
+        "first_contacted_at": "2026-01-02T03:04:05.123Z"}),
+    invalid: |_: &Deps| json!({"website": "nope", "annual_revenue": -1}),
+    patch: (json!({"legal_name": "Acme Ltd", "custom_fields": {"region": "eu"}, "tags": []}), vec!["legal_name", "custom_fields.region", "tags"]),
+    UpdateAccountRequest, update_account, DeleteAccountRequest, delete_account, UndeleteAccountRequest, undelete_account);
+
+conformance!(contacts_conform, Contact, "crm.v1.Contact", "contacts", contacts,
+    CreateContactRequest { contact }, create_contact, GetContactRequest, get_contact, ListContactsRequest => ListContactsResponse, list_contacts -> contacts,
+    input: |d: &Deps| json!({"account_id": d.account, "first_name": "Ada", "last_name": "Lovelace", "phone": "+14155550100",
+        "opted_in": true, "gdpr_consent": {"basis": "consent"}}),
+    invalid: |d: &Deps| json!({"account_id": d.deal, "phone": "555"}),
+    patch: (json!({"job_title": "CTO", "opted_in": false}), vec!["job_title", "opted_in"]),
+    UpdateContactRequest, update_contact, DeleteContactRequest, delete_contact, UndeleteContactRequest, undelete_contact);
+
+conformance!(deals_conform, Deal, "crm.v1.Deal", "deals", deals,
+    CreateDealRequest { deal }, create_deal, GetDealRequest, get_deal, ListDealsRequest => ListDealsResponse, list_deals -> deals,
+    input: |d: &Deps| json!({"account_id": d.account, "name": "Big", "stage": "proposal", "value": 59.97, "currency": "usd",
+        "probability": 40, "competitors": ["Initech"]}),
+    invalid: |d: &Deps| json!({"account_id": d.account, "name": "x", "stage": "closed_lost", "probability": 120}),
+    patch: (json!({"stage": "closed_won", "closure_notes": "signed"}), vec!["stage", "closure_notes"]),
+    UpdateDealRequest, update_deal, DeleteDealRequest, delete_deal, UndeleteDealRequest, undelete_deal);
+
+conformance!(activities_conform, Activity, "crm.v1.Activity", "activities", activities,
+    CreateActivityRequest { activity }, create_activity, GetActivityRequest, get_activity, ListActivitiesRequest => ListActivitiesResponse, list_activities -> activities,
+    input: |d: &Deps| json!({"account_id": d.account, "deal_id": d.deal, "type": "meeting", "subject": "Kickoff",
+        "participants": [{"name": "Ada"}], "recurrence": {"freq": "weekly"}}),
+    invalid: |_: &Deps| json!({"type": "fax"}));
+
+conformance!(quotes_conform, Quote, "crm.v1.Quote", "quotes", quotes,
+    CreateQuoteRequest { quote }, create_quote, GetQuoteRequest, get_quote, ListQuotesRequest => ListQuotesResponse, list_quotes -> quotes,
+    input: |d: &Deps| json!({"account_id": d.account, "name": "Year one", "valid_until": "2027-01-01T00:00:00Z"}),
+    invalid: |d: &Deps| json!({"account_id": d.account, "status": "signed"}),
+    patch: (json!({"status": "sent", "notes": "net 30"}), vec!["status", "notes"]),
+    UpdateQuoteRequest, update_quote, DeleteQuoteRequest, delete_quote, UndeleteQuoteRequest, undelete_quote);
+
+conformance!(line_items_conform, LineItem, "crm.v1.LineItem", "line-items", line_items,
+    CreateLineItemRequest { line_item }, create_line_item, GetLineItemRequest, get_line_item, ListLineItemsRequest => ListLineItemsResponse, list_line_items -> line_items,
+    input: |d: &Deps| json!({"quote_id": d.quote, "description": "Seats", "quantity": 3, "unit_price": 19.99}),
+    invalid: |d: &Deps| json!({"quote_id": d.quote, "quantity": 0, "unit_price": -1}),
+    patch: (json!({"discount": 1.5}), vec!["discount"]),
+    UpdateLineItemRequest, update_line_item, DeleteLineItemRequest, delete_line_item, UndeleteLineItemRequest, undelete_line_item);
+
+#[tokio::test]
+async fn rest_gets_every_check_grpc_gets() {
+    let app = spawn_app().await;
+    let a = app.token("tenant-a", "u1");
+    let b = app.token("tenant-b", "u2");
+    let x = app.app_token("tenant-a", "svc", "app-x");
+
+    // No token, a bad token: 401 with the gRPC code and reason, no data.
+    let (status, body, headers) = app.rest("GET", "/api/v1/crm/accounts", None, None).await;
+    assert_eq!((status, body["code"].as_i64()), (401, Some(16)), "{body}");
+    assert_eq!(body["details"][0]["reason"], "MISSING_CREDENTIALS");
+    assert!(headers.get("www-authenticate").is_some());
+    let forged = crm::auth::mint(
+        b"another-secret-another-secret-another",
+        "tenant-a",
+        "u1",
+        None,
+        60,
+        None,
+        None,
+    )
+    .unwrap();
+    let (status, body, _) = app
+        .rest("GET", "/api/v1/crm/accounts", Some(&forged), None)
+        .await;
+    assert_eq!(
+        (status, body["details"][0]["reason"].as_str()),
+        (401, Some("INVALID_CREDENTIALS"))
+    );
+    let (status, _, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts",
+            Some(&forged),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    // Tenants and apps are isolated exactly as over gRPC.
+    let (_, acc, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts",
+            Some(&a),
+            Some(json!({"name": "A"})),
+        )
+        .await;
+    let id = acc["id"].as_str().unwrap();
+    let (status, other, _) = app
+        .rest("GET", &format!("/api/v1/crm/accounts/{id}"), Some(&b), None)
+        .await;
+    let (status2, random, _) = app
+        .rest(
+            "GET",
+            "/api/v1/crm/accounts/acc_01JD7Z3K8Q9W2X4Y6Z8A0B1C2D",
+            Some(&b),
+            None,
+        )
+        .await;
+    assert_eq!((status, status2), (404, 404));
+    assert_eq!(
+        other["details"],
+        random["details"]
+            .as_array()
+            .map(|_| other["details"].clone())
+            .unwrap()
+    );
+    assert_eq!(
+        other["details"][0]["reason"],
+        random["details"][0]["reason"]
+    );
+    let (status, _, _) = app
+        .rest("GET", &format!("/api/v1/crm/accounts/{id}"), Some(&x), None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = app
+        .rest(
+            "PATCH",
+            &format!("/api/v1/crm/accounts/{id}"),
+            Some(&b),
+            Some(json!({"name": "pwned"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, list, _) = app
+        .rest("GET", "/api/v1/crm/accounts", Some(&b), None)
+        .await;
+    assert_eq!(list["accounts"], json!([]));
+    let (_, mine, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts",
+            Some(&x),
+            Some(json!({"name": "By X", "app_id": "spoofed"})),
+        )
+        .await;
+    assert_eq!(mine["app_id"], "app-x");
+}
+
+#[tokio::test]
+async fn grpc_gateway_behaviour() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    let (_, acc, _) = app
+        .rest("POST", "/api/v1/crm/accounts?request_id=8c1f1c1e-3a4b-4d5e-9f60-718293a4b5c6", Some(&t),
+            Some(json!({"name": "Acme", "legalName": "Acme Corp", "customFields": {"tier": "gold", "region": "eu"}, "tags": ["a", "b"]})))
+        .await;
+    // camelCase input accepted, snake_case output, all proto3 scalars emitted.
+    assert_eq!(acc["legal_name"], "Acme Corp");
+    assert_eq!(acc["phone"], "");
+    assert_eq!(acc["is_deleted"], false);
+    let id = acc["id"].as_str().unwrap().to_owned();
+    // request_id from the query makes the POST idempotent.
+    let (_, again, _) = app
+        .rest("POST", "/api/v1/crm/accounts?request_id=8c1f1c1e-3a4b-4d5e-9f60-718293a4b5c6", Some(&t),
+            Some(json!({"name": "Acme", "legalName": "Acme Corp", "customFields": {"tier": "gold", "region": "eu"}, "tags": ["a", "b"]})))
+        .await;
+    assert_eq!(again, acc);
+
+    // PATCH without update_mask: exactly the keys present, Struct keys one by one.
+    let (status, p, _) = app
+        .rest(
+            "PATCH",
+            &format!("/api/v1/crm/accounts/{id}"),
+            Some(&t),
+            Some(json!({"customFields": {"tier": "platinum"}, "phone": "+1 555"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        p["custom_fields"],
+        json!({"tier": "platinum", "region": "eu"})
+    );
+    assert_eq!(p["tags"], json!(["a", "b"]));
+    assert_eq!(p["phone"], "+1 555");
+    // An empty value clears a field; ?update_mask= overrides the body's keys.
+    let (_, p, _) = app
+        .rest(
+            "PATCH",
+            &format!("/api/v1/crm/accounts/{id}"),
+            Some(&t),
+            Some(json!({"phone": ""})),
+        )
+        .await;
+    assert_eq!(p["phone"], "");
+    let (_, p, _) = app
+        .rest(
+            "PATCH",
+            &format!("/api/v1/crm/accounts/{id}?update_mask=legal_name"),
+            Some(&t),
+            Some(json!({"legal_name": "New", "name": "Ignored"})),
+        )
+        .await;
+    assert_eq!(
+        (p["legal_name"].as_str(), p["name"].as_str()),
+        (Some("New"), Some("Acme"))
+    );
+    // An unknown key in a PATCH body is an error (it would silently do nothing).
+    let (status, e, _) = app
+        .rest(
+            "PATCH",
+            &format!("/api/v1/crm/accounts/{id}"),
+            Some(&t),
+            Some(json!({"nmae": "typo"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(e["message"].as_str().unwrap().contains("nmae"));
+    // Version conflicts are 409 with the gRPC code 10 (ABORTED).
+    let (status, e, _) = app
+        .rest(
+            "PATCH",
+            &format!("/api/v1/crm/accounts/{id}"),
+            Some(&t),
+            Some(json!({"name": "x", "version": 1})),
+        )
+        .await;
+    assert_eq!((status, e["code"].as_i64()), (409, Some(10)));
+    assert_eq!(e["details"][0]["reason"], "VERSION_MISMATCH");
+
+    // Query parameters: both spellings, unknown ones ignored, bad ones named.
+    let (status, l, _) = app
+        .rest(
+            "GET",
+            "/api/v1/crm/accounts?pageSize=1&utm_source=x&showDeleted=true",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{l}");
+    assert_eq!(l["accounts"].as_array().unwrap().len(), 1);
+    let (status, e, _) = app
+        .rest("GET", "/api/v1/crm/accounts?page_size=ten", Some(&t), None)
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(e["details"][1]["field_violations"][0]["field"], "page_size");
+    let (status, e, _) = app
+        .rest("GET", "/api/v1/crm/accounts?page_size=-1", Some(&t), None)
+        .await;
+    assert_eq!((status, e["code"].as_i64()), (400, Some(3)));
+    // A wrongly typed body field is named.
+    let (status, e, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts",
+            Some(&t),
+            Some(json!({"name": 5})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        e["details"][1]["field_violations"][0]["field"],
+        "account.name"
+    );
+
+    // Routing: unknown path 404, known path with another method 501.
+    let (status, e, _) = app.rest("GET", "/api/v1/crm/nothing", Some(&t), None).await;
+    assert_eq!((status, e["code"].as_i64()), (404, Some(5)));
+    assert_eq!(e["details"][0]["reason"], "ROUTE_NOT_FOUND");
+    let (status, e, _) = app
+        .rest(
+            "PUT",
+            &format!("/api/v1/crm/accounts/{id}"),
+            Some(&t),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((status, e["code"].as_i64()), (501, Some(12)));
+    // Oversized bodies: 413.
+    let big = json!({"name": "x", "description": "y".repeat(5 * 1024 * 1024)});
+    let (status, _, _) = app
+        .rest("POST", "/api/v1/crm/accounts", Some(&t), Some(big))
+        .await;
+    assert_eq!(status, 413);
+
+    // x-request-id is echoed.
+    let resp = app
+        .http
+        .get(format!("http://{}/api/v1/crm/accounts", app.http_addr))
+        .bearer_auth(&t)
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-42");
+}
+
+#[tokio::test]
+async fn health_openapi_and_explorer_are_served() {
+    let app = spawn_app().await;
+    let (status, _, _) = app.rest("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = app.rest("GET", "/readyz", None, None).await;
+    assert_eq!(status, 200);
+    let (status, doc, _) = app.rest("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Every SPEC §3 path is documented.
+    for (path, verbs) in [
+        ("/api/v1/crm/accounts", vec!["get", "post"]),
+        ("/api/v1/crm/accounts/{id}", vec!["get", "delete"]),
+        ("/api/v1/crm/accounts/{account.id}", vec!["patch"]),
+        ("/api/v1/crm/accounts/{id}:undelete", vec!["post"]),
+        ("/api/v1/crm/activities", vec!["get", "post"]),
+        ("/api/v1/crm/line-items/{line_item.id}", vec!["patch"]),
+    ] {
+        for v in verbs {
+            assert!(doc["paths"][path][v].is_object(), "{path} {v}");
+        }
+    }
+    assert!(doc["paths"]["/api/v1/crm/activities/{activity.id}"].is_null());
+    let account = &doc["components"]["schemas"]["Account"];
+    assert_eq!(account["required"], json!(["name"]));
+    assert_eq!(account["properties"]["created_at"]["format"], "date-time");
+    assert_eq!(account["properties"]["tenant_id"]["readOnly"], true);
+    assert_eq!(
+        account["properties"]["source_type"]["enum"],
+        json!(["frontend", "backend", "server", "system", "api"])
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["Activity"]["properties"]["type"]["enum"],
+        json!(["call", "email", "meeting", "note", "task"])
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    let html = app
+        .http
+        .get(format!("http://{}/explorer", app.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("crm API explorer"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the explorer loads nothing from elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn grpc_and_rest_agree_on_errors_for_every_code_we_return() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    let g = app
+        .accounts()
+        .get_account(authed(
+            &t,
+            GetAccountRequest {
+                id: "acc_01JD7Z3K8Q9W2X4Y6Z8A0B1C2D".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(g.code(), Code::NotFound);
+    let (status, body, _) = app
+        .rest(
+            "GET",
+            "/api/v1/crm/accounts/acc_01JD7Z3K8Q9W2X4Y6Z8A0B1C2D",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["message"].as_str(), Some(g.message()));
+    assert_eq!(body["details"][0]["metadata"]["resource_type"], "account");
+}
