@@ -45,6 +45,28 @@ fn string_values(pool: &DescriptorPool, field: &FieldDescriptor, name: &str) -> 
     }
 }
 
+/// The OpenAPI name of a path variable: its last field name.
+fn param_name(var: &str) -> &str {
+    var.rsplit('.').next().unwrap_or(var)
+}
+
+/// The template with variables renamed by [`param_name`].
+fn openapi_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.split_once('}')) {
+                Some((var, rest)) => format!(
+                    "{{{}}}{rest}",
+                    param_name(var.split('=').next().unwrap_or(var))
+                ),
+                None => seg.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The component name of a message.
 fn schema_name(m: &MessageDescriptor) -> String {
     match m.package_name() {
@@ -214,8 +236,10 @@ impl Gen<'_> {
             let field = field.expect("a path variable");
             let mut schema = self.value_schema(&field);
             schema.as_object_mut().map(|o| o.remove("readOnly"));
+            // `{account.id}` is documented as `{id}`: the URL is the same, and
+            // dotted parameter names break common OpenAPI tooling.
             params.push(
-                json!({"name": v, "in": "path", "required": true, "schema": schema,
+                json!({"name": param_name(v), "in": "path", "required": true, "schema": schema,
                 "description": comment(&field.parent_file(), field.path()).unwrap_or_default()}),
             );
         }
@@ -316,7 +340,7 @@ pub fn generate(pool: &DescriptorPool) -> Json {
                 }
                 let op = g.operation(&method, &rule, &template, verb);
                 paths
-                    .entry(template)
+                    .entry(openapi_path(&template))
                     .or_default()
                     .insert(verb.to_owned(), op);
             }

@@ -432,11 +432,11 @@ impl Transcoder {
         let (parts, body) = req.into_parts();
         let request_id = parts.headers.get("x-request-id").cloned();
         let path = parts.uri.path();
-        let mut path_matched = false;
+        let mut allowed: Vec<&str> = Vec::new();
         let mut found = None;
         for route in &self.routes {
             if let Some(bound) = route.template.matches(path) {
-                path_matched = true;
+                allowed.push(route.method.as_str());
                 if route.method == parts.method {
                     found = Some((route, bound));
                     break;
@@ -444,20 +444,32 @@ impl Transcoder {
             }
         }
         let Some((route, bound)) = found else {
-            let status = if path_matched {
-                routing_status(
-                    Code::Unimplemented,
-                    "METHOD_NOT_ALLOWED",
-                    format!("method {} is not allowed on {path}", parts.method),
-                )
-            } else {
-                routing_status(
+            if allowed.is_empty() {
+                let status = routing_status(
                     Code::NotFound,
                     "ROUTE_NOT_FOUND",
                     format!("no route for {} {path}", parts.method),
-                )
-            };
-            return status_response(&status, request_id.as_ref());
+                );
+                return status_response(&status, request_id.as_ref());
+            }
+            // grpc-gateway answers 501 here; 405 with Allow is what HTTP
+            // clients and tools expect for a known path (the body still
+            // carries the gRPC code UNIMPLEMENTED).
+            let status = routing_status(
+                Code::Unimplemented,
+                "METHOD_NOT_ALLOWED",
+                format!(
+                    "method {} is not allowed on {path}; allowed: {}",
+                    parts.method,
+                    allowed.join(", ")
+                ),
+            );
+            let mut r = status_response(&status, request_id.as_ref());
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            return r;
         };
         let body = match http_body_util::Limited::new(body, self.body_limit)
             .collect()
