@@ -17,6 +17,9 @@ use crate::error::Error;
 /// The role requests run as (created by the migrations; owns nothing, no
 /// BYPASSRLS).
 pub const APP_ROLE: &str = "crm_app";
+/// The role integration tokens' requests switch to: crm_app's rights, plus
+/// the app-scope policies.
+pub const INTEGRATION_ROLE: &str = "crm_app_integration";
 
 /// How to reach the database.
 #[derive(Clone, Debug)]
@@ -132,11 +135,15 @@ impl Db {
     /// that row-level security reads are set for this transaction only.
     pub async fn begin(&self, caller: &Caller) -> Result<TenantTx, Error> {
         let mut tx = self.pool.begin().await?;
+        // Integration tokens run as the integration role, whose policies add
+        // the app scope; a person's token keeps the connection's crm_app.
         sqlx::query(
-            "SELECT set_config('crm.tenant_id', $1, true), set_config('crm.app_id', $2, true)",
+            "SELECT set_config('crm.tenant_id', $1, true), set_config('crm.app_id', $2, true), \
+             CASE WHEN $2 <> '' THEN set_config('role', $3, true) END",
         )
         .bind(caller.tenant_id())
         .bind(caller.app_id().unwrap_or(""))
+        .bind(INTEGRATION_ROLE)
         .execute(&mut *tx)
         .await?;
         Ok(TenantTx {
@@ -180,7 +187,8 @@ impl TenantTx {
     /// with [`TenantTx::restore_app_scope`]. No-op for a person's token.
     pub async fn lift_app_scope(&mut self) -> Result<(), Error> {
         if self.caller.app_id().is_some() {
-            sqlx::query("SELECT set_config('crm.app_id', '', true)")
+            sqlx::query("SELECT set_config('role', $1, true)")
+                .bind(APP_ROLE)
                 .execute(&mut *self.tx)
                 .await?;
         }
@@ -189,9 +197,9 @@ impl TenantTx {
 
     /// Restores the caller's app scope after [`TenantTx::lift_app_scope`].
     pub async fn restore_app_scope(&mut self) -> Result<(), Error> {
-        if let Some(app) = self.caller.app_id() {
-            sqlx::query("SELECT set_config('crm.app_id', $1, true)")
-                .bind(app)
+        if self.caller.app_id().is_some() {
+            sqlx::query("SELECT set_config('role', $1, true)")
+                .bind(INTEGRATION_ROLE)
                 .execute(&mut *self.tx)
                 .await?;
         }

@@ -1,4 +1,5 @@
-//! The one place SQL text for the record tables is built. Identifiers come
+//! SQL text for the fixed statements of the record tables (List queries are
+//! built by `records::query`, on the same rules). Identifiers come
 //! only from the entity's known columns (derived from its proto descriptor at
 //! start-up) and are checked to be plain lowercase identifiers; every value is
 //! a bind parameter. Rows travel as JSON: `row_to_json` out,
@@ -65,10 +66,6 @@ pub struct Statements {
     pub insert: Arc<str>,
     /// `$3` id, `$4` row JSON → the updated row as JSON.
     pub update: Arc<str>,
-    /// `$3` show_deleted, `$4` limit → first page, newest first.
-    pub list_first: Arc<str>,
-    /// `$3` show_deleted, `$4` limit, `$5` created_at, `$6` id → the page after that key.
-    pub list_after: Arc<str>,
     /// `$3` ids (text[]) → the ids among them that name live records.
     pub live_ids: Arc<str>,
 }
@@ -105,8 +102,6 @@ impl Statements {
         let mutable_names: Vec<String> = mutable.iter().map(|c| ident(&c.name)).collect();
         let mutable_values: Vec<String> = mutable.iter().map(|c| value(c)).collect();
         let select = format!("SELECT row_to_json(t)::text FROM {t} t");
-        let list = format!("{select} WHERE {scope} AND ($3 OR NOT t.is_deleted)");
-        let order = "ORDER BY t.created_at DESC, t.id DESC LIMIT $4";
         Self {
             select_one: format!("{select} WHERE {scope} AND t.id = $3").into(),
             select_one_for_update: format!("{select} WHERE {scope} AND t.id = $3 FOR UPDATE")
@@ -126,8 +121,6 @@ impl Statements {
                 mutable_values.join(", ")
             )
             .into(),
-            list_first: format!("{list} {order}").into(),
-            list_after: format!("{list} AND (t.created_at, t.id) < ($5, $6) {order}").into(),
             live_ids: format!(
                 "SELECT t.id FROM {t} t WHERE {scope} AND t.id = ANY($3) AND NOT t.is_deleted"
             )

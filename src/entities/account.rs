@@ -20,7 +20,8 @@ pub static KIND: Kind = Kind::new(
         target: &KIND,
     }],
     &["description"],
-);
+)
+.with_search(&["name", "legal_name", "domain", "website", "description"]);
 
 /// Deepest account hierarchy walked when looking for cycles.
 const MAX_DEPTH: i32 = 1000;

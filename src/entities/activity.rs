@@ -38,7 +38,8 @@ pub static KIND: Kind = Kind::new(
         },
     ],
     &["description", "notes"],
-);
+)
+.with_search(&["subject", "description", "notes"]);
 
 fn to_chrono(ts: &Timestamp) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(ts.seconds, ts.nanos as u32).unwrap_or_default()

@@ -28,7 +28,8 @@ pub static KIND: Kind = Kind::new(
         },
     ],
     &[],
-);
+)
+.with_search(&["display_name", "first_name", "last_name", "email"]);
 
 fn full_name(c: &Contact) -> String {
     let name = format!("{} {}", c.first_name, c.last_name);

@@ -37,7 +37,8 @@ pub static KIND: Kind = Kind::new(
         },
     ],
     &["loss_reason", "closure_notes"],
-);
+)
+.with_search(&["name", "deal_number"]);
 
 /// The stage that wins a deal.
 pub const CLOSED_WON: &str = "closed_won";

@@ -21,6 +21,7 @@ pub static KIND: Kind = Kind::new(
     }],
     &["description"],
 )
+.with_search(&["description"])
 .with_computed(&[(
     "total",
     "trim_scale(CASE WHEN r.discount_type = 'percent' \

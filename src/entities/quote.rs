@@ -32,7 +32,8 @@ pub static KIND: Kind = Kind::new(
         },
     ],
     &["notes"],
-);
+)
+.with_search(&["name", "quote_number", "notes"]);
 
 impl Entity for Quote {
     fn kind() -> &'static Kind {

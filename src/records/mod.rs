@@ -17,9 +17,11 @@
 
 pub mod convert;
 pub mod fields;
+pub mod filter;
 pub mod idempotency;
 pub mod mask;
 pub mod page;
+pub mod query;
 pub mod schema;
 pub mod store;
 
@@ -53,6 +55,10 @@ pub struct Kind {
     /// Columns Postgres computes on every write, as SQL expressions over the
     /// incoming record `r` (exact `numeric` arithmetic).
     pub computed: &'static [(&'static str, &'static str)],
+    /// The text fields `search` looks in, the first being the record's name
+    /// (exact and prefix name matches rank first). Migration 0002 indexes the
+    /// same document.
+    pub search: &'static [&'static str],
     meta: OnceLock<Meta>,
 }
 
@@ -74,8 +80,15 @@ impl Kind {
             references,
             long_text,
             computed: &[],
+            search: &[],
             meta: OnceLock::new(),
         }
+    }
+
+    /// The same kind with the fields `search` looks in.
+    pub const fn with_search(mut self, search: &'static [&'static str]) -> Self {
+        self.search = search;
+        self
     }
 
     /// The same kind with columns computed by Postgres.

@@ -1,8 +1,8 @@
-//! Page tokens: keyset cursors (the last row's `created_at` and `id`), signed
-//! with HMAC-SHA256 over the cursor and everything the token is bound to
-//! (tenant, app, entity, filter, order_by, search, show_deleted). Opaque and
-//! URL-safe; a token altered, forged, or reused with other parameters is
-//! INVALID_ARGUMENT.
+//! Page tokens: keyset cursors (the last row's sort keys, as Postgres wrote
+//! them), signed with HMAC-SHA256 over the cursor and everything the token is
+//! bound to (tenant, app, entity, filter, order_by, search, show_deleted).
+//! Opaque and URL-safe; a token altered, forged, or reused with other
+//! parameters is INVALID_ARGUMENT.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,13 +18,12 @@ const TAG_LEN: usize = 16;
 #[derive(Clone)]
 pub struct PageKey(Vec<u8>);
 
-/// The position after which the next page starts.
+/// The position after which the next page starts: the sort keys of the
+/// last row (text, `None` for NULL), ending with its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
-    /// `created_at` of the last row, in microseconds since the epoch.
-    pub created_at_micros: i64,
-    /// `id` of the last row.
-    pub id: String,
+    /// The keys.
+    pub keys: Vec<Option<String>>,
 }
 
 impl PageKey {
@@ -46,10 +45,8 @@ impl PageKey {
 
     /// The token for `cursor`, bound to `binding`.
     pub fn encode(&self, binding: &[&str], cursor: &Cursor) -> String {
-        let mut payload = Vec::with_capacity(9 + cursor.id.len() + TAG_LEN);
-        payload.push(VERSION);
-        payload.extend_from_slice(&cursor.created_at_micros.to_be_bytes());
-        payload.extend_from_slice(cursor.id.as_bytes());
+        let mut payload = vec![VERSION];
+        serde_json::to_writer(&mut payload, &cursor.keys).expect("strings serialize");
         let tag = self.mac(binding, &payload).finalize().into_bytes();
         payload.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(payload)
@@ -63,23 +60,19 @@ impl PageKey {
                 "is not a page token of this list (it was altered, or made for other parameters)",
             )
         };
-        if token.len() > 512 {
+        if token.len() > 4096 {
             return Err(bad());
         }
         let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-        if raw.len() < 1 + 8 + TAG_LEN || raw[0] != VERSION {
+        if raw.len() < 1 + TAG_LEN || raw[0] != VERSION {
             return Err(bad());
         }
         let (payload, tag) = raw.split_at(raw.len() - TAG_LEN);
         self.mac(binding, payload)
             .verify_truncated_left(tag)
             .map_err(|_| bad())?;
-        let created_at_micros = i64::from_be_bytes(payload[1..9].try_into().map_err(|_| bad())?);
-        let id = String::from_utf8(payload[9..].to_vec()).map_err(|_| bad())?;
-        Ok(Cursor {
-            created_at_micros,
-            id,
-        })
+        let keys = serde_json::from_slice(&payload[1..]).map_err(|_| bad())?;
+        Ok(Cursor { keys })
     }
 }
 
@@ -89,8 +82,11 @@ mod tests {
 
     fn cursor() -> Cursor {
         Cursor {
-            created_at_micros: 1_700_000_000_000_000,
-            id: "acc_01JD7Z3K8Q9W2X4Y6Z8A0B1C2D".into(),
+            keys: vec![
+                Some("2026-11-27 14:00:00.123456+00".into()),
+                None,
+                Some("acc_01JD7Z3K8Q9W2X4Y6Z8A0B1C2D".into()),
+            ],
         }
     }
 

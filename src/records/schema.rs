@@ -81,6 +81,11 @@ pub struct Meta {
     pub columns: Vec<Column>,
     /// SQL statements for its table.
     pub sql: Statements,
+    /// The search document: the generated column `search_doc`
+    /// (`crm_search_norm` of the search fields joined).
+    pub search_doc: Option<String>,
+    /// The normalized name (the first search field), for ranking.
+    pub name_doc: Option<String>,
 }
 
 const FIELD_BEHAVIOR: &str = "google.api.field_behavior";
@@ -218,11 +223,32 @@ impl Meta {
             })
             .collect();
         let sql = Statements::new(kind.table, &columns, kind.computed);
+        for name in kind.search {
+            assert!(
+                fields
+                    .iter()
+                    .any(|f| f.name == *name && f.shape == Shape::String),
+                "{}: search field {name} is not a string field",
+                kind.message
+            );
+        }
+        let doc = |names: &[&str]| {
+            let parts: Vec<String> = names
+                .iter()
+                .map(|n| format!("coalesce(t.\"{n}\", '')"))
+                .collect();
+            format!("crm_search_norm({})", parts.join(" || ' ' || "))
+        };
+        // The stored column migration 0002 computes from the same fields.
+        let search_doc = (!kind.search.is_empty()).then(|| "t.\"search_doc\"".to_owned());
+        let name_doc = kind.search.first().map(|n| doc(&[n]));
         Self {
             desc,
             fields,
             columns,
             sql,
+            search_doc,
+            name_doc,
         }
     }
 

@@ -3,13 +3,15 @@
 //! the version check, the entity's rules and side effects, the reference
 //! checks and the idempotency entry.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use prost_types::Timestamp;
+use sqlx::Row;
 
 use super::convert::{from_dynamic, from_row_json, to_dynamic, to_row_json};
 use super::fields::{self, Checker, article, canonical_id};
 use super::idempotency::{self, Idempotency};
 use super::page::{Cursor, PageKey};
+use super::query::{Plan, select_page};
 use super::{Change, Entity, Op, mask};
 use crate::auth::Caller;
 use crate::db::{Db, TenantTx};
@@ -63,15 +65,6 @@ pub fn now() -> Timestamp {
         seconds: now.timestamp(),
         nanos: (now.timestamp_subsec_micros() * 1000) as i32,
     }
-}
-
-fn to_datetime(micros: i64) -> Result<DateTime<Utc>, Error> {
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| invalid("page_token", "is out of range"))
-}
-
-fn micros(ts: Option<&Timestamp>) -> i64 {
-    ts.map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
-        .unwrap_or(0)
 }
 
 /// The canonical id of `E` in `value`, or INVALID_ARGUMENT on `field`.
@@ -362,27 +355,19 @@ impl Store {
         rec.ok_or_else(|| not_found::<E>(&id))
     }
 
-    /// Lists the caller's records, newest first, one keyset page at a time.
+    /// Lists the caller's records: filtered, searched, ordered, one keyset
+    /// page at a time (see [`super::query`]).
     pub async fn list<E: Entity>(&self, caller: &Caller, p: &ListParams) -> Result<Page<E>, Error> {
         let kind = E::kind();
+        let meta = kind.meta();
         if p.page_size < 0 {
             return Err(invalid("page_size", "must not be negative"));
-        }
-        for (field, value) in [
-            ("filter", &p.filter),
-            ("order_by", &p.order_by),
-            ("search", &p.search),
-        ] {
-            if !value.trim().is_empty() {
-                return Err(Error::Unimplemented(format!(
-                    "{field} is not supported yet; send it empty"
-                )));
-            }
         }
         let size = match p.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
+        let plan = Plan::new(meta, &p.filter, &p.order_by, &p.search, p.show_deleted)?;
         let show_deleted = if p.show_deleted { "1" } else { "0" };
         let binding = [
             caller.tenant_id(),
@@ -398,45 +383,33 @@ impl Store {
         } else {
             Some(self.pages.decode(&binding, &p.page_token)?)
         };
-        let sql = &kind.meta().sql;
+        let mut qb = select_page(
+            meta,
+            kind.table,
+            &plan,
+            caller.tenant_id(),
+            caller.app_id(),
+            p.show_deleted,
+            cursor.as_ref().map(|c| c.keys.as_slice()),
+            i64::from(size) + 1,
+        )?;
+
         let mut tx = self.db.begin(caller).await?;
-        let rows: Vec<String> = match &cursor {
-            None => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.list_first.clone()))
-                    .bind(caller.tenant_id())
-                    .bind(caller.app_id())
-                    .bind(p.show_deleted)
-                    .bind(i64::from(size) + 1)
-                    .fetch_all(tx.conn())
-                    .await?
-            }
-            Some(c) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.list_after.clone()))
-                    .bind(caller.tenant_id())
-                    .bind(caller.app_id())
-                    .bind(p.show_deleted)
-                    .bind(i64::from(size) + 1)
-                    .bind(to_datetime(c.created_at_micros)?)
-                    .bind(&c.id)
-                    .fetch_all(tx.conn())
-                    .await?
-            }
-        };
+        let rows = qb.build().fetch_all(tx.conn()).await?;
         tx.commit().await?;
         let more = rows.len() > size as usize;
-        let items = rows
-            .iter()
-            .take(size as usize)
-            .map(|r| from_row_json::<E>(r))
-            .collect::<Result<Vec<E>, Error>>()?;
-        let next_page_token = match items.last() {
-            Some(last) if more => self.pages.encode(
-                &binding,
-                &Cursor {
-                    created_at_micros: micros(last.created_at()),
-                    id: last.id().to_owned(),
-                },
-            ),
+        let mut items = Vec::with_capacity(rows.len().min(size as usize));
+        let mut last_keys = None;
+        for row in rows.iter().take(size as usize) {
+            items.push(from_row_json::<E>(&row.try_get::<String, _>(0)?)?);
+            last_keys = Some(
+                (1..=plan.keys.len())
+                    .map(|i| row.try_get::<Option<String>, _>(i))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        let next_page_token = match last_keys {
+            Some(keys) if more => self.pages.encode(&binding, &Cursor { keys }),
             _ => String::new(),
         };
         Ok(Page {

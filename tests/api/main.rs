@@ -7,6 +7,7 @@ mod auth;
 mod contacts;
 mod deals;
 mod helpers;
+mod lists;
 mod platform;
 mod quotes;
 mod rest;

@@ -1,0 +1,853 @@
+//! List queries: the one builder that turns a filter, an order and a search
+//! into parameterized SQL. Field names come only from the entity's
+//! descriptor-derived fields; every value is a bind parameter
+//! (`sqlx::QueryBuilder::push_bind`); the only text pushed is static SQL and
+//! those known column names.
+//!
+//! Filter semantics by field shape:
+//! - text: `= != < <= > >=`; `=`/`!=` with `""` test for empty (stored as
+//!   NULL); a trailing `*` in `=` is a prefix match; `:` equals `=`, and
+//!   `field:*` means "not empty". `!=` matches empty values too.
+//! - numbers (`double`, `int32`), timestamps (RFC 3339): comparisons; an
+//!   unset optional number matches nothing.
+//! - booleans: `=`/`!=` with `true`/`false` (unset counts as false).
+//! - string lists: `tags:vip` (membership), `tags:*` (non-empty).
+//! - `custom_fields.<key>[.<key>…]`: `=`/`!=` by JSON containment (strings,
+//!   numbers, booleans), ranges on numbers and strings, `:*` presence, `:`
+//!   membership in an array value, prefix `*`.
+//! - `is_deleted` only together with `show_deleted=true`.
+//!
+//! Order: `field [asc|desc]` over scalar fields, always ending with `id`;
+//! empty values sort first ascending and last descending. Keyset pages
+//! compare the last row's keys exactly (as text from Postgres).
+
+use sqlx::{Postgres, QueryBuilder};
+
+use super::filter::{self, Expr, Literal, Op};
+use super::schema::{FieldMeta, Meta, Shape};
+use crate::error::{Error, invalid};
+
+/// The SELECT of one page of `table`: each row as JSON followed by its sort
+/// keys as text, scoped to `tenant` (and `app`), after `after` when given.
+#[allow(clippy::too_many_arguments)]
+pub fn select_page(
+    meta: &Meta,
+    table: &str,
+    plan: &Plan,
+    tenant: &str,
+    app: Option<&str>,
+    show_deleted: bool,
+    after: Option<&[Option<String>]>,
+    limit: i64,
+) -> Result<QueryBuilder<Postgres>, Error> {
+    let (name_doc, doc) = (meta.name_doc.as_deref(), meta.search_doc.as_deref());
+    let mut qb = QueryBuilder::<Postgres>::new("SELECT row_to_json(t)::text");
+    for k in &plan.keys {
+        qb.push(", (");
+        plan.push_key(&k.key, name_doc, doc, &mut qb);
+        qb.push(")::text");
+    }
+    qb.push(" FROM \"")
+        .push(table)
+        .push("\" t WHERE t.tenant_id = ");
+    qb.push_bind(tenant.to_owned());
+    if let Some(app) = app {
+        qb.push(" AND t.app_id = ").push_bind(app.to_owned());
+    }
+    if !show_deleted {
+        qb.push(" AND NOT t.is_deleted");
+    }
+    plan.push_conditions(meta, doc, show_deleted, &mut qb)?;
+    if let Some(keys) = after {
+        plan.push_after(keys, name_doc, doc, &mut qb)?;
+    }
+    plan.push_order(name_doc, doc, &mut qb);
+    qb.push(" LIMIT ").push_bind(limit);
+    Ok(qb)
+}
+
+/// Longest `search`, in characters.
+pub const MAX_SEARCH_CHARS: usize = 200;
+/// Most `order_by` keys.
+pub const MAX_ORDER_KEYS: usize = 5;
+
+/// One key of the sort order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Key {
+    /// A column of the entity.
+    Column {
+        /// Column name (a known field).
+        name: String,
+        /// Postgres type to cast cursor text to.
+        cast: &'static str,
+        /// Whether the column can be NULL.
+        nullable: bool,
+    },
+    /// Search relevance.
+    Rank,
+}
+
+/// A sort key and its direction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SortKey {
+    /// What is sorted.
+    pub key: Key,
+    /// Descending.
+    pub desc: bool,
+}
+
+/// Everything a List needs beyond scope and paging.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    filter: Option<Expr>,
+    /// The sort keys, ending with `id`.
+    pub keys: Vec<SortKey>,
+    search: Option<String>,
+}
+
+const NOT_NULL: [&str; 6] = [
+    "id",
+    "created_at",
+    "updated_at",
+    "version",
+    "schema_version",
+    "is_deleted",
+];
+
+fn cast(shape: Shape) -> Option<&'static str> {
+    Some(match shape {
+        Shape::String => "text",
+        Shape::Double => "numeric",
+        Shape::Int32 => "integer",
+        Shape::Bool => "boolean",
+        Shape::Timestamp => "timestamptz",
+        _ => return None,
+    })
+}
+
+fn column_key(f: &FieldMeta, desc: bool) -> Option<SortKey> {
+    Some(SortKey {
+        key: Key::Column {
+            name: f.name.clone(),
+            cast: cast(f.shape)?,
+            nullable: !NOT_NULL.contains(&f.name.as_str()),
+        },
+        desc,
+    })
+}
+
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn field<'m>(meta: &'m Meta, name: &str) -> Option<&'m FieldMeta> {
+    meta.field(name).or_else(|| meta.field(&snake(name)))
+}
+
+/// Parses `order_by` into sort keys ending with `id`.
+fn order(meta: &Meta, order_by: &str, search: bool) -> Result<Vec<SortKey>, Error> {
+    let mut keys = Vec::new();
+    for part in order_by.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut words = part.split_whitespace();
+        let name = words.next().unwrap_or_default();
+        let desc = match words.next().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "order_by",
+                    format!("\"{part}\": expected asc or desc, found \"{other}\""),
+                ));
+            }
+        };
+        if words.next().is_some() {
+            return Err(invalid(
+                "order_by",
+                format!("\"{part}\": expected \"field [asc|desc]\""),
+            ));
+        }
+        let f = field(meta, name)
+            .ok_or_else(|| invalid("order_by", format!("unknown field \"{name}\"")))?;
+        let key = column_key(f, desc).ok_or_else(|| {
+            invalid(
+                "order_by",
+                format!("{} cannot be sorted on (only single values can)", f.name),
+            )
+        })?;
+        if keys.iter().any(|k: &SortKey| k.key == key.key) {
+            return Err(invalid("order_by", format!("{} is named twice", f.name)));
+        }
+        if f.name == "id" {
+            keys.push(key);
+            return Ok(keys);
+        }
+        keys.push(key);
+    }
+    if keys.len() > MAX_ORDER_KEYS {
+        return Err(invalid(
+            "order_by",
+            format!("at most {MAX_ORDER_KEYS} fields"),
+        ));
+    }
+    if keys.is_empty() {
+        if search {
+            keys.push(SortKey {
+                key: Key::Rank,
+                desc: true,
+            });
+        } else {
+            let created = meta
+                .field("created_at")
+                .expect("every entity has created_at");
+            keys.push(column_key(created, true).expect("a timestamp sorts"));
+        }
+    }
+    // id makes the order total; it follows the first key's direction so the
+    // default order matches the (tenant_id, created_at DESC, id DESC) index.
+    let id = meta.field("id").expect("every entity has id");
+    keys.push(column_key(id, keys[0].desc).expect("text sorts"));
+    Ok(keys)
+}
+
+impl Plan {
+    /// Checks and prepares `filter`, `order_by` and `search`.
+    pub fn new(
+        meta: &Meta,
+        filter_text: &str,
+        order_by: &str,
+        search: &str,
+        show_deleted: bool,
+    ) -> Result<Self, Error> {
+        let filter = filter::parse(filter_text).map_err(|e| invalid("filter", e.to_string()))?;
+        if let Some(f) = &filter {
+            // Compile once to report unknown fields and type errors now.
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            compile(meta, f, show_deleted, &mut qb)?;
+        }
+        let search = search.trim();
+        if search.chars().count() > MAX_SEARCH_CHARS {
+            return Err(invalid(
+                "search",
+                format!("must be at most {MAX_SEARCH_CHARS} characters"),
+            ));
+        }
+        if search.contains('\0') {
+            return Err(invalid("search", "must not contain NUL characters"));
+        }
+        let search = (!search.is_empty()).then(|| search.to_owned());
+        let keys = order(meta, order_by, search.is_some())?;
+        Ok(Self {
+            filter,
+            keys,
+            search,
+        })
+    }
+
+    /// Adds `AND <filter> AND <search>` to the WHERE clause.
+    pub fn push_conditions(
+        &self,
+        meta: &Meta,
+        search_doc: Option<&str>,
+        show_deleted: bool,
+        qb: &mut QueryBuilder<Postgres>,
+    ) -> Result<(), Error> {
+        if let Some(f) = &self.filter {
+            qb.push(" AND ");
+            compile(meta, f, show_deleted, qb)?;
+        }
+        if let (Some(q), Some(doc)) = (&self.search, search_doc) {
+            // Substring/prefix, or close enough (typos): both served by the
+            // trigram index on the same document expression.
+            qb.push(" AND (")
+                .push(doc)
+                .push(" LIKE '%' || ")
+                .push_bind(like_escape(q))
+                .push(" || '%' OR crm_search_norm(")
+                .push_bind(q.clone())
+                .push(") <% ")
+                .push(doc)
+                .push(")");
+        }
+        Ok(())
+    }
+
+    /// Pushes the SQL of `key` (a column of `t`, or the search rank).
+    pub fn push_key(
+        &self,
+        key: &Key,
+        name_doc: Option<&str>,
+        search_doc: Option<&str>,
+        qb: &mut QueryBuilder<Postgres>,
+    ) {
+        match key {
+            Key::Column { name, .. } => {
+                qb.push("t.\"").push(name).push('"');
+            }
+            Key::Rank => {
+                let q = self.search.clone().unwrap_or_default();
+                let (name_doc, doc) = (name_doc.unwrap_or("''"), search_doc.unwrap_or("''"));
+                // Exact name first, then name prefix, then similarity.
+                qb.push("((CASE WHEN ")
+                    .push(name_doc)
+                    .push(" = crm_search_norm(")
+                    .push_bind(q.clone())
+                    .push(") THEN 2 WHEN ")
+                    .push(name_doc)
+                    .push(" LIKE crm_search_norm(")
+                    .push_bind(like_escape(&q))
+                    .push(") || '%' THEN 1 ELSE 0 END) + word_similarity(crm_search_norm(")
+                    .push_bind(q)
+                    .push("), ")
+                    .push(doc)
+                    .push("))::real");
+            }
+        }
+    }
+
+    /// Pushes `ORDER BY …`.
+    pub fn push_order(
+        &self,
+        name_doc: Option<&str>,
+        search_doc: Option<&str>,
+        qb: &mut QueryBuilder<Postgres>,
+    ) {
+        qb.push(" ORDER BY ");
+        for (i, k) in self.keys.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            self.push_key(&k.key, name_doc, search_doc, qb);
+            // Empty (NULL) sorts as the smallest value; non-null keys keep
+            // Postgres' default so that the indexes' order matches.
+            let nullable = matches!(k.key, Key::Column { nullable: true, .. });
+            qb.push(match (k.desc, nullable) {
+                (true, true) => " DESC NULLS LAST",
+                (false, true) => " ASC NULLS FIRST",
+                (true, false) => " DESC",
+                (false, false) => " ASC",
+            });
+        }
+    }
+
+    /// Pushes the keyset condition "after the row whose keys are `after`"
+    /// (as text, `None` for NULL).
+    pub fn push_after(
+        &self,
+        after: &[Option<String>],
+        name_doc: Option<&str>,
+        search_doc: Option<&str>,
+        qb: &mut QueryBuilder<Postgres>,
+    ) -> Result<(), Error> {
+        if after.len() != self.keys.len() {
+            return Err(invalid("page_token", "is not a page token of this list"));
+        }
+        let cast_of = |k: &Key| match k {
+            Key::Column { cast, .. } => *cast,
+            Key::Rank => "real",
+        };
+        let nullable = |k: &Key| matches!(k, Key::Column { nullable: true, .. });
+        let same_dir = self.keys.iter().all(|k| k.desc == self.keys[0].desc);
+        if same_dir
+            && self.keys.iter().all(|k| !nullable(&k.key))
+            && after.iter().all(Option::is_some)
+        {
+            // Row comparison: one index range when the index matches.
+            qb.push(" AND (");
+            for (i, k) in self.keys.iter().enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                self.push_key(&k.key, name_doc, search_doc, qb);
+            }
+            qb.push(if self.keys[0].desc { ") < (" } else { ") > (" });
+            for (i, (k, v)) in self.keys.iter().zip(after).enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                qb.push_bind(v.clone()).push("::").push(cast_of(&k.key));
+            }
+            qb.push(")");
+            return Ok(());
+        }
+        // OR over i of (keys before i equal AND key i after).
+        qb.push(" AND (");
+        for i in 0..self.keys.len() {
+            if i > 0 {
+                qb.push(" OR ");
+            }
+            qb.push("(TRUE");
+            for (k, v) in self.keys[..i].iter().zip(after) {
+                qb.push(" AND ");
+                self.push_key(&k.key, name_doc, search_doc, qb);
+                match v {
+                    None => qb.push(" IS NULL"),
+                    Some(v) => qb
+                        .push(" = ")
+                        .push_bind(v.clone())
+                        .push("::")
+                        .push(cast_of(&k.key)),
+                };
+            }
+            let k = &self.keys[i];
+            qb.push(" AND ");
+            match (&after[i], k.desc) {
+                (None, false) => {
+                    self.push_key(&k.key, name_doc, search_doc, qb);
+                    qb.push(" IS NOT NULL");
+                }
+                (None, true) => {
+                    qb.push("FALSE");
+                }
+                (Some(v), false) => {
+                    self.push_key(&k.key, name_doc, search_doc, qb);
+                    qb.push(" > ")
+                        .push_bind(v.clone())
+                        .push("::")
+                        .push(cast_of(&k.key));
+                }
+                (Some(v), true) => {
+                    qb.push("(");
+                    self.push_key(&k.key, name_doc, search_doc, qb);
+                    qb.push(" < ")
+                        .push_bind(v.clone())
+                        .push("::")
+                        .push(cast_of(&k.key))
+                        .push(" OR ");
+                    self.push_key(&k.key, name_doc, search_doc, qb);
+                    qb.push(" IS NULL)");
+                }
+            }
+            qb.push(")");
+        }
+        qb.push(")");
+        Ok(())
+    }
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+fn bad(pos: usize, message: impl Into<String>) -> Error {
+    invalid("filter", format!("at position {pos}: {}", message.into()))
+}
+
+/// A literal as a SQL value of `cast`, bound.
+fn push_value(
+    qb: &mut QueryBuilder<Postgres>,
+    value: &Literal,
+    shape: Shape,
+    pos: usize,
+    name: &str,
+) -> Result<(), Error> {
+    match (shape, value) {
+        (Shape::String, Literal::Text(s)) => {
+            qb.push_bind(s.clone());
+        }
+        (Shape::String, Literal::Number(n)) => {
+            qb.push_bind(n.clone());
+        }
+        (Shape::String, Literal::Bool(b)) => {
+            qb.push_bind(b.to_string());
+        }
+        (Shape::Double, Literal::Number(n)) => {
+            n.parse::<f64>()
+                .map_err(|_| bad(pos, format!("{name}: {n} is not a number")))?;
+            qb.push_bind(n.clone()).push("::numeric");
+        }
+        (Shape::Int32, Literal::Number(n)) => {
+            let v: i32 = n
+                .parse()
+                .map_err(|_| bad(pos, format!("{name}: {n} is not a whole number in range")))?;
+            qb.push_bind(v);
+        }
+        (Shape::Bool, Literal::Bool(b)) => {
+            qb.push_bind(*b);
+        }
+        (Shape::Timestamp, Literal::Text(s)) => {
+            let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|_| {
+                bad(
+                    pos,
+                    format!("{name}: \"{s}\" is not an RFC 3339 time such as 2026-01-02T03:04:05Z"),
+                )
+            })?;
+            qb.push_bind(t.with_timezone(&chrono::Utc));
+        }
+        (shape, v) => {
+            let want = match shape {
+                Shape::Double | Shape::Int32 => "a number",
+                Shape::Bool => "true or false",
+                Shape::Timestamp => "a quoted RFC 3339 time",
+                _ => "a string",
+            };
+            return Err(bad(pos, format!("{name} takes {want}, not {v:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn sql_op(op: Op) -> &'static str {
+    match op {
+        Op::Eq | Op::Has => " = ",
+        Op::Ne => " <> ",
+        Op::Lt => " < ",
+        Op::Le => " <= ",
+        Op::Gt => " > ",
+        Op::Ge => " >= ",
+    }
+}
+
+/// Compiles one filter expression into `qb`.
+fn compile(
+    meta: &Meta,
+    e: &Expr,
+    show_deleted: bool,
+    qb: &mut QueryBuilder<Postgres>,
+) -> Result<(), Error> {
+    match e {
+        Expr::And(items) | Expr::Or(items) => {
+            let joiner = if matches!(e, Expr::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            qb.push("(");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    qb.push(joiner);
+                }
+                compile(meta, item, show_deleted, qb)?;
+            }
+            qb.push(")");
+        }
+        Expr::Not(inner) => {
+            qb.push("NOT COALESCE((");
+            compile(meta, inner, show_deleted, qb)?;
+            qb.push("), FALSE)");
+        }
+        Expr::Cmp {
+            path,
+            op,
+            value,
+            pos,
+        } => {
+            qb.push("(");
+            compile_cmp(meta, path, *op, value, *pos, show_deleted, qb)?;
+            qb.push(")");
+        }
+    }
+    Ok(())
+}
+
+/// Compiles one restriction.
+fn compile_cmp(
+    meta: &Meta,
+    path: &[String],
+    op: Op,
+    value: &Literal,
+    pos: usize,
+    show_deleted: bool,
+    qb: &mut QueryBuilder<Postgres>,
+) -> Result<(), Error> {
+    let op = &op;
+    let head = &path[0];
+    let f = field(meta, head).ok_or_else(|| bad(pos, format!("unknown field \"{head}\"")))?;
+    if f.name == "is_deleted" && !show_deleted {
+        return Err(bad(
+            pos,
+            "is_deleted can only be filtered with show_deleted=true",
+        ));
+    }
+    let col = format!("t.\"{}\"", f.name);
+    if path.len() > 1 {
+        if f.shape != Shape::Struct {
+            return Err(bad(pos, format!("{} has no subfields", f.name)));
+        }
+        return compile_json(qb, &col, &path[1..], *op, value, pos);
+    }
+    match (f.shape, op, value) {
+        (Shape::StringList, Op::Has, Literal::Any) => {
+            qb.push("cardinality(").push(&col).push(") > 0");
+        }
+        (Shape::StringList, Op::Has, Literal::Text(s) | Literal::Number(s)) => {
+            // Containment, not = ANY(): the form GIN array indexes serve.
+            qb.push(&col)
+                .push(" @> ARRAY[")
+                .push_bind(s.clone())
+                .push("]::text[]");
+        }
+        (Shape::StringList, _, _) => {
+            return Err(bad(
+                pos,
+                format!("{} is a list: use {}:value or {}:*", f.name, f.name, f.name),
+            ));
+        }
+        (Shape::Struct | Shape::Value | Shape::Json, Op::Has, Literal::Any) => {
+            qb.push(&col).push(" IS NOT NULL");
+        }
+        (Shape::Struct, _, _) => {
+            return Err(bad(pos, format!("filter on {}.<key>", f.name)));
+        }
+        (Shape::Value | Shape::Json, _, _) => {
+            return Err(bad(
+                pos,
+                format!("{} cannot be filtered on (only {}:*)", f.name, f.name),
+            ));
+        }
+        (_, Op::Has, Literal::Any) => {
+            qb.push(&col).push(" IS NOT NULL");
+        }
+        (Shape::String, Op::Eq | Op::Has, Literal::Text(s)) if s.is_empty() => {
+            qb.push(&col).push(" IS NULL");
+        }
+        (Shape::String, Op::Ne, Literal::Text(s)) if s.is_empty() => {
+            qb.push(&col).push(" IS NOT NULL");
+        }
+        (Shape::String, Op::Eq | Op::Has, Literal::Text(s))
+            if s.ends_with('*') && !s.ends_with("\\*") =>
+        {
+            qb.push(&col)
+                .push(" LIKE ")
+                .push_bind(format!("{}%", like_escape(&s[..s.len() - 1])));
+        }
+        (Shape::String, Op::Ne, Literal::Text(s)) if s.ends_with('*') && !s.ends_with("\\*") => {
+            qb.push(&col)
+                .push(" NOT LIKE ")
+                .push_bind(format!("{}%", like_escape(&s[..s.len() - 1])));
+            qb.push(" OR ").push(&col).push(" IS NULL");
+        }
+        (Shape::String, _, Literal::Text(s)) if s.ends_with("\\*") => {
+            let literal = Literal::Text(format!("{}*", &s[..s.len() - 2]));
+            qb.push("(").push(&col).push(sql_op(*op));
+            push_value(qb, &literal, f.shape, pos, &f.name)?;
+            qb.push(")");
+        }
+        (Shape::String, Op::Ne, _) => {
+            qb.push(&col).push(" IS DISTINCT FROM ");
+            push_value(qb, value, f.shape, pos, &f.name)?;
+        }
+        (Shape::Bool, Op::Eq | Op::Ne | Op::Has, _) => {
+            qb.push("COALESCE(")
+                .push(&col)
+                .push(", FALSE)")
+                .push(sql_op(*op));
+            push_value(qb, value, f.shape, pos, &f.name)?;
+        }
+        (Shape::Bool, _, _) => {
+            return Err(bad(
+                pos,
+                format!("{} takes = or != with true or false", f.name),
+            ));
+        }
+        _ => {
+            qb.push(&col).push(sql_op(*op));
+            push_value(qb, value, f.shape, pos, &f.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// `custom_fields.a.b op value`.
+fn compile_json(
+    qb: &mut QueryBuilder<Postgres>,
+    col: &str,
+    keys: &[String],
+    op: Op,
+    value: &Literal,
+    pos: usize,
+) -> Result<(), Error> {
+    let keys: Vec<String> = keys.to_vec();
+    // {"a": {"b": v}} for containment.
+    let nest = |v: serde_json::Value| {
+        keys.iter()
+            .rev()
+            .fold(v, |acc, k| serde_json::json!({ k: acc }))
+    };
+    let json_value = match value {
+        Literal::Text(s) => Some(serde_json::Value::String(s.clone())),
+        Literal::Bool(b) => Some(serde_json::Value::Bool(*b)),
+        Literal::Number(n) => Some(serde_json::Value::Number(
+            n.parse::<serde_json::Number>()
+                .map_err(|_| bad(pos, format!("{n} is not a number")))?,
+        )),
+        Literal::Any => None,
+    };
+    match (op, value, json_value) {
+        (Op::Has, Literal::Any, _) => {
+            qb.push("(")
+                .push(col)
+                .push(" #> ")
+                .push_bind(keys)
+                .push("::text[]) IS NOT NULL");
+        }
+        (Op::Eq | Op::Ne, Literal::Text(s), _) if s.ends_with('*') => {
+            if op == Op::Ne {
+                qb.push("NOT COALESCE(");
+            }
+            qb.push("(")
+                .push(col)
+                .push(" #>> ")
+                .push_bind(keys)
+                .push("::text[]) LIKE ")
+                .push_bind(format!("{}%", like_escape(&s[..s.len() - 1])));
+            if op == Op::Ne {
+                qb.push(", FALSE)");
+            }
+        }
+        (Op::Eq, _, Some(v)) => {
+            // Bare containment (NULL acts as false; NOT handles it): the form
+            // the jsonb_path_ops index serves.
+            qb.push(col)
+                .push(" @> ")
+                .push_bind(nest(v).to_string())
+                .push("::jsonb");
+        }
+        (Op::Ne, _, Some(v)) => {
+            qb.push("NOT COALESCE(")
+                .push(col)
+                .push(" @> ")
+                .push_bind(nest(v).to_string())
+                .push("::jsonb, FALSE)");
+        }
+        (Op::Has, _, Some(v)) => {
+            // Membership in an array value (or equality with a scalar).
+            qb.push("COALESCE((")
+                .push(col)
+                .push(" #> ")
+                .push_bind(keys)
+                .push("::text[]) @> ")
+                .push_bind(v.to_string())
+                .push("::jsonb, FALSE)");
+        }
+        (_, Literal::Number(n), _) => {
+            // Numeric ranges, only on JSON numbers (never a cast error).
+            qb.push("(CASE WHEN jsonb_typeof(")
+                .push(col)
+                .push(" #> ")
+                .push_bind(keys.clone())
+                .push("::text[]) = 'number' THEN (")
+                .push(col)
+                .push(" #>> ")
+                .push_bind(keys)
+                .push("::text[])::numeric END)")
+                .push(sql_op(op))
+                .push_bind(n.clone())
+                .push("::numeric");
+        }
+        (_, Literal::Text(s), _) => {
+            qb.push("(CASE WHEN jsonb_typeof(")
+                .push(col)
+                .push(" #> ")
+                .push_bind(keys.clone())
+                .push("::text[]) = 'string' THEN ")
+                .push(col)
+                .push(" #>> ")
+                .push_bind(keys)
+                .push("::text[] END)")
+                .push(sql_op(op))
+                .push_bind(s.clone());
+        }
+        _ => {
+            return Err(bad(
+                pos,
+                "custom fields compare with strings, numbers or booleans",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Entity;
+
+    fn sql(filter: &str) -> Result<String, String> {
+        let meta = crate::proto::Account::kind().meta();
+        let plan = Plan::new(meta, filter, "", "", false).map_err(|e| format!("{e:?}"))?;
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        plan.push_conditions(meta, None, false, &mut qb)
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(qb.into_string())
+    }
+
+    #[test]
+    fn values_are_always_bound() {
+        let s = sql(r#"name = "x'; drop table accounts; --""#).unwrap();
+        assert!(!s.contains("drop table"), "{s}");
+        assert!(s.contains("$1"), "{s}");
+        let s = sql(r#"custom_fields.a = "'x" AND tags:"'y""#).unwrap();
+        assert!(!s.contains("'x") && !s.contains("'y"), "{s}");
+    }
+
+    #[test]
+    fn fields_and_types_are_checked() {
+        assert!(sql("nope = 1").unwrap_err().contains("unknown field"));
+        assert!(
+            sql("annual_revenue = abc")
+                .unwrap_err()
+                .contains("takes a number")
+        );
+        assert!(
+            sql("employee_count = 1.5")
+                .unwrap_err()
+                .contains("whole number")
+        );
+        assert!(
+            sql("created_at > \"yesterday\"")
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+        assert!(sql("tags = vip").unwrap_err().contains("is a list"));
+        assert!(
+            sql("is_deleted = true")
+                .unwrap_err()
+                .contains("show_deleted")
+        );
+        assert!(sql("name.first = 1").unwrap_err().contains("no subfields"));
+        assert!(
+            sql("addresses = 1")
+                .unwrap_err()
+                .contains("cannot be filtered")
+        );
+        assert!(sql("is_deleted = true").is_err());
+        assert!(
+            sql("legalName = \"x\"").is_ok(),
+            "camelCase names are accepted"
+        );
+    }
+
+    #[test]
+    fn orders_end_with_id() {
+        let meta = crate::proto::Account::kind().meta();
+        let p = Plan::new(meta, "", "name desc, annual_revenue", "", false).unwrap();
+        let names: Vec<String> = p
+            .keys
+            .iter()
+            .map(|k| match &k.key {
+                Key::Column { name, .. } => format!("{name}{}", if k.desc { " desc" } else { "" }),
+                Key::Rank => "rank".into(),
+            })
+            .collect();
+        assert_eq!(names, vec!["name desc", "annual_revenue", "id desc"]);
+        assert!(Plan::new(meta, "", "tags", "", false).is_err());
+        assert!(Plan::new(meta, "", "name sideways", "", false).is_err());
+        assert!(Plan::new(meta, "", "nope", "", false).is_err());
+        assert!(Plan::new(meta, "", "name, name desc", "", false).is_err());
+        let d = Plan::new(meta, "", "", "", false).unwrap();
+        assert_eq!(d.keys.len(), 2);
+        let s = Plan::new(meta, "", "", "acme", false).unwrap();
+        assert_eq!(s.keys[0].key, Key::Rank);
+    }
+}

@@ -1,0 +1,986 @@
+//! List at scale: the filter language, orders, search and keyset paging.
+
+use std::collections::HashSet;
+
+use crm::proto::*;
+use prost_types::{Struct, Value, value::Kind as V};
+use serde_json::json;
+use tonic::Code;
+
+use crate::helpers::*;
+
+fn num(n: f64) -> Value {
+    Value {
+        kind: Some(V::NumberValue(n)),
+    }
+}
+fn text(s: &str) -> Value {
+    Value {
+        kind: Some(V::StringValue(s.into())),
+    }
+}
+fn obj(pairs: &[(&str, Value)]) -> Struct {
+    Struct {
+        fields: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+async fn create(app: &TestApp, t: &str, a: Account) -> Account {
+    app.accounts()
+        .create_account(authed(
+            t,
+            CreateAccountRequest {
+                account: Some(a),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn names(app: &TestApp, t: &str, filter: &str) -> Vec<String> {
+    let r = app
+        .accounts()
+        .list_accounts(authed(
+            t,
+            ListAccountsRequest {
+                filter: filter.into(),
+                page_size: 100,
+                order_by: "name".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{filter}: {e:?}"))
+        .into_inner();
+    r.accounts.into_iter().map(|a| a.name).collect()
+}
+
+async fn seed(app: &TestApp, t: &str) {
+    let rows = [
+        (
+            "Acme",
+            "software",
+            Some(1000.0),
+            Some(10),
+            vec!["vip", "eu"],
+            Some(obj(&[
+                ("tier", text("gold")),
+                ("seats", num(12.0)),
+                (
+                    "flags",
+                    Value {
+                        kind: Some(V::ListValue(prost_types::ListValue {
+                            values: vec![text("beta")],
+                        })),
+                    },
+                ),
+            ])),
+        ),
+        (
+            "Acme Labs",
+            "research",
+            Some(50.5),
+            Some(3),
+            vec!["eu"],
+            Some(obj(&[("tier", text("silver")), ("seats", num(3.0))])),
+        ),
+        (
+            "Globex",
+            "software",
+            Some(250000.0),
+            None,
+            vec!["vip"],
+            Some(obj(&[
+                ("tier", text("gold")),
+                (
+                    "meta",
+                    Value {
+                        kind: Some(V::StructValue(obj(&[("region", text("us"))]))),
+                    },
+                ),
+            ])),
+        ),
+        ("Initech", "", None, Some(200), vec![], None),
+        (
+            "Zoë Corp",
+            "retail",
+            Some(0.1),
+            Some(0),
+            vec!["new"],
+            Some(obj(&[("seats", text("many"))])),
+        ),
+    ];
+    for (name, industry, revenue, employees, tags, custom) in rows {
+        create(
+            app,
+            t,
+            Account {
+                name: name.into(),
+                industry: industry.into(),
+                annual_revenue: revenue,
+                employee_count: employees,
+                tags: tags.into_iter().map(String::from).collect(),
+                custom_fields: custom,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn filter_operators_by_type() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    seed(&app, &t).await;
+    let cases: Vec<PlanCase> = vec![
+        // text
+        (r#"name = "Acme""#, vec!["Acme"]),
+        ("name = Acme", vec!["Acme"]),
+        (
+            r#"name != "Acme""#,
+            vec!["Acme Labs", "Globex", "Initech", "Zoë Corp"],
+        ),
+        (r#"name = "Acme*""#, vec!["Acme", "Acme Labs"]),
+        (r#"name < "B""#, vec!["Acme", "Acme Labs"]),
+        (r#"industry = """#, vec!["Initech"]),
+        (
+            r#"industry != """#,
+            vec!["Acme", "Acme Labs", "Globex", "Zoë Corp"],
+        ),
+        (
+            "industry:*",
+            vec!["Acme", "Acme Labs", "Globex", "Zoë Corp"],
+        ),
+        (
+            r#"industry != "software""#,
+            vec!["Acme Labs", "Initech", "Zoë Corp"],
+        ),
+        // numbers (unset optional numbers match nothing)
+        ("annual_revenue > 100", vec!["Acme", "Globex"]),
+        ("annual_revenue <= 50.5", vec!["Acme Labs", "Zoë Corp"]),
+        ("annual_revenue = 0.1", vec!["Zoë Corp"]),
+        ("employee_count >= 10", vec!["Acme", "Initech"]),
+        ("employee_count = 0", vec!["Zoë Corp"]),
+        ("employee_count != 3", vec!["Acme", "Initech", "Zoë Corp"]),
+        // lists
+        ("tags:vip", vec!["Acme", "Globex"]),
+        ("tags:*", vec!["Acme", "Acme Labs", "Globex", "Zoë Corp"]),
+        ("NOT tags:*", vec!["Initech"]),
+        // custom fields
+        (r#"custom_fields.tier = "gold""#, vec!["Acme", "Globex"]),
+        (
+            r#"custom_fields.tier != "gold""#,
+            vec!["Acme Labs", "Initech", "Zoë Corp"],
+        ),
+        ("custom_fields.seats > 5", vec!["Acme"]),
+        ("custom_fields.seats = 3", vec!["Acme Labs"]),
+        (r#"custom_fields.seats = "many""#, vec!["Zoë Corp"]),
+        (
+            "custom_fields.seats:*",
+            vec!["Acme", "Acme Labs", "Zoë Corp"],
+        ),
+        ("custom_fields.meta.region = us", vec!["Globex"]),
+        ("custom_fields.flags:beta", vec!["Acme"]),
+        (r#"custom_fields.tier = "g*""#, vec!["Acme", "Globex"]),
+        // logic, with AIP precedence (OR binds tighter than AND)
+        (
+            "tags:eu AND industry = software OR industry = research",
+            vec!["Acme", "Acme Labs"],
+        ),
+        (
+            "(tags:eu AND industry = software) OR industry = retail",
+            vec!["Acme", "Zoë Corp"],
+        ),
+        ("tags:vip industry = software", vec!["Acme", "Globex"]),
+        (
+            "-tags:vip AND annual_revenue > 0",
+            vec!["Acme Labs", "Zoë Corp"],
+        ),
+        ("NOT (tags:vip OR tags:new)", vec!["Acme Labs", "Initech"]),
+        // times and stamps
+        (
+            "created_at > 2000-01-01T00:00:00Z",
+            vec!["Acme", "Acme Labs", "Globex", "Initech", "Zoë Corp"],
+        ),
+        (r#"created_at < "2000-01-01T00:00:00+02:00""#, vec![]),
+        (
+            "created_by = u1 AND version = 1",
+            vec!["Acme", "Acme Labs", "Globex", "Initech", "Zoë Corp"],
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(names(&app, &t, filter).await, expected, "filter: {filter}");
+    }
+}
+
+#[tokio::test]
+async fn bad_filters_name_the_position() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    let cases = [
+        ("nope = 1", "at position 0: unknown field \"nope\""),
+        ("name = ", "at position 7: expected a value"),
+        ("name = 1 AND (tags:x", "at position 20: expected \")\""),
+        ("acme", "bare words are not filters"),
+        ("annual_revenue > lots", "takes a number"),
+        ("created_at > \"soon\"", "RFC 3339"),
+        ("is_deleted = true", "show_deleted"),
+        ("tags = vip", "is a list"),
+    ];
+    for (filter, message) in cases {
+        let e = app
+            .accounts()
+            .list_accounts(authed(
+                &t,
+                ListAccountsRequest {
+                    filter: filter.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(violations(&e), vec!["filter"], "{filter}");
+        assert!(e.message().contains(message), "{filter}: {}", e.message());
+    }
+    let long = format!("name = \"{}\"", "x".repeat(3000));
+    let e = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                filter: long,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("longer than"));
+    // is_deleted works with show_deleted.
+    let a = create(
+        &app,
+        &t,
+        Account {
+            name: "Gone".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.accounts()
+        .delete_account(authed(
+            &t,
+            DeleteAccountRequest {
+                id: a.id.clone(),
+                version: 0,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let r = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                filter: "is_deleted = true".into(),
+                show_deleted: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.accounts.len(), 1);
+    assert_eq!(r.accounts[0].id, a.id);
+}
+
+#[tokio::test]
+async fn orders_are_total_and_stable_across_pages() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    // Many ties on the sort key, some empty values.
+    let mut expected: Vec<(String, Option<i32>, String)> = Vec::new();
+    for i in 0..23 {
+        let a = create(
+            &app,
+            &t,
+            Account {
+                name: format!("N{}", i % 4),
+                employee_count: if i % 5 == 0 { None } else { Some(i % 3) },
+                ..Default::default()
+            },
+        )
+        .await;
+        expected.push((a.name.clone(), a.employee_count, a.id.clone()));
+    }
+    for (order_by, cmp) in [
+        (
+            "name",
+            Box::new(
+                |a: &(String, Option<i32>, String), b: &(String, Option<i32>, String)| {
+                    a.0.cmp(&b.0).then(a.2.cmp(&b.2))
+                },
+            ) as Box<dyn Fn(&_, &_) -> std::cmp::Ordering>,
+        ),
+        (
+            "name desc",
+            Box::new(
+                |a: &(String, Option<i32>, String), b: &(String, Option<i32>, String)| {
+                    b.0.cmp(&a.0).then(b.2.cmp(&a.2))
+                },
+            ),
+        ),
+        (
+            "employee_count desc, name",
+            Box::new(
+                |a: &(String, Option<i32>, String), b: &(String, Option<i32>, String)| {
+                    // Empty sorts last descending.
+                    let ka = a.1.map(|v| v + 1).unwrap_or(0);
+                    let kb = b.1.map(|v| v + 1).unwrap_or(0);
+                    kb.cmp(&ka).then(a.0.cmp(&b.0)).then(b.2.cmp(&a.2))
+                },
+            ),
+        ),
+        (
+            "employee_count, name desc",
+            Box::new(
+                |a: &(String, Option<i32>, String), b: &(String, Option<i32>, String)| {
+                    let ka = a.1.map(|v| v + 1).unwrap_or(0);
+                    let kb = b.1.map(|v| v + 1).unwrap_or(0);
+                    ka.cmp(&kb).then(b.0.cmp(&a.0)).then(a.2.cmp(&b.2))
+                },
+            ),
+        ),
+    ] {
+        let mut want = expected.clone();
+        want.sort_by(|a, b| cmp(a, b));
+        let mut got = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = app
+                .accounts()
+                .list_accounts(authed(
+                    &t,
+                    ListAccountsRequest {
+                        page_size: 4,
+                        page_token: token.clone(),
+                        order_by: order_by.into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            got.extend(r.accounts.into_iter().map(|a| a.id));
+            if r.next_page_token.is_empty() {
+                break;
+            }
+            token = r.next_page_token;
+        }
+        let want_ids: Vec<String> = want.into_iter().map(|w| w.2).collect();
+        assert_eq!(got, want_ids, "order_by {order_by}");
+    }
+}
+
+#[tokio::test]
+async fn paging_during_inserts_visits_every_record_once() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    let mut before = HashSet::new();
+    for i in 0..40 {
+        before.insert(
+            create(
+                &app,
+                &t,
+                Account {
+                    name: format!("Pre {i}"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .id,
+        );
+    }
+    let writer = {
+        let mut c = app.accounts();
+        let t = t.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                c.create_account(authed(
+                    &t,
+                    CreateAccountRequest {
+                        account: Some(Account {
+                            name: format!("New {i}"),
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    },
+                ))
+                .await
+                .unwrap();
+            }
+        })
+    };
+    for order_by in ["", "name", "updated_at desc"] {
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = app
+                .accounts()
+                .list_accounts(authed(
+                    &t,
+                    ListAccountsRequest {
+                        page_size: 7,
+                        page_token: token.clone(),
+                        order_by: order_by.into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            seen.extend(r.accounts.into_iter().map(|a| a.id));
+            if r.next_page_token.is_empty() {
+                break;
+            }
+            token = r.next_page_token;
+        }
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "no record twice ({order_by})");
+        assert!(
+            before.iter().all(|id| unique.contains(id)),
+            "every pre-existing record seen ({order_by})"
+        );
+    }
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn search_is_case_accent_prefix_and_typo_tolerant() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    for (name, domain) in [
+        ("Globex", "globex.example"),
+        ("Globex Holdings", ""),
+        ("The Globex Group", ""),
+        ("Zoë Corp", "zoe.example"),
+        ("Initech", "initech.example"),
+    ] {
+        create(
+            &app,
+            &t,
+            Account {
+                name: name.into(),
+                domain: domain.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let search = |q: &str| {
+        let mut c = app.accounts();
+        let (t, q) = (t.clone(), q.to_owned());
+        async move {
+            c.list_accounts(authed(
+                &t,
+                ListAccountsRequest {
+                    search: q,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .accounts
+            .into_iter()
+            .map(|a| a.name)
+            .collect::<Vec<_>>()
+        }
+    };
+    // Exact name first, then names starting with it, then the rest.
+    let r = search("globex").await;
+    assert_eq!(r[0], "Globex");
+    assert_eq!(r[1], "Globex Holdings");
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert_eq!(search("ZOE").await, vec!["Zoë Corp"]);
+    assert_eq!(search("zoë").await, vec!["Zoë Corp"]);
+    assert_eq!(search("initec").await, vec!["Initech"]);
+    assert_eq!(search("initeck").await, vec!["Initech"], "one typo");
+    assert_eq!(
+        search("initech.exa").await,
+        vec!["Initech"],
+        "domains are searched"
+    );
+    assert!(search("nothing like it").await.is_empty());
+    // Search pages like any list, with a token bound to the query.
+    let r = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                search: "globex".into(),
+                page_size: 2,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.accounts.len(), 2);
+    let next = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                search: "globex".into(),
+                page_size: 2,
+                page_token: r.next_page_token.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.accounts.len(), 1);
+    assert_eq!(next.accounts[0].name, "The Globex Group");
+    let e = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                search: "initech".into(),
+                page_size: 2,
+                page_token: r.next_page_token,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn every_entity_filters_orders_and_searches() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    let acc = app.account(&t, "Acme").await;
+    let c1 = app
+        .contact(
+            &t,
+            Contact {
+                account_id: acc.id.clone(),
+                first_name: "Ada".into(),
+                email: "ada@acme.example".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    app.contact(
+        &t,
+        Contact {
+            first_name: "Bob".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let d1 = app
+        .deal(
+            &t,
+            Deal {
+                account_id: acc.id.clone(),
+                name: "Platform".into(),
+                stage: "proposal".into(),
+                value: Some(100.0),
+                ..Default::default()
+            },
+        )
+        .await;
+    app.deal(
+        &t,
+        Deal {
+            account_id: acc.id.clone(),
+            name: "Services".into(),
+            stage: "closed_won".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.activity(
+        &t,
+        Activity {
+            account_id: acc.id.clone(),
+            r#type: "call".into(),
+            subject: "Pricing call".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.activity(
+        &t,
+        Activity {
+            contact_id: c1.id.clone(),
+            r#type: "email".into(),
+            subject: "Follow-up".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let q1 = app
+        .quote(
+            &t,
+            Quote {
+                account_id: acc.id.clone(),
+                deal_id: d1.id.clone(),
+                status: "sent".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    app.quote(
+        &t,
+        Quote {
+            account_id: acc.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.line_item(
+        &t,
+        LineItem {
+            quote_id: q1.id.clone(),
+            description: "Seats".into(),
+            quantity: Some(3.0),
+            unit_price: Some(10.0),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Over REST, so the query parameters are exercised too.
+    let list = |path: String| {
+        let (app, t) = (&app, t.clone());
+        async move {
+            let (status, body, _) = app.rest("GET", &path, Some(&t), None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body
+        }
+    };
+    let q = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let body = list(format!(
+        "/api/v1/crm/contacts?filter={}",
+        q(&format!("account_id = \"{}\"", acc.id))
+    ))
+    .await;
+    assert_eq!(body["contacts"].as_array().unwrap().len(), 1);
+    let body = list(format!("/api/v1/crm/contacts?search={}", q("ada@acme"))).await;
+    assert_eq!(body["contacts"][0]["id"], json!(c1.id));
+    let body = list(format!(
+        "/api/v1/crm/deals?filter={}&orderBy={}",
+        q("stage = proposal OR stage = closed_won"),
+        q("name desc")
+    ))
+    .await;
+    let names: Vec<&str> = body["deals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["Services", "Platform"]);
+    let body = list(format!("/api/v1/crm/deals?search={}", q(&d1.deal_number))).await;
+    assert_eq!(body["deals"][0]["id"], json!(d1.id));
+    let body = list(format!(
+        "/api/v1/crm/activities?filter={}",
+        q("type = email")
+    ))
+    .await;
+    assert_eq!(body["activities"][0]["subject"], "Follow-up");
+    let body = list(format!("/api/v1/crm/activities?search={}", q("pricing"))).await;
+    assert_eq!(body["activities"][0]["subject"], "Pricing call");
+    let body = list(format!(
+        "/api/v1/crm/quotes?filter={}",
+        q("status = sent AND total > 10")
+    ))
+    .await;
+    assert_eq!(body["quotes"].as_array().unwrap().len(), 1);
+    let body = list(format!("/api/v1/crm/quotes?search={}", q(&q1.quote_number))).await;
+    assert_eq!(body["quotes"][0]["id"], json!(q1.id));
+    let body = list(format!(
+        "/api/v1/crm/line-items?filter={}&order_by=total",
+        q(&format!("quote_id = {}", q1.id))
+    ))
+    .await;
+    assert_eq!(body["line_items"][0]["total"], json!(30.0));
+    let body = list(format!("/api/v1/crm/line-items?search={}", q("seat"))).await;
+    assert_eq!(body["line_items"].as_array().unwrap().len(), 1);
+}
+
+/// EXPLAIN of the exact statement List sends, run as the application role
+/// with the tenant set (so the row-level-security policies are in the plan).
+async fn plan(
+    conn: &mut sqlx::PgConnection,
+    kind: &'static crm::records::Kind,
+    filter: &str,
+    order_by: &str,
+    search: &str,
+    after: Option<Vec<Option<String>>>,
+) -> String {
+    use crm::records::query::{Plan, select_page};
+    use sqlx::Execute;
+    let meta = kind.meta();
+    let p = Plan::new(meta, filter, order_by, search, false).unwrap();
+    let after = after.map(|mut keys| {
+        keys.truncate(p.keys.len());
+        while keys.len() < p.keys.len() {
+            keys.push(Some("x".into()));
+        }
+        keys
+    });
+    // EXPLAIN in front of the statement, with its arguments.
+    let mut qb = select_page(
+        meta,
+        kind.table,
+        &p,
+        "t-1",
+        None,
+        false,
+        after.as_deref(),
+        51,
+    )
+    .unwrap();
+    let inner = qb.sql().as_str().to_owned();
+    let args = qb.build().take_arguments().unwrap().unwrap();
+    let rows: Vec<(String,)> =
+        sqlx::query_as_with(sqlx::AssertSqlSafe(format!("EXPLAIN {inner}")), args)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
+}
+
+/// What, of which kind, filter, order_by, search, cursor keys, expected index.
+type PlanCase = (
+    &'static str,
+    &'static crm::records::Kind,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<Vec<Option<String>>>,
+    &'static str,
+);
+
+#[tokio::test]
+async fn the_planner_uses_the_indexes() {
+    use crm::entities::*;
+    use sqlx::Executor;
+    let app = spawn_app().await;
+    let mut conn = app.owner_conn().await;
+    // Enough rows for the planner's statistics to be meaningful (most in the
+    // tenant queried): rare tags and custom fields, many owners.
+    conn.execute(
+        "INSERT INTO accounts (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+             schema_version, version, name, owner_id, tags, custom_fields) \
+         SELECT CASE WHEN g % 5 = 0 THEN 't-2' ELSE 't-1' END, 'acc_' || lpad(g::text, 26, '0'), \
+             now() - g * interval '1 second', now(), 'u', 'u', 'edm', 'api', 1, 1, 'Company ' || g, 'u' || (g % 50), \
+             CASE WHEN g % 500 = 0 THEN ARRAY['vip'] ELSE ARRAY[]::text[] END, \
+             CASE WHEN g % 400 = 0 THEN '{\"tier\": \"gold\"}'::jsonb END \
+         FROM generate_series(1, 50000) g",
+    )
+    .await
+    .unwrap();
+    conn.execute(
+        "INSERT INTO contacts (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+             schema_version, version, first_name, email, display_name) \
+         SELECT CASE WHEN g % 5 = 0 THEN 't-2' ELSE 't-1' END, 'con_' || lpad(g::text, 26, '0'), now(), now(), \
+             'u', 'u', 'edm', 'api', 1, 1, 'Person ' || g, 'p' || g || '@example.com', 'Person ' || g \
+         FROM generate_series(1, 50000) g",
+    )
+    .await
+    .unwrap();
+    let tenant = "CASE WHEN g % 5 = 0 THEN 't-2' ELSE 't-1' END";
+    let stamps = "now() - g * interval '1 second', now(), 'u', 'u', 'edm', 'api', 1, 1";
+    let id = |prefix: &str| format!("'{prefix}_' || lpad(g::text, 26, '0')");
+    for sql in [
+        "UPDATE contacts SET account_id = 'acc_' || substr(id, 5) WHERE true".to_owned(),
+        format!(
+            "INSERT INTO deals (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+             schema_version, version, account_id, name, deal_number, stage) SELECT {tenant}, {}, {stamps}, {}, 'Deal ' || g, \
+             'D-' || g, (ARRAY['lead','proposal','negotiation','closed_won','qualified'])[1 + g % 5] \
+             FROM generate_series(1, 20000) g",
+            id("deal"),
+            id("acc")
+        ),
+        format!(
+            "INSERT INTO activities (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+             schema_version, version, deal_id, type) SELECT {tenant}, {}, {stamps}, {}, 'call' FROM generate_series(1, 20000) g",
+            id("act"),
+            id("deal")
+        ),
+        format!(
+            "INSERT INTO quotes (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+             schema_version, version, account_id, deal_id, quote_number, status) SELECT {tenant}, {}, {stamps}, {}, {}, \
+             'Q-' || g, 'draft' FROM generate_series(1, 20000) g",
+            id("qte"),
+            id("acc"),
+            id("deal")
+        ),
+        format!(
+            "INSERT INTO line_items (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+             schema_version, version, quote_id, quantity, unit_price, total, discount_type) SELECT {tenant}, {}, {stamps}, {}, \
+             1, 1, 1, 'amount' FROM generate_series(1, 20000) g",
+            id("li"),
+            id("qte")
+        ),
+    ] {
+        conn.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+    }
+    conn.execute("ANALYZE").await.unwrap();
+    // Index use as the only choice shows that an index *can* serve each
+    // query shape; BENCHMARKS.md has the plans and timings at 1M rows.
+    conn.execute("SET ROLE crm_app").await.unwrap();
+    conn.execute("SET enable_seqscan = off").await.unwrap();
+    conn.execute("BEGIN").await.unwrap();
+    conn.execute("SELECT set_config('crm.tenant_id', 't-1', true)")
+        .await
+        .unwrap();
+    let ts = Some(vec![
+        Some("2026-01-01 00:00:00+00".to_string()),
+        Some("acc_x".to_string()),
+    ]);
+    let cases: Vec<(
+        &str,
+        &'static crm::records::Kind,
+        &str,
+        &str,
+        &str,
+        Option<Vec<Option<String>>>,
+        &str,
+    )> = vec![
+        (
+            "page 1",
+            &account::KIND,
+            "",
+            "",
+            "",
+            None,
+            "accounts_list_idx",
+        ),
+        (
+            "page n",
+            &account::KIND,
+            "",
+            "",
+            "",
+            ts.clone(),
+            "accounts_list_idx",
+        ),
+        (
+            "owner",
+            &account::KIND,
+            "owner_id = \"u1\"",
+            "",
+            "",
+            None,
+            "accounts_owner_idx",
+        ),
+        (
+            "tag",
+            &account::KIND,
+            "tags:vip",
+            "",
+            "",
+            None,
+            "accounts_tags_idx",
+        ),
+        (
+            "custom field",
+            &account::KIND,
+            "custom_fields.tier = gold",
+            "",
+            "",
+            None,
+            "accounts_custom_fields_idx",
+        ),
+        (
+            "search",
+            &account::KIND,
+            "",
+            "",
+            "globex",
+            None,
+            "accounts_search_idx",
+        ),
+        (
+            "updated since",
+            &account::KIND,
+            "",
+            "updated_at desc",
+            "",
+            None,
+            "accounts_updated_idx",
+        ),
+        (
+            "contacts of an account",
+            &contact::KIND,
+            "account_id = \"acc_1\"",
+            "",
+            "",
+            None,
+            "contacts_account_idx",
+        ),
+        (
+            "deals by stage",
+            &deal::KIND,
+            "stage = proposal",
+            "",
+            "",
+            None,
+            "deals_stage_idx",
+        ),
+        (
+            "activities of a deal",
+            &activity::KIND,
+            "deal_id = \"deal_1\"",
+            "",
+            "",
+            None,
+            "activities_deal_idx",
+        ),
+        (
+            "quotes of a deal",
+            &quote::KIND,
+            "deal_id = \"deal_1\"",
+            "",
+            "",
+            None,
+            "quotes_deal_idx",
+        ),
+        (
+            "lines of a quote",
+            &line_item::KIND,
+            "quote_id = \"qte_1\"",
+            "",
+            "",
+            None,
+            "line_items_quote_idx",
+        ),
+        (
+            "contact search",
+            &contact::KIND,
+            "",
+            "",
+            "lovelace",
+            None,
+            "contacts_search_idx",
+        ),
+    ];
+    for (what, kind, filter, order_by, search, after, index) in cases {
+        let p = plan(&mut conn, kind, filter, order_by, search, after).await;
+        assert!(p.contains(index), "{what}: expected {index}\n{p}");
+    }
+}
