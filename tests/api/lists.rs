@@ -138,7 +138,7 @@ async fn filter_operators_by_type() {
     let app = spawn_app().await;
     let t = app.token("tenant-a", "u1");
     seed(&app, &t).await;
-    let cases: Vec<PlanCase> = vec![
+    let cases: Vec<(&str, Vec<&str>)> = vec![
         // text
         (r#"name = "Acme""#, vec!["Acme"]),
         ("name = Acme", vec!["Acme"]),
@@ -852,15 +852,7 @@ async fn the_planner_uses_the_indexes() {
         Some("2026-01-01 00:00:00+00".to_string()),
         Some("acc_x".to_string()),
     ]);
-    let cases: Vec<(
-        &str,
-        &'static crm::records::Kind,
-        &str,
-        &str,
-        &str,
-        Option<Vec<Option<String>>>,
-        &str,
-    )> = vec![
+    let cases: Vec<PlanCase> = vec![
         (
             "page 1",
             &account::KIND,
