@@ -254,6 +254,12 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
             }
             _ if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let (w, next) = word(src, i, false);
+                if next == i {
+                    // A character that cannot start a word (symbols, emoji):
+                    // refuse it rather than stand still.
+                    let ch = src[i..].chars().next().unwrap_or('?');
+                    return Err(err(start, &format!("unexpected character {ch:?}")));
+                }
                 out.push((start, Tok::Word(w)));
                 i = next;
             }
@@ -688,6 +694,16 @@ mod tests {
         assert!(parse(&many).unwrap_err().message.contains("restrictions"));
         let nots = format!("{}a = 1", "NOT ".repeat(MAX_DEPTH + 1));
         assert!(parse(&nots).is_err());
+    }
+
+    #[test]
+    fn every_character_moves_the_lexer() {
+        // Regression: a non-alphanumeric non-ASCII character once made the
+        // lexer stand still (an endless loop).
+        for s in ["\u{d74fb}", "a = \u{1f600}", "\u{1f600} = 1", "é", "a = é\u{301}", "\u{feff}a = 1"] {
+            let _ = parse(s);
+        }
+        assert!(parse("\u{1f600} = 1").unwrap_err().message.contains("unexpected character"));
     }
 
     #[test]
