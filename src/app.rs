@@ -23,8 +23,10 @@ use tower::Layer;
 use crate::auth::{Authenticator, DEV_SECRET, KeyConfig, Keys};
 use crate::config::Config;
 use crate::db::{self, Db, DbConfig};
+use crate::failpoint::Failpoints;
 use crate::grpc::Api;
-use crate::grpc::layer::CallLayer;
+use crate::grpc::layer::{CallLayer, Limits};
+use crate::metrics::Metrics;
 use crate::proto::{
     FILE_DESCRIPTOR_SET, account_service_server::AccountServiceServer,
     activity_service_server::ActivityServiceServer, contact_service_server::ContactServiceServer,
@@ -56,6 +58,25 @@ pub struct Application {
     auth: Arc<Authenticator>,
     health_interval: Duration,
     grace: Duration,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
+    http2_max_streams: u32,
+    http2_keepalive: Duration,
+}
+
+/// HMAC-SHA256 of `label` under `secret`, hex: a value of its own for each
+/// use, so the secret itself never leaves the process.
+fn derive_hex(secret: &str, label: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(label);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn page_key(config: &Config, jwt_secret: Option<&str>) -> PageKey {
@@ -104,11 +125,21 @@ impl Application {
 
         db::create_database_if_missing(&config.database_url).await?;
         db::migrate(&config.database_url).await?;
+        let failpoints =
+            Failpoints::from_spec(&config.failpoints).map_err(|e| anyhow::anyhow!(e))?;
+        let metrics = Metrics::new();
         let db = Db::connect(&DbConfig {
             url: config.database_url.clone(),
             app_url: config.app_database_url.clone(),
             pool_size: config.db_pool_size,
             acquire_timeout: config.acquire_timeout(),
+            statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+            app_password: secret
+                .as_deref()
+                .or(config.page_token_secret.as_deref())
+                .map(|s| derive_hex(s, b"crm_app database login v1")),
+            failpoints,
+            transactions: metrics.transactions.clone(),
         })
         .await?;
         let store = Store::new(db.clone(), page_key(config, secret.as_deref()));
@@ -131,6 +162,15 @@ impl Application {
             auth,
             health_interval: Duration::from_secs(config.health_interval_secs.max(1)),
             grace: Duration::from_secs(config.shutdown_grace_secs),
+            limits: Limits {
+                request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
+                max_concurrent: config.max_concurrent_requests,
+            },
+            metrics,
+            max_request_bytes: config.max_request_bytes,
+            max_response_bytes: config.max_response_bytes,
+            http2_max_streams: config.http2_max_streams,
+            http2_keepalive: Duration::from_secs(config.http2_keepalive_secs.max(1)),
         })
     }
 
@@ -168,17 +208,26 @@ impl Application {
             .build_v1alpha()?;
 
         let api = Api::new(self.store.clone());
+        // Message size limits, both ways, on every crm service.
+        let (max_in, max_out) = (self.max_request_bytes, self.max_response_bytes);
+        macro_rules! limit {
+            ($server:expr) => {
+                $server
+                    .max_decoding_message_size(max_in)
+                    .max_encoding_message_size(max_out)
+            };
+        }
         let routes = Routes::new(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AccountServiceServer::new(api.clone()))
-            .add_service(ContactServiceServer::new(api.clone()))
-            .add_service(DealServiceServer::new(api.clone()))
-            .add_service(ActivityServiceServer::new(api.clone()))
-            .add_service(QuoteServiceServer::new(api.clone()))
-            .add_service(LineItemServiceServer::new(api))
+            .add_service(limit!(AccountServiceServer::new(api.clone())))
+            .add_service(limit!(ContactServiceServer::new(api.clone())))
+            .add_service(limit!(DealServiceServer::new(api.clone())))
+            .add_service(limit!(ActivityServiceServer::new(api.clone())))
+            .add_service(limit!(QuoteServiceServer::new(api.clone())))
+            .add_service(limit!(LineItemServiceServer::new(api)))
             .prepare();
-        let call_layer = CallLayer::new(self.auth.clone());
+        let call_layer = CallLayer::new(self.auth.clone(), self.metrics.clone(), self.limits);
         // REST calls go through the very same stack as gRPC calls.
         let grpc_stack = GrpcService::new(call_layer.layer(routes.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -186,6 +235,10 @@ impl Application {
             rx.wait_for(|s| *s).await.ok();
         };
         let grpc = Server::builder()
+            .max_concurrent_streams(self.http2_max_streams)
+            .http2_keepalive_interval(Some(self.http2_keepalive))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
             .layer(call_layer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
@@ -195,8 +248,9 @@ impl Application {
         let http = axum::serve(
             self.http_listener,
             rest::router(
-                Transcoder::new(grpc_stack, rest::MAX_BODY_BYTES),
+                Transcoder::new(grpc_stack, self.max_request_bytes),
                 self.db.clone(),
+                self.metrics.clone(),
             ),
         )
         .with_graceful_shutdown(stopped(stop_rx));

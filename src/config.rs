@@ -106,6 +106,71 @@ pub struct Config {
     )]
     pub shutdown_grace_secs: u64,
 
+    /// Longest a single SQL statement may run (ms); Postgres cancels it after.
+    #[arg(
+        long,
+        env = "CRM_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 5_000,
+        global = true
+    )]
+    pub db_statement_timeout_ms: u64,
+
+    /// Longest a request may take (s), REST or gRPC; a shorter `grpc-timeout`
+    /// from the client wins. Then DEADLINE_EXCEEDED (504).
+    #[arg(
+        long,
+        env = "CRM_REQUEST_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub request_timeout_secs: u64,
+
+    /// Requests served at once (REST and gRPC together); beyond it requests
+    /// are refused at once with RESOURCE_EXHAUSTED (429) rather than queued.
+    #[arg(
+        long,
+        env = "CRM_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 256,
+        global = true
+    )]
+    pub max_concurrent_requests: usize,
+
+    /// Largest request message (gRPC) or body (REST), in bytes.
+    #[arg(long, env = "CRM_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024, global = true)]
+    pub max_request_bytes: usize,
+
+    /// Largest gRPC response message, in bytes.
+    #[arg(long, env = "CRM_MAX_RESPONSE_BYTES", default_value_t = 32 * 1024 * 1024, global = true)]
+    pub max_response_bytes: usize,
+
+    /// HTTP/2 streams per connection.
+    #[arg(
+        long,
+        env = "CRM_HTTP2_MAX_STREAMS",
+        default_value_t = 256,
+        global = true
+    )]
+    pub http2_max_streams: u32,
+
+    /// HTTP/2 keepalive ping interval (s); a peer silent for 20 s more is dropped.
+    #[arg(
+        long,
+        env = "CRM_HTTP2_KEEPALIVE_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub http2_keepalive_secs: u64,
+
+    /// Test-only failpoints (see `crm::failpoint`). Never in production.
+    #[arg(
+        long,
+        env = "CRM_FAILPOINTS",
+        default_value = "",
+        hide = true,
+        global = true
+    )]
+    pub failpoints: String,
+
     /// Seconds between database health probes.
     #[arg(
         long,

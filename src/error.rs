@@ -136,6 +136,9 @@ pub enum Error {
     /// A feature of the contract that this server does not serve yet.
     #[error("{0}")]
     Unimplemented(String),
+    /// A statement ran past `statement_timeout` and Postgres cancelled it.
+    #[error("statement timed out")]
+    Timeout(#[source] sqlx::Error),
     /// The database is unreachable or shutting down; retry later.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -252,6 +255,16 @@ impl Error {
             Error::Unimplemented(message) => {
                 (Code::Unimplemented, "NOT_IMPLEMENTED", message, None)
             }
+            Error::Timeout(cause) => {
+                tracing::warn!(request_id, error = %cause, "statement timeout");
+                meta.insert("request_id".into(), request_id.into());
+                (
+                    Code::DeadlineExceeded,
+                    "DEADLINE_EXCEEDED",
+                    "the request took too long and was cancelled".into(),
+                    None,
+                )
+            }
             Error::Unavailable(cause) => {
                 tracing::warn!(request_id, error = %cause, "database unavailable");
                 meta.insert("request_id".into(), request_id.into());
@@ -283,6 +296,9 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        if matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57014")) {
+            return Error::Timeout(e);
+        }
         if is_unavailable(&e) {
             Error::Unavailable(e)
         } else {

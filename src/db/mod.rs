@@ -13,6 +13,9 @@ use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres,
 
 use crate::auth::Caller;
 use crate::error::Error;
+use crate::failpoint::Failpoints;
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::AtomicU64;
 
 /// The role requests run as (created by the migrations; owns nothing, no
 /// BYPASSRLS).
@@ -33,12 +36,48 @@ pub struct DbConfig {
     pub pool_size: u32,
     /// How long a request waits for a pooled connection before UNAVAILABLE.
     pub acquire_timeout: Duration,
+    /// Longest a statement may run before Postgres cancels it.
+    pub statement_timeout: Duration,
+    /// Password to give `crm_app` (derived from a configured secret), so that
+    /// request connections can log in as it when no `app_url` is given.
+    pub app_password: Option<String>,
+    /// Test-only failpoints.
+    pub failpoints: Failpoints,
+    /// Counts the transactions begun (a metric).
+    pub transactions: Counter<u64, AtomicU64>,
 }
 
 /// The request pool.
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    statement_timeout: String,
+    failpoints: Failpoints,
+    transactions: Counter<u64, AtomicU64>,
+}
+
+/// Gives `crm_app` a login password (as the owner). Concurrent start-ups
+/// (several servers, parallel tests) may collide on the role's catalog row;
+/// the update is retried.
+async fn set_app_password(owner_url: &str, password: &str) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect(owner_url).await?;
+    // ALTER ROLE takes no bind parameters; the password is hex.
+    assert!(password.bytes().all(|b| b.is_ascii_hexdigit()));
+    let sql = format!("ALTER ROLE {APP_ROLE} WITH LOGIN PASSWORD '{password}'");
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        match conn.execute(sqlx::AssertSqlSafe(sql.clone())).await {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("XX000") && attempt < 10 =>
+            {
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            other => break other.map(|_| ()),
+        }
+    };
+    conn.close().await.ok();
+    result
 }
 
 /// Creates the database named in `url` when it does not exist.
@@ -88,15 +127,47 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
 }
 
 impl Db {
-    /// Opens the request pool. Connections run as the application role.
+    /// Opens the request pool. Connections log in as the application role:
+    /// with `app_url`, or with the owner's URL and `crm_app`'s derived
+    /// password. Only when neither is possible (no secret to derive it from,
+    /// or an owner not allowed to set it) do they use the owner's login with
+    /// `SET ROLE crm_app`, and a warning says so.
     pub async fn connect(config: &DbConfig) -> anyhow::Result<Self> {
-        let (url, set_role) = match &config.app_url {
-            Some(u) => (u.as_str(), false),
-            None => (config.url.as_str(), true),
+        let (options, set_role) = match (&config.app_url, &config.app_password) {
+            (Some(u), _) => (
+                PgConnectOptions::from_str(u).context("parsing CRM_APP_DATABASE_URL")?,
+                false,
+            ),
+            (None, Some(password)) => match set_app_password(&config.url, password).await {
+                Ok(()) => (
+                    PgConnectOptions::from_str(&config.url)
+                        .context("parsing DATABASE_URL")?
+                        .username(APP_ROLE)
+                        .password(password),
+                    false,
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot give crm_app a login: request connections use the owner's login and SET ROLE crm_app");
+                    (
+                        PgConnectOptions::from_str(&config.url).context("parsing DATABASE_URL")?,
+                        true,
+                    )
+                }
+            },
+            (None, None) => {
+                tracing::warn!(
+                    "no secret to derive crm_app's password from: request connections use the owner's login and SET ROLE crm_app (set CRM_APP_DATABASE_URL)"
+                );
+                (
+                    PgConnectOptions::from_str(&config.url).context("parsing DATABASE_URL")?,
+                    true,
+                )
+            }
         };
-        let options = PgConnectOptions::from_str(url)
-            .context("parsing database URL")?
-            .application_name("crm");
+        let options = options
+            .application_name("crm")
+            // A transaction left open (a crashed handler) is ended by Postgres.
+            .options([("idle_in_transaction_session_timeout", "30s")]);
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .acquire_timeout(config.acquire_timeout)
@@ -110,16 +181,21 @@ impl Db {
                 })
             })
             .connect_lazy_with(options);
-        let db = Self { pool };
-        db.check_role().await?;
+        let db = Self {
+            pool,
+            statement_timeout: format!("{}ms", config.statement_timeout.as_millis()),
+            failpoints: config.failpoints.clone(),
+            transactions: config.transactions.clone(),
+        };
+        db.check_role(!set_role).await?;
         Ok(db)
     }
 
     /// Refuses to serve if request connections could bypass row-level
-    /// security.
-    async fn check_role(&self) -> anyhow::Result<()> {
-        let (user, superuser, bypass): (String, bool, bool) = sqlx::query_as(
-            "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    /// security (or, with `login`, are not logged in as the app role).
+    async fn check_role(&self, login: bool) -> anyhow::Result<()> {
+        let (user, session, superuser, bypass): (String, String, bool, bool) = sqlx::query_as(
+            "SELECT current_user::text, session_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
         )
         .fetch_one(&self.pool)
         .await
@@ -128,33 +204,52 @@ impl Db {
             !superuser && !bypass,
             "request connections run as {user}, which bypasses row-level security"
         );
+        anyhow::ensure!(
+            !login || session == APP_ROLE,
+            "request connections log in as {session}, not {APP_ROLE}"
+        );
         Ok(())
     }
 
     /// Starts a transaction bound to `caller`: the tenant (and app) settings
     /// that row-level security reads are set for this transaction only.
     pub async fn begin(&self, caller: &Caller) -> Result<TenantTx, Error> {
+        self.transactions.inc();
         let mut tx = self.pool.begin().await?;
         // Integration tokens run as the integration role, whose policies add
         // the app scope; a person's token keeps the connection's crm_app.
         sqlx::query(
             "SELECT set_config('crm.tenant_id', $1, true), set_config('crm.app_id', $2, true), \
+             set_config('statement_timeout', $4, true), \
              CASE WHEN $2 <> '' THEN set_config('role', $3, true) END",
         )
         .bind(caller.tenant_id())
         .bind(caller.app_id().unwrap_or(""))
         .bind(INTEGRATION_ROLE)
+        .bind(&self.statement_timeout)
         .execute(&mut *tx)
         .await?;
-        Ok(TenantTx {
+        let mut tx = TenantTx {
             tx,
             caller: caller.clone(),
-        })
+            failpoints: self.failpoints.clone(),
+        };
+        tx.failpoint("in_transaction").await?;
+        Ok(tx)
     }
 
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Connections open, connections idle, and the maximum.
+    pub fn pool_stats(&self) -> (u32, usize, u32) {
+        (
+            self.pool.size(),
+            self.pool.num_idle(),
+            self.pool.options().get_max_connections(),
+        )
     }
 
     /// Closes the pool (on shutdown).
@@ -168,6 +263,7 @@ impl Db {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     caller: Caller,
+    failpoints: Failpoints,
 }
 
 impl TenantTx {
@@ -206,8 +302,14 @@ impl TenantTx {
         Ok(())
     }
 
-    /// Commits.
-    pub async fn commit(self) -> Result<(), Error> {
+    /// Runs the test failpoint `name` (nothing unless configured).
+    pub async fn failpoint(&mut self, name: &str) -> Result<(), Error> {
+        self.failpoints.hit(name, &mut self.tx).await
+    }
+
+    /// Commits (after the `before_commit` failpoint).
+    pub async fn commit(mut self) -> Result<(), Error> {
+        self.failpoint("before_commit").await?;
         self.tx.commit().await?;
         Ok(())
     }

@@ -1,35 +1,68 @@
-//! The tower layer every gRPC call passes first: it fixes the request id
-//! (`x-request-id`, accepted or generated, echoed on the response),
-//! authenticates calls to `crm.v1` services before anything else runs
-//! (putting the [`Caller`] into the request's extensions), and writes one log
-//! line per call with method, code, latency, tenant, app and request id.
+//! The tower layer every call passes first — gRPC, and REST calls after the
+//! transcoder turned them into gRPC requests. In order:
+//!
+//! 1. the request id (`x-request-id`, accepted or generated, echoed);
+//! 2. for `crm.v1` methods: authentication, before anything else runs (the
+//!    [`Caller`] goes into the request's extensions), then the global
+//!    concurrency limit (over it: RESOURCE_EXHAUSTED at once, never a queue),
+//!    then the request deadline (the configured one, or a shorter
+//!    `grpc-timeout`): DEADLINE_EXCEEDED, and the handler — with its
+//!    transaction — is dropped;
+//! 3. a panicking handler becomes INTERNAL (cause logged, never returned);
+//! 4. every error gets an `ErrorInfo` (errors made by tonic itself, such as
+//!    an oversized message, come without one);
+//! 5. one log line and the metrics, per call.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use tokio::sync::Semaphore;
+use tonic::Code;
+use tonic_types::{ErrorDetail, ErrorInfo, StatusExt};
 use tower::{Layer, Service};
 
 use crate::auth::{Authenticator, Caller};
+use crate::error::DOMAIN;
+use crate::metrics::{Metrics, code_name};
 
 /// Metadata key of the request id.
 pub const REQUEST_ID: &str = "x-request-id";
-/// Path prefix of the calls that need a token.
+/// Path prefix of the calls that need a token (and count against limits).
 const PROTECTED: &str = "/crm.v1.";
+
+/// Limits applied to `crm.v1` calls.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest a call may take.
+    pub request_timeout: Duration,
+    /// Calls served at once.
+    pub max_concurrent: usize,
+}
 
 /// Builds [`CallService`]s.
 #[derive(Clone)]
 pub struct CallLayer {
     auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    permits: Arc<Semaphore>,
+    timeout: Duration,
 }
 
 impl CallLayer {
-    /// A layer authenticating with `auth`.
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+    /// A layer authenticating with `auth`, recording into `metrics`, within `limits`.
+    pub fn new(auth: Arc<Authenticator>, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        Self {
+            auth,
+            metrics,
+            permits: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            timeout: limits.request_timeout,
+        }
     }
 }
 
@@ -38,7 +71,7 @@ impl<S> Layer<S> for CallLayer {
     fn layer(&self, inner: S) -> Self::Service {
         CallService {
             inner,
-            auth: self.auth.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -47,12 +80,39 @@ impl<S> Layer<S> for CallLayer {
 #[derive(Clone)]
 pub struct CallService<S> {
     inner: S,
-    auth: Arc<Authenticator>,
+    layer: CallLayer,
 }
 
 fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// The `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok().filter(|_| digits.len() <= 8)?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A status with an `ErrorInfo`.
+fn status(code: Code, reason: &str, message: impl Into<String>, request_id: &str) -> tonic::Status {
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("request_id".to_owned(), request_id.to_owned());
+    tonic::Status::with_error_details_vec(
+        code,
+        message,
+        [ErrorDetail::ErrorInfo(ErrorInfo::new(reason, DOMAIN, meta))],
+    )
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -85,18 +145,35 @@ where
         };
         let method = req.uri().path().to_owned();
         let rid = request_id.to_str().unwrap_or_default().to_owned();
+        let layer = self.layer.clone();
 
         let mut caller: Option<Caller> = None;
         let mut rejected = None;
+        let mut permit = None;
+        let mut deadline = None;
         if method.starts_with(PROTECTED) {
             let header = req
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            match self.auth.authenticate(header) {
+            match layer.auth.authenticate(header) {
                 Ok(c) => {
                     req.extensions_mut().insert(c.clone());
                     caller = Some(c);
+                    match layer.permits.clone().try_acquire_owned() {
+                        Ok(p) => permit = Some(p),
+                        Err(_) => {
+                            layer.metrics.shed.inc();
+                            rejected = Some(status(
+                                Code::ResourceExhausted,
+                                "SERVER_BUSY",
+                                "the server is at its concurrency limit; retry with backoff",
+                                &rid,
+                            ));
+                        }
+                    }
+                    let client = grpc_timeout(req.headers());
+                    deadline = Some(client.map_or(layer.timeout, |c| c.min(layer.timeout)));
                 }
                 Err(e) => rejected = Some(e.into_status(&rid)),
             }
@@ -108,30 +185,105 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let mut response = match rejected {
-                Some(status) => status.into_http(),
-                None => inner.call(req).await?,
+                Some(s) => s.into_http(),
+                None => {
+                    let call = AssertUnwindSafe(inner.call(req)).catch_unwind();
+                    let outcome = match deadline {
+                        Some(d) => tokio::time::timeout(d, call).await.ok(),
+                        None => Some(call.await),
+                    };
+                    match outcome {
+                        None => status(
+                            Code::DeadlineExceeded,
+                            "DEADLINE_EXCEEDED",
+                            format!(
+                                "the request did not finish within {} ms",
+                                deadline.unwrap_or_default().as_millis()
+                            ),
+                            &rid,
+                        )
+                        .into_http(),
+                        Some(Err(panic)) => {
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            tracing::error!(request_id = %rid, method = %method, panic = %what, "handler panicked");
+                            status(
+                                Code::Internal,
+                                "INTERNAL_ERROR",
+                                format!("internal error (request id {rid})"),
+                                &rid,
+                            )
+                            .into_http()
+                        }
+                        Some(Ok(result)) => result?,
+                    }
+                }
             };
-            response.headers_mut().insert(REQUEST_ID, request_id);
+            drop(permit);
             let code = response
                 .headers()
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
-                .unwrap_or(0);
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                .map(Code::from_i32)
+                .unwrap_or(Code::Ok);
+            if code != Code::Ok && !response.headers().contains_key("grpc-status-details-bin") {
+                // An error tonic made itself (e.g. a message over the size
+                // limit): give it the ErrorInfo every error carries.
+                let message = tonic::Status::from_header_map(response.headers())
+                    .map(|s| s.message().to_owned())
+                    .unwrap_or_default();
+                let reason = match code {
+                    Code::OutOfRange | Code::ResourceExhausted => "MESSAGE_TOO_LARGE",
+                    Code::Unimplemented => "METHOD_NOT_FOUND",
+                    _ => code_name(code),
+                };
+                response = status(code, reason, message, &rid).into_http();
+            }
+            response.headers_mut().insert(REQUEST_ID, request_id);
+            let seconds = started.elapsed().as_secs_f64();
+            if method.starts_with(PROTECTED) {
+                layer.metrics.request(&method, code, seconds);
+            }
             let tenant = caller.as_ref().map(|c| c.tenant_id()).unwrap_or("");
             let app = caller.as_ref().and_then(|c| c.app_id()).unwrap_or("");
             tracing::info!(
                 target: "crm::request",
                 method = %method,
-                code = ?tonic::Code::from_i32(code),
-                latency_ms,
+                code = code_name(code),
+                latency_ms = seconds * 1000.0,
                 tenant,
                 app,
                 request_id = %rid,
-                "grpc call"
+                "call"
             );
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeouts() {
+        let mut h = HeaderMap::new();
+        for (v, d) in [
+            ("5S", Duration::from_secs(5)),
+            ("250m", Duration::from_millis(250)),
+            ("2M", Duration::from_secs(120)),
+            ("100u", Duration::from_micros(100)),
+        ] {
+            h.insert("grpc-timeout", v.parse().unwrap());
+            assert_eq!(grpc_timeout(&h), Some(d), "{v}");
+        }
+        for v in ["", "S", "5x", "123456789S", "-1S"] {
+            h.insert("grpc-timeout", v.parse().unwrap());
+            assert_eq!(grpc_timeout(&h), None, "{v:?}");
+        }
     }
 }

@@ -700,10 +700,22 @@ mod tests {
     fn every_character_moves_the_lexer() {
         // Regression: a non-alphanumeric non-ASCII character once made the
         // lexer stand still (an endless loop).
-        for s in ["\u{d74fb}", "a = \u{1f600}", "\u{1f600} = 1", "é", "a = é\u{301}", "\u{feff}a = 1"] {
+        for s in [
+            "\u{d74fb}",
+            "a = \u{1f600}",
+            "\u{1f600} = 1",
+            "é",
+            "a = é\u{301}",
+            "\u{feff}a = 1",
+        ] {
             let _ = parse(s);
         }
-        assert!(parse("\u{1f600} = 1").unwrap_err().message.contains("unexpected character"));
+        assert!(
+            parse("\u{1f600} = 1")
+                .unwrap_err()
+                .message
+                .contains("unexpected character")
+        );
     }
 
     #[test]

@@ -264,3 +264,131 @@ async fn the_server_refuses_to_start_without_a_key() {
         .expect("refused");
     assert!(err.to_string().contains("at least 32 bytes"), "{err}");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[tokio::test]
+async fn jwks_attack_matrix() {
+    let app = spawn_app_with(|c| {
+        c.jwt_secret = None;
+        c.jwt_jwks_file = Some(fixture("jwks.json"));
+        c.jwt_issuer = Some("https://idp.example".into());
+        c.jwt_audience = Some("crm".into());
+    })
+    .await;
+    let private = std::fs::read(fixture("rsa_private.pem")).unwrap();
+    let public = std::fs::read(fixture("rsa_public.pem")).unwrap();
+    let claims = with(
+        with(good_claims(), "iss", json!("https://idp.example")),
+        "aud",
+        json!("crm"),
+    );
+    let rs256 = |claims: &serde_json::Value, kid: Option<&str>| {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_rsa_pem(&private).unwrap()).unwrap()
+    };
+    assert!(
+        call(
+            &app,
+            Some(format!("Bearer {}", rs256(&claims, Some("rsa-1"))))
+        )
+        .await
+        .is_ok()
+    );
+
+    let mut hs_with_public_key = Header::new(Algorithm::HS256);
+    hs_with_public_key.kid = Some("rsa-1".into());
+    let confused = jsonwebtoken::encode(
+        &hs_with_public_key,
+        &claims,
+        &EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    let mut ps256 = Header::new(Algorithm::PS256);
+    ps256.kid = Some("rsa-1".into());
+    let wrong_alg_for_key = jsonwebtoken::encode(
+        &ps256,
+        &claims,
+        &EncodingKey::from_rsa_pem(&private).unwrap(),
+    )
+    .unwrap();
+    let mut eddsa_as_rsa = Header::new(Algorithm::EdDSA);
+    eddsa_as_rsa.kid = Some("rsa-1".into());
+    let ed_key = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+    let kid_of_another_key = jsonwebtoken::encode(&eddsa_as_rsa, &claims, &ed_key).unwrap();
+    let cases = [
+        ("HS256 signed with the RSA public key", confused),
+        ("unknown kid", rs256(&claims, Some("rsa-2"))),
+        ("alg the key is not pinned to", wrong_alg_for_key),
+        ("kid of a key of another type", kid_of_another_key),
+        (
+            "wrong issuer",
+            rs256(
+                &with(claims.clone(), "iss", json!("https://evil.example")),
+                Some("rsa-1"),
+            ),
+        ),
+        (
+            "wrong audience",
+            rs256(
+                &with(claims.clone(), "aud", json!("billing")),
+                Some("rsa-1"),
+            ),
+        ),
+        (
+            "no issuer",
+            rs256(&without(claims.clone(), "iss"), Some("rsa-1")),
+        ),
+        (
+            "no audience",
+            rs256(&without(claims.clone(), "aud"), Some("rsa-1")),
+        ),
+        (
+            "expired beyond the leeway",
+            rs256(
+                &with(claims.clone(), "exp", json!(now() - 31 - 5)),
+                Some("rsa-1"),
+            ),
+        ),
+        (
+            "not yet valid",
+            rs256(
+                &with(claims.clone(), "nbf", json!(now() + 120)),
+                Some("rsa-1"),
+            ),
+        ),
+    ];
+    for (name, token) in cases {
+        let e = call(&app, Some(format!("Bearer {token}")))
+            .await
+            .expect_err(name);
+        assert_status(&e, Code::Unauthenticated, "INVALID_CREDENTIALS");
+    }
+    // A different RSA key presenting the right kid: the signature fails.
+    let other = {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl");
+        out.stdout
+    };
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("rsa-1".into());
+    let forged =
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_rsa_pem(&other).unwrap()).unwrap();
+    let e = call(&app, Some(format!("Bearer {forged}")))
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::Unauthenticated, "INVALID_CREDENTIALS");
+}

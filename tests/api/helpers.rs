@@ -52,6 +52,14 @@ pub fn config(db_name: &str) -> Config {
         log_format: LogFormat::Text,
         shutdown_grace_secs: 5,
         health_interval_secs: 1,
+        db_statement_timeout_ms: 5_000,
+        request_timeout_secs: 10,
+        max_concurrent_requests: 256,
+        max_request_bytes: 4 * 1024 * 1024,
+        max_response_bytes: 32 * 1024 * 1024,
+        http2_max_streams: 256,
+        http2_keepalive_secs: 30,
+        failpoints: String::new(),
     }
 }
 
