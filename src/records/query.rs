@@ -68,6 +68,8 @@ pub fn select_page(
 
 /// Longest `search`, in characters.
 pub const MAX_SEARCH_CHARS: usize = 200;
+/// Words of `search` that must all match (the rest are ignored).
+pub const MAX_SEARCH_WORDS: usize = 8;
 /// Most `order_by` keys.
 pub const MAX_ORDER_KEYS: usize = 5;
 
@@ -265,17 +267,20 @@ impl Plan {
             compile(meta, f, show_deleted, qb)?;
         }
         if let (Some(q), Some(doc)) = (&self.search, search_doc) {
-            // Substring/prefix, or close enough (typos): both served by the
-            // trigram index on the same document expression.
-            qb.push(" AND (")
-                .push(doc)
-                .push(" LIKE '%' || ")
-                .push_bind(like_escape(q))
-                .push(" || '%' OR crm_search_norm(")
-                .push_bind(q.clone())
-                .push(") <% ")
-                .push(doc)
-                .push(")");
+            // Every word must occur (as a substring, so prefixes too) or be
+            // close to a word of the document (typos): both are served by
+            // the trigram index, and the rarest word narrows the most.
+            for word in q.split_whitespace().take(MAX_SEARCH_WORDS) {
+                qb.push(" AND (")
+                    .push(doc)
+                    .push(" LIKE '%' || crm_search_norm(")
+                    .push_bind(like_escape(word))
+                    .push(") || '%' OR crm_search_norm(")
+                    .push_bind(word.to_owned())
+                    .push(") <% ")
+                    .push(doc)
+                    .push(")");
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ mod activities;
 mod auth;
 mod contacts;
 mod deals;
+mod hardening;
 mod helpers;
 mod lists;
 mod platform;
