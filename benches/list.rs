@@ -271,18 +271,18 @@ async fn main() -> anyhow::Result<()> {
             },
         ),
         (
-            "search: \"company 4242 \"",
+            "search: \"company 4242\"",
             ListAccountsRequest {
                 page_size: 50,
-                search: "company 4242 ".into(),
+                search: "company 4242".into(),
                 ..Default::default()
             },
         ),
         (
-            "search with a typo: \"compnay 777777\"",
+            "search with a typo: \"umbrela 777779\"",
             ListAccountsRequest {
                 page_size: 50,
-                search: "compnay 777777".into(),
+                search: "umbrela 777779".into(),
                 ..Default::default()
             },
         ),

@@ -270,8 +270,17 @@ impl Application {
         }
         tracing::info!(grace_secs = self.grace.as_secs(), "shutting down");
         watcher.abort();
+        // Health first: load balancers and meshes stop sending new calls.
         set_health(&reporter, false).await;
+        // Stop accepting; calls in flight finish.
         stop_tx.send(true).ok();
+        // End the health Watch streams (once they have seen NOT_SERVING), or
+        // their connections would hold the drain open until the grace ends.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut reporter = reporter;
+        for name in std::iter::once("").chain(SERVICES) {
+            reporter.clear_service_status(name).await;
+        }
         match tokio::time::timeout(self.grace, &mut server).await {
             Ok(result) => result?,
             Err(_) => tracing::warn!("grace period over; closing remaining calls"),

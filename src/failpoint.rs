@@ -70,6 +70,16 @@ impl Failpoints {
         Ok(Self(Some(Arc::new(points))))
     }
 
+    /// Runs the failpoint `name`, if configured, outside any transaction:
+    /// sleeps and panics; the SQL actions need [`Failpoints::hit`].
+    pub async fn pause(&self, name: &str) {
+        match self.0.as_ref().and_then(|p| p.get(name)) {
+            Some(Action::Sleep(d)) => tokio::time::sleep(*d).await,
+            Some(Action::Panic) => panic!("failpoint {name}"),
+            _ => {}
+        }
+    }
+
     /// Runs the failpoint `name`, if configured, on `conn` (inside the
     /// request's transaction).
     pub async fn hit(&self, name: &str, conn: &mut PgConnection) -> Result<(), Error> {

@@ -15,7 +15,8 @@ use crate::auth::Caller;
 use crate::error::Error;
 use crate::failpoint::Failpoints;
 use prometheus_client::metrics::counter::Counter;
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The role requests run as (created by the migrations; owns nothing, no
 /// BYPASSRLS).
@@ -54,7 +55,13 @@ pub struct Db {
     statement_timeout: String,
     failpoints: Failpoints,
     transactions: Counter<u64, AtomicU64>,
+    /// False while the database is known not to answer: requests then give
+    /// up after [`FAST_FAIL`] instead of the whole acquire timeout.
+    healthy: Arc<AtomicBool>,
 }
+
+/// How long a request waits for a connection while the database is down.
+const FAST_FAIL: Duration = Duration::from_millis(250);
 
 /// Gives `crm_app` a login password (as the owner). Concurrent start-ups
 /// (several servers, parallel tests) may collide on the role's catalog row;
@@ -186,6 +193,7 @@ impl Db {
             statement_timeout: format!("{}ms", config.statement_timeout.as_millis()),
             failpoints: config.failpoints.clone(),
             transactions: config.transactions.clone(),
+            healthy: Arc::new(AtomicBool::new(true)),
         };
         db.check_role(!set_role).await?;
         Ok(db)
@@ -215,7 +223,25 @@ impl Db {
     /// that row-level security reads are set for this transaction only.
     pub async fn begin(&self, caller: &Caller) -> Result<TenantTx, Error> {
         self.transactions.inc();
-        let mut tx = self.pool.begin().await?;
+        let begin = if self.healthy.load(Ordering::Relaxed) {
+            self.pool.begin().await
+        } else {
+            tokio::time::timeout(FAST_FAIL, self.pool.begin())
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+        };
+        let mut tx = match begin {
+            Ok(tx) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                tx
+            }
+            Err(e) => {
+                if crate::error::is_unavailable(&e) {
+                    self.healthy.store(false, Ordering::Relaxed);
+                }
+                return Err(e.into());
+            }
+        };
         // Integration tokens run as the integration role, whose policies add
         // the app scope; a person's token keeps the connection's crm_app.
         sqlx::query(
@@ -238,9 +264,16 @@ impl Db {
         Ok(tx)
     }
 
-    /// True when the database answers.
+    /// True when the database answers (and remembers it, for fast failing).
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        let up = sqlx::query("SELECT 1").execute(&self.pool).await.is_ok();
+        self.healthy.store(up, Ordering::Relaxed);
+        up
+    }
+
+    /// The test failpoints.
+    pub fn failpoints(&self) -> &Failpoints {
+        &self.failpoints
     }
 
     /// Connections open, connections idle, and the maximum.

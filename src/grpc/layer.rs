@@ -36,6 +36,23 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Path prefix of the calls that need a token (and count against limits).
 const PROTECTED: &str = "/crm.v1.";
 
+/// Marks a request the REST transcoder made: the HTTP layer logs it (one
+/// line per request), so this layer does not.
+#[derive(Clone, Copy, Debug)]
+pub struct Transcoded;
+
+/// What became of a call, for the HTTP layer's log line (a response
+/// extension).
+#[derive(Clone, Debug)]
+pub struct CallOutcome {
+    /// The gRPC code.
+    pub code: Code,
+    /// The caller's tenant, if authenticated.
+    pub tenant: Option<String>,
+    /// The caller's app, for integration tokens.
+    pub app: Option<String>,
+}
+
 /// Limits applied to `crm.v1` calls.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -146,6 +163,7 @@ where
         let method = req.uri().path().to_owned();
         let rid = request_id.to_str().unwrap_or_default().to_owned();
         let layer = self.layer.clone();
+        let transcoded = req.extensions().get::<Transcoded>().is_some();
 
         let mut caller: Option<Caller> = None;
         let mut rejected = None;
@@ -250,16 +268,25 @@ where
             }
             let tenant = caller.as_ref().map(|c| c.tenant_id()).unwrap_or("");
             let app = caller.as_ref().and_then(|c| c.app_id()).unwrap_or("");
-            tracing::info!(
-                target: "crm::request",
-                method = %method,
-                code = code_name(code),
-                latency_ms = seconds * 1000.0,
-                tenant,
-                app,
-                request_id = %rid,
-                "call"
-            );
+            if transcoded {
+                response.extensions_mut().insert(CallOutcome {
+                    code,
+                    tenant: caller.as_ref().map(|c| c.tenant_id().to_owned()),
+                    app: caller.as_ref().and_then(|c| c.app_id()).map(str::to_owned),
+                });
+            } else {
+                tracing::info!(
+                    target: "crm::request",
+                    transport = "grpc",
+                    method = %method,
+                    code = code_name(code),
+                    latency_ms = seconds * 1000.0,
+                    tenant,
+                    app,
+                    request_id = %rid,
+                    "request"
+                );
+            }
             Ok(response)
         })
     }

@@ -275,11 +275,16 @@ impl Plan {
                     .push(doc)
                     .push(" LIKE '%' || crm_search_norm(")
                     .push_bind(like_escape(word))
-                    .push(") || '%' OR crm_search_norm(")
-                    .push_bind(word.to_owned())
-                    .push(") <% ")
-                    .push(doc)
-                    .push(")");
+                    .push(") || '%'");
+                // Typos are looked for in words, not in numbers or very
+                // short words (where "close" matches nearly everything).
+                if typo_tolerant(word) {
+                    qb.push(" OR crm_search_norm(")
+                        .push_bind(word.to_owned())
+                        .push(") <% ")
+                        .push(doc);
+                }
+                qb.push(")");
             }
         }
         Ok(())
@@ -436,6 +441,12 @@ impl Plan {
         qb.push(")");
         Ok(())
     }
+}
+
+/// Whether a search word may match with a typo: 4 characters or more, with
+/// at least one letter.
+fn typo_tolerant(word: &str) -> bool {
+    word.chars().count() >= 4 && word.chars().any(char::is_alphabetic)
 }
 
 fn like_escape(s: &str) -> String {

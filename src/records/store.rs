@@ -320,6 +320,7 @@ impl Store {
         F: FnMut(TenantTx) -> Fut,
         Fut: Future<Output = Result<(E, TenantTx), Error>>,
     {
+        self.db.failpoints().pause("before_db").await;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -336,6 +337,7 @@ impl Store {
                     idempotency::record(&mut tx, key, &rec.encode_to_vec()).await?;
                 }
                 tx.commit().await?;
+                self.db.failpoints().pause("after_commit").await;
                 Ok(rec)
             }
             .await;
@@ -349,6 +351,7 @@ impl Store {
     /// Returns the record `id` (soft-deleted ones too).
     pub async fn get<E: Entity>(&self, caller: &Caller, id: &str) -> Result<E, Error> {
         let id = parse_id::<E>("id", id)?;
+        self.db.failpoints().pause("before_db").await;
         let mut tx = self.db.begin(caller).await?;
         let rec = fetch::<E>(&mut tx, &id, false).await?;
         tx.commit().await?;
@@ -394,8 +397,13 @@ impl Store {
             i64::from(size) + 1,
         )?;
 
+        self.db.failpoints().pause("before_db").await;
         let mut tx = self.db.begin(caller).await?;
-        let rows = qb.build().fetch_all(tx.conn()).await?;
+        // Not a cached prepared statement: planned with the actual values
+        // every time (a generic plan cannot use the trigram index for an
+        // unknown search, or know how selective a filter is), and the
+        // endless variety of filters does not fill the statement cache.
+        let rows = qb.build().persistent(false).fetch_all(tx.conn()).await?;
         tx.commit().await?;
         let more = rows.len() > size as usize;
         let mut items = Vec::with_capacity(rows.len().min(size as usize));

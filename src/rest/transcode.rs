@@ -28,6 +28,7 @@ use tower::util::BoxCloneSyncService;
 
 use super::template::Template;
 use crate::error::{Error, Violations};
+use crate::grpc::layer::{CallOutcome, Transcoded};
 use crate::proto::DESCRIPTOR_POOL;
 
 /// The gRPC stack requests are forwarded to.
@@ -597,11 +598,27 @@ impl Transcoder {
                 h.insert(name, v.clone());
             }
         }
+        req.extensions_mut().insert(Transcoded);
         let response = match self.grpc.clone().oneshot(req).await {
             Ok(r) => r,
             Err(never) => match never {},
         };
         let (parts, body) = response.into_parts();
+        let outcome = parts.extensions.get::<CallOutcome>().cloned();
+        let mut response = self.render(route, parts, body).await;
+        if let Some(o) = outcome {
+            response.extensions_mut().insert(o);
+        }
+        response
+    }
+
+    /// The JSON answer of a gRPC response.
+    async fn render(
+        &self,
+        route: &Route,
+        parts: http::response::Parts,
+        body: tonic::body::Body,
+    ) -> JsonResponse {
         let request_id = parts.headers.get("x-request-id").cloned();
         let collected = match body.collect().await {
             Ok(c) => c,
