@@ -191,7 +191,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (reporter, health) = tonic_health::server::health_reporter();
-        set_health(&reporter, self.db.ping().await).await;
+        set_health(&reporter, self.db.ping(self.health_interval).await).await;
         let watcher = tokio::spawn(watch_database(
             self.db.clone(),
             reporter.clone(),
@@ -307,9 +307,7 @@ async fn watch_database(db: Db, reporter: HealthReporter, interval: Duration) {
     let mut last = None;
     loop {
         tokio::time::sleep(interval).await;
-        let up = tokio::time::timeout(interval, db.ping())
-            .await
-            .unwrap_or(false);
+        let up = db.ping(interval).await;
         if last != Some(up) {
             if !up {
                 tracing::warn!("database not answering: health NOT_SERVING");

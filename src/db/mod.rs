@@ -264,9 +264,12 @@ impl Db {
         Ok(tx)
     }
 
-    /// True when the database answers (and remembers it, for fast failing).
-    pub async fn ping(&self) -> bool {
-        let up = sqlx::query("SELECT 1").execute(&self.pool).await.is_ok();
+    /// True when the database answers within `within` (and remembered, for
+    /// fast failing).
+    pub async fn ping(&self, within: Duration) -> bool {
+        let up = tokio::time::timeout(within, sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .is_ok_and(|r| r.is_ok());
         self.healthy.store(up, Ordering::Relaxed);
         up
     }

@@ -59,7 +59,10 @@ const IMMUTABLE: [&str; 5] = ["tenant_id", "id", "app_id", "created_at", "create
 pub struct Statements {
     /// `$3` id → the row as JSON.
     pub select_one: Arc<str>,
-    /// Same, locking the row for a read-modify-write.
+    /// Same, locking the row for a read-modify-write, if it is at version
+    /// `$4` (0: any). A row at another version is neither returned nor waited
+    /// for (once the holder of its lock commits a new version, it no longer
+    /// matches), so stale writers fail together instead of queueing.
     pub select_one_for_update: Arc<str>,
     /// `$3` row JSON → the inserted row as JSON (no row if the JSON's tenant
     /// or app differ from `$1`/`$2`).
@@ -104,7 +107,9 @@ impl Statements {
         let select = format!("SELECT row_to_json(t)::text FROM {t} t");
         Self {
             select_one: format!("{select} WHERE {scope} AND t.id = $3").into(),
-            select_one_for_update: format!("{select} WHERE {scope} AND t.id = $3 FOR UPDATE")
+            select_one_for_update: format!(
+                "{select} WHERE {scope} AND t.id = $3 AND ($4::integer = 0 OR t.version = $4) FOR UPDATE"
+            )
                 .into(),
             insert: format!(
                 "INSERT INTO {t} AS t ({}) SELECT {} FROM jsonb_populate_record(NULL::{t}, $3::jsonb) r \

@@ -131,25 +131,41 @@ fn db_error<E: Entity>(e: sqlx::Error) -> Error {
 }
 
 /// Reads one row of `E` visible to the transaction's caller.
-pub async fn fetch<E: Entity>(
+pub async fn fetch<E: Entity>(tx: &mut TenantTx, id: &str) -> Result<Option<E>, Error> {
+    let caller = tx.caller().clone();
+    let row: Option<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(E::kind().meta().sql.select_one.clone()))
+            .bind(caller.tenant_id())
+            .bind(caller.app_id())
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?;
+    row.map(|json| from_row_json(&json)).transpose()
+}
+
+/// Reads the row `id` for a write that names `expected` as its version (0:
+/// any), locking it if it is at that version. A row returned unlocked is at
+/// another version (versions only grow), so the caller's version check fails
+/// it after its other checks. NOT_FOUND if there is none.
+async fn fetch_for_write<E: Entity>(
     tx: &mut TenantTx,
     id: &str,
-    for_update: bool,
-) -> Result<Option<E>, Error> {
-    let sql = &E::kind().meta().sql;
-    let text = if for_update {
-        sql.select_one_for_update.clone()
-    } else {
-        sql.select_one.clone()
-    };
+    expected: i32,
+) -> Result<E, Error> {
     let caller = tx.caller().clone();
-    let row: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(text))
-        .bind(caller.tenant_id())
-        .bind(caller.app_id())
-        .bind(id)
-        .fetch_optional(tx.conn())
-        .await?;
-    row.map(|json| from_row_json(&json)).transpose()
+    let row: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(
+        E::kind().meta().sql.select_one_for_update.clone(),
+    ))
+    .bind(caller.tenant_id())
+    .bind(caller.app_id())
+    .bind(id)
+    .bind(expected)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(json) = row {
+        return from_row_json(&json);
+    }
+    fetch::<E>(tx, id).await?.ok_or_else(|| not_found::<E>(id))
 }
 
 /// Writes `rec` as a new row of `E` and returns the stored row.
@@ -353,7 +369,7 @@ impl Store {
         let id = parse_id::<E>("id", id)?;
         self.db.failpoints().pause("before_db").await;
         let mut tx = self.db.begin(caller).await?;
-        let rec = fetch::<E>(&mut tx, &id, false).await?;
+        let rec = fetch::<E>(&mut tx, &id).await?;
         tx.commit().await?;
         rec.ok_or_else(|| not_found::<E>(&id))
     }
@@ -500,9 +516,7 @@ impl Store {
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let (id, patch_msg, paths) = (id.clone(), patch_msg.clone(), paths.clone());
             async move {
-                let old = fetch::<E>(&mut tx, &id, true)
-                    .await?
-                    .ok_or_else(|| not_found::<E>(&id))?;
+                let old = fetch_for_write::<E>(&mut tx, &id, expected).await?;
                 if old.is_deleted() {
                     return Err(Error::Deleted {
                         resource: kind.resource,
@@ -572,9 +586,7 @@ impl Store {
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let id = id.clone();
             async move {
-                let old = fetch::<E>(&mut tx, &id, true)
-                    .await?
-                    .ok_or_else(|| not_found::<E>(&id))?;
+                let old = fetch_for_write::<E>(&mut tx, &id, version).await?;
                 let resource = E::kind().resource;
                 match (deleted, old.is_deleted()) {
                     (true, true) => return Err(Error::Deleted { resource, id }),

@@ -116,7 +116,7 @@ async fn api(State(rest): State<Rest>, req: axum::extract::Request) -> Response 
 }
 
 async fn readyz(State(rest): State<Rest>) -> Response {
-    if rest.db.ping().await {
+    if rest.db.ping(std::time::Duration::from_secs(2)).await {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()

@@ -22,7 +22,11 @@ fn bin_dir() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn is_root() -> bool {
@@ -49,15 +53,26 @@ impl PrivatePg {
     pub fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("crm-pg-{}", ulid::Ulid::generate()));
         std::fs::create_dir_all(&dir).unwrap();
-        let _ = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status();
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status();
         let bin = bin_dir();
         let ok = as_postgres(&bin.join("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
             .arg(&dir)
             .output()
             .expect("initdb");
-        assert!(ok.status.success(), "initdb: {}", String::from_utf8_lossy(&ok.stderr));
-        let pg = Self { dir, port: free_port(), bin };
+        assert!(
+            ok.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let pg = Self {
+            dir,
+            port: free_port(),
+            bin,
+        };
         pg.up();
         pg
     }
@@ -82,7 +97,11 @@ impl PrivatePg {
             .arg("start")
             .output()
             .expect("pg_ctl start");
-        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops it the hard way (as a crash would).
@@ -93,7 +112,11 @@ impl PrivatePg {
             .arg("stop")
             .output()
             .expect("pg_ctl stop");
-        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 mod accounts;
 mod activities;
 mod auth;
+mod cluster;
 mod contacts;
 mod deals;
 mod hardening;
@@ -11,5 +12,6 @@ mod helpers;
 mod lists;
 mod platform;
 mod quotes;
+mod reliability;
 mod rest;
 mod tenancy;
