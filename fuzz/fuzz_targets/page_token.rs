@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let cursor = Cursor { keys };
     let token = key.encode(&binding, &cursor);
-    assert_eq!(key.decode(&binding, &token).unwrap(), cursor);
+    if token.len() <= crm::records::page::MAX_TOKEN_LEN {
+        assert_eq!(key.decode(&binding, &token).unwrap(), cursor);
+    }
     assert!(key.decode(&["other", "", "accounts", "", "", "", "0"], &token).is_err());
 });

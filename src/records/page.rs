@@ -12,6 +12,9 @@ use sha2::Sha256;
 use crate::error::{Error, invalid};
 
 const VERSION: u8 = 1;
+/// Longest token accepted. Tokens hold up to five sort keys of at most
+/// 1,024 characters (free-text fields cannot be sorted on) and an id.
+pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 const TAG_LEN: usize = 16;
 
 /// The key page tokens are signed with.
@@ -60,7 +63,7 @@ impl PageKey {
                 "is not a page token of this list (it was altered, or made for other parameters)",
             )
         };
-        if token.len() > 4096 {
+        if token.len() > MAX_TOKEN_LEN {
             return Err(bad());
         }
         let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;

@@ -179,6 +179,12 @@ fn order(meta: &Meta, order_by: &str, search: bool) -> Result<Vec<SortKey>, Erro
         }
         let f = field(meta, name)
             .ok_or_else(|| invalid("order_by", format!("unknown field \"{name}\"")))?;
+        if f.long_text {
+            return Err(invalid(
+                "order_by",
+                format!("{} is free text and cannot be sorted on", f.name),
+            ));
+        }
         let key = column_key(f, desc).ok_or_else(|| {
             invalid(
                 "order_by",
@@ -858,6 +864,7 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["name desc", "annual_revenue", "id desc"]);
         assert!(Plan::new(meta, "", "tags", "", false).is_err());
+        assert!(Plan::new(meta, "", "description", "", false).is_err());
         assert!(Plan::new(meta, "", "name sideways", "", false).is_err());
         assert!(Plan::new(meta, "", "nope", "", false).is_err());
         assert!(Plan::new(meta, "", "name, name desc", "", false).is_err());
