@@ -31,7 +31,9 @@ pub struct Config {
     pub database_url: String,
 
     /// Optional URL logging in as the application role crm_app directly.
-    /// Without it, request connections use DATABASE_URL and `SET ROLE crm_app`.
+    /// Without it, request connections log in as crm_app with a password
+    /// derived from the JWT secret (given to the role at start-up); with no
+    /// secret, they use DATABASE_URL and `SET ROLE crm_app`.
     #[arg(long, env = "CRM_APP_DATABASE_URL", global = true)]
     pub app_database_url: Option<String>,
 

@@ -31,7 +31,8 @@ pub struct DbConfig {
     /// The owner's URL: creates the database if missing and runs migrations.
     pub url: String,
     /// Optional URL that logs in directly as the application role. Without
-    /// it, request connections use `url` and `SET ROLE crm_app`.
+    /// it, request connections log in as `crm_app` with `app_password` on
+    /// `url`'s host, or (no password) use `url` and `SET ROLE crm_app`.
     pub app_url: Option<String>,
     /// Maximum connections of the request pool.
     pub pool_size: u32,

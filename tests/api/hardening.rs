@@ -462,3 +462,119 @@ async fn panics_and_database_errors_leak_nothing() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn huge_pages_and_filters_are_bounded() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    for i in 0..3 {
+        app.accounts()
+            .create_account(authed(&t, account(&format!("a{i}"))))
+            .await
+            .unwrap();
+    }
+    let r = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                page_size: 1_000_000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.accounts.len(),
+        3,
+        "a page_size over 1000 is coerced, not refused"
+    );
+    // A 10,000-clause filter is refused before any database work.
+    let transactions = |text: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with("crm_db_transactions_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (_, before, _) = app.rest("GET", "/metrics", None, None).await;
+    let huge = vec!["name = \"x\""; 10_000].join(" OR ");
+    let e = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                filter: huge,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&e), vec!["filter"]);
+    let (_, after, _) = app.rest("GET", "/metrics", None, None).await;
+    assert_eq!(
+        transactions(before.as_str().unwrap()),
+        transactions(after.as_str().unwrap())
+    );
+    // Within the length limit, the clause limit holds.
+    let many = vec!["a = 1"; 41].join(" OR ");
+    let e = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                filter: many,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("more than 40 restrictions"),
+        "{}",
+        e.message()
+    );
+    let deep = format!("{}name = \"x\"{}", "(".repeat(13), ")".repeat(13));
+    let e = app
+        .accounts()
+        .list_accounts(authed(
+            &t,
+            ListAccountsRequest {
+                filter: deep,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("nested more than 12"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_statement_leaves_nothing_running() {
+    let app = spawn_app_with(|c| {
+        c.db_statement_timeout_ms = 300;
+        c.failpoints = "in_transaction=sql_sleep(5000)".into();
+    })
+    .await;
+    let t = app.token("tenant-a", "u1");
+    let e = app
+        .accounts()
+        .list_accounts(authed(&t, ListAccountsRequest::default()))
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
+    let mut conn = app.owner_conn().await;
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND query LIKE '%pg_sleep%' AND state = 'active' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(running, 0, "Postgres cancelled the statement itself");
+}

@@ -1,0 +1,353 @@
+//! The fault scenarios end to end, against the release `crm` binary and the
+//! local Postgres (run by `scripts/faults.sh`; it stops and starts the
+//! cluster, so nothing else may use it meanwhile):
+//!
+//! - outage: Postgres stopped (`-m immediate`) under load, then started;
+//! - sigkill: the server killed under load, then restarted;
+//! - sigterm: the server stopped under load, then restarted.
+//!
+//! Clients create line items on one quote with a `request_id` each and retry
+//! a failed create with the same id until it is acknowledged. Afterwards:
+//! every acknowledged write is stored (lost = 0), nothing is stored twice
+//! (duplicates = 0), and the quote's total, version and summaries agree with
+//! its lines (no half-written side effect). Prints the counts; exits non-zero
+//! on any loss or inconsistency.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crm::proto::account_service_client::AccountServiceClient;
+use crm::proto::line_item_service_client::LineItemServiceClient;
+use crm::proto::quote_service_client::QuoteServiceClient;
+use crm::proto::*;
+use sqlx::Connection;
+use tonic::transport::Channel;
+
+const SECRET: &str = "faults-secret-faults-secret-faults-secret";
+const GRPC: &str = "127.0.0.1:50151";
+const HTTP: &str = "127.0.0.1:58151";
+
+fn pg() -> String {
+    std::env::var("CRM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn cluster(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .expect("a Debian PostgreSQL cluster in /etc/postgresql");
+    let mut args = vec![
+        "--skip-systemctl-redirect",
+        version.as_str(),
+        "main",
+        action,
+    ];
+    if action == "stop" {
+        args.extend(["-m", "immediate"]);
+    }
+    let ok = Command::new("pg_ctlcluster")
+        .args(&args)
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(ok.success(), "pg_ctlcluster {action}");
+}
+
+fn server(db: &str) -> Child {
+    Command::new(std::env::var("CRM_BIN").unwrap_or_else(|_| "target/release/crm".into()))
+        .arg("serve")
+        .env("DATABASE_URL", format!("{}/{db}", pg()))
+        .env("CRM_GRPC_ADDR", GRPC)
+        .env("CRM_HTTP_ADDR", HTTP)
+        .env("CRM_JWT_SECRET", SECRET)
+        .env("CRM_HEALTH_INTERVAL_SECS", "1")
+        .env("CRM_DB_ACQUIRE_TIMEOUT_SECS", "2")
+        .env("CRM_REQUEST_TIMEOUT_SECS", "5")
+        .env("CRM_SHUTDOWN_GRACE_SECS", "10")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the crm binary (cargo build --release)")
+}
+
+async fn ready() -> Channel {
+    for _ in 0..300 {
+        if let Ok(r) = reqwest::get(format!("http://{HTTP}/readyz")).await
+            && r.status().is_success()
+            && let Ok(ch) = Channel::from_shared(format!("http://{GRPC}"))
+                .unwrap()
+                .connect()
+                .await
+        {
+            return ch;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("crm did not become ready");
+}
+
+fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.set_timeout(Duration::from_secs(6));
+    r
+}
+
+#[derive(Default)]
+struct Tally {
+    acked: Vec<String>,
+    failures: usize,
+    slowest_failure: Duration,
+}
+
+/// Clients creating line items until `stop`; each write is retried with its
+/// request_id until acknowledged.
+fn load(
+    token: String,
+    quote: String,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..8)
+        .map(|_| {
+            let (token, quote, stop, tally) =
+                (token.clone(), quote.clone(), stop.clone(), tally.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    // A fresh ULID's 128 bits make a unique request id.
+                    let request_id = uuid::Uuid::from_u128(ulid::Ulid::generate().0).to_string();
+                    let req = CreateLineItemRequest {
+                        line_item: Some(LineItem {
+                            quote_id: quote.clone(),
+                            quantity: Some(1.0),
+                            unit_price: Some(0.1),
+                            ..Default::default()
+                        }),
+                        request_id,
+                    };
+                    loop {
+                        let started = Instant::now();
+                        let result = match Channel::from_shared(format!("http://{GRPC}"))
+                            .unwrap()
+                            .connect()
+                            .await
+                        {
+                            Ok(ch) => LineItemServiceClient::new(ch)
+                                .create_line_item(authed(&token, req.clone()))
+                                .await
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        match result {
+                            Ok(r) => {
+                                tally.lock().unwrap().acked.push(r.into_inner().id);
+                                break;
+                            }
+                            Err(_) => {
+                                {
+                                    let mut t = tally.lock().unwrap();
+                                    t.failures += 1;
+                                    t.slowest_failure = t.slowest_failure.max(started.elapsed());
+                                }
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+async fn check(db: &str, quote: &str, tally: &Tally) -> bool {
+    let mut conn = sqlx::PgConnection::connect(&format!("{}/{db}", pg()))
+        .await
+        .unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM line_items")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let mut acked = tally.acked.clone();
+    acked.sort();
+    acked.dedup();
+    let lost = acked.iter().filter(|id| !stored.contains(id)).count();
+    let duplicates = stored.len().saturating_sub(acked.len());
+    let (total, sum, version, summaries): (String, String, i32, i64) = sqlx::query_as(
+        "SELECT q.total::text, (SELECT COALESCE(sum(total), 0) FROM line_items WHERE quote_id = q.id AND NOT is_deleted)::text, \
+         q.version, jsonb_array_length(q.line_items)::bigint FROM quotes q WHERE q.id = $1",
+    )
+    .bind(quote)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let consistent =
+        total == sum && version as usize == 1 + stored.len() && summaries as usize == stored.len();
+    println!(
+        "  writes acknowledged: {}, writes found: {}, duplicates: {duplicates}, lost: {lost}, failed attempts retried: {}, slowest failure: {:.0?}",
+        acked.len(),
+        stored.len(),
+        tally.failures,
+        tally.slowest_failure
+    );
+    println!(
+        "  quote total {total} = sum of lines {sum}; version {version} = 1 + {} lines; {summaries} summaries: {}",
+        stored.len(),
+        if consistent {
+            "consistent"
+        } else {
+            "INCONSISTENT"
+        }
+    );
+    lost == 0 && duplicates == 0 && consistent && !acked.is_empty()
+}
+
+async fn scenario(name: &str) -> bool {
+    let db = format!("crm_faults_{name}");
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg()))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.ok();
+    println!("{name}:");
+    let mut child = server(&db);
+    let ch = ready().await;
+    let token = crm::auth::mint(
+        SECRET.as_bytes(),
+        "tenant-faults",
+        "faults",
+        None,
+        3600,
+        None,
+        None,
+    )
+    .unwrap();
+    let account = AccountServiceClient::new(ch.clone())
+        .create_account(authed(
+            &token,
+            CreateAccountRequest {
+                account: Some(Account {
+                    name: "Faults".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let quote = QuoteServiceClient::new(ch)
+        .create_quote(authed(
+            &token,
+            CreateQuoteRequest {
+                quote: Some(Quote {
+                    account_id: account.id,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let clients = load(token.clone(), quote.clone(), stop.clone(), tally.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ok = true;
+    match name {
+        "outage" => {
+            cluster("stop");
+            let down = Instant::now();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let health = reqwest::get(format!("http://{HTTP}/readyz"))
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            println!("  during the outage: /readyz {health}");
+            ok &= health == 503;
+            cluster("start");
+            let up = Instant::now();
+            let before = tally.lock().unwrap().acked.len();
+            while tally.lock().unwrap().acked.len() == before {
+                if up.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let recovery = up.elapsed();
+            println!(
+                "  outage {:.1?}; first acknowledged write {:.2?} after Postgres was back (no restart)",
+                up - down,
+                recovery
+            );
+            ok &= recovery < Duration::from_secs(5);
+        }
+        "sigkill" => {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            println!("  killed (SIGKILL) under load; restarting");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            child = server(&db);
+            ready().await;
+        }
+        "sigterm" => {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let sent = Instant::now();
+            let status = child.wait().unwrap();
+            println!(
+                "  SIGTERM under load: exited {status} after {:.2?}; restarting",
+                sent.elapsed()
+            );
+            ok &= status.success() && sent.elapsed() < Duration::from_secs(10);
+            child = server(&db);
+            ready().await;
+        }
+        _ => unreachable!(),
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    ok &= check(&db, &quote, &tally).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    ok
+}
+
+#[tokio::main]
+async fn main() {
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let all = ["outage", "sigkill", "sigterm"];
+    let run: Vec<&str> = if which.is_empty() {
+        all.to_vec()
+    } else {
+        which.iter().map(String::as_str).collect()
+    };
+    let mut failed = Vec::new();
+    for name in run {
+        if !scenario(name).await {
+            failed.push(name.to_owned());
+        }
+    }
+    if failed.is_empty() {
+        println!("faults: all scenarios passed");
+    } else {
+        println!("faults: FAILED: {failed:?}");
+        std::process::exit(1);
+    }
+}
