@@ -6,22 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 cargo bench --bench list > "$out"
-machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(psql -h 127.0.0.1 -U postgres -tAc 'SHOW server_version' | cut -d' ' -f1) (PostgreSQL), $(rustc --version)"
-python3 - "$out" "$machine" <<'PY'
-import sys, pathlib, datetime
-body = pathlib.Path(sys.argv[1]).read_text()
-machine = sys.argv[2]
-path = pathlib.Path("BENCHMARKS.md")
-text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-begin, end = "<!-- bench:list:begin -->", "<!-- bench:list:end -->"
-section = f"{begin}\nMeasured {datetime.date.today()} on {machine} with `scripts/bench-list.sh`.\n\n{body}\n{end}"
-if begin in text:
-    head, rest = text.split(begin, 1)
-    text = head + section + rest.split(end, 1)[1]
-else:
-    text = text.rstrip() + "\n\n" + section + "\n"
-path.write_text(text)
-PY
-rm -f "$out"
-echo "BENCHMARKS.md updated"
+python3 scripts/lib/bench_section.py list "$out" scripts/bench-list.sh

@@ -1,0 +1,1156 @@
+//! The load harness: N concurrent clients against the release `crm` binary,
+//! over gRPC and over REST, for CreateAccount, GetAccount, UpdateAccount
+//! (with its version), ListAccounts (a page of 50) and CreateLineItem (with
+//! the quote rollup) — and, in the same run, the yardstick: pgbench running
+//! per operation the one SQL statement that does the work, as the table
+//! owner, at the same concurrency on the same database, and pgbench
+//! replaying exactly the statements the service sent for one such request
+//! (captured from Postgres' statement log). Prints a Markdown report with
+//! throughput, latency percentiles, errors, the server's peak RSS and the
+//! service/pgbench ratios.
+//!
+//!   cargo bench --bench load -- [--clients 32] [--seconds 10] [--smoke]
+//!
+//! Run by `scripts/bench.sh`, which builds the server and writes the report
+//! into BENCHMARKS.md. `--smoke` (CI) runs each measurement for a moment and
+//! checks that every part works, without judging the numbers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use crm::proto::account_service_client::AccountServiceClient;
+use crm::proto::line_item_service_client::LineItemServiceClient;
+use crm::proto::quote_service_client::QuoteServiceClient;
+use crm::proto::*;
+use serde_json::json;
+use sqlx::{Connection, Executor, PgConnection};
+use tonic::transport::Channel;
+
+const DB: &str = "crm_bench_load";
+const SECRET: &str = "bench-load-secret-bench-load-secret-0000";
+const TENANT: &str = "bench";
+const GRPC: &str = "127.0.0.1:50161";
+const HTTP: &str = "127.0.0.1:58161";
+const CAPTURE_GRPC: &str = "127.0.0.1:50162";
+const CAPTURE_HTTP: &str = "127.0.0.1:58162";
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Concurrent clients (service) and connections (pgbench).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Clients of the extra GetAccount latency run.
+    #[arg(long, default_value_t = 64)]
+    latency_clients: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seeded accounts (GetAccount and UpdateAccount pick among them).
+    #[arg(long, default_value_t = 20_000)]
+    accounts: usize,
+    /// A short run checking that every part works (CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Only these operations (create, get, update, list, line_item).
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    /// The crm binary.
+    #[arg(long, env = "CRM_BIN", default_value = "target/release/crm")]
+    bin: PathBuf,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn base() -> String {
+    std::env::var("CRM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn id(prefix: &str, n: usize) -> String {
+    format!("{prefix}_{n:026}")
+}
+
+/// The operations measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Create,
+    Get,
+    Update,
+    List,
+    LineItem,
+}
+
+impl Op {
+    const ALL: [Op; 5] = [Op::Create, Op::Get, Op::Update, Op::List, Op::LineItem];
+
+    fn key(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Get => "get",
+            Op::Update => "update",
+            Op::List => "list",
+            Op::LineItem => "line_item",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Create => "CreateAccount",
+            Op::Get => "GetAccount",
+            Op::Update => "UpdateAccount (with version)",
+            Op::List => "ListAccounts (page of 50)",
+            Op::LineItem => "CreateLineItem (with the quote rollup)",
+        }
+    }
+
+    /// The one statement that does the work, as a pgbench script.
+    fn yardstick(self, accounts: usize, quotes: usize) -> String {
+        let insert_cols = "tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, schema_version, version";
+        match self {
+            Op::Create => format!(
+                "\\set n random(1000000000, 999999999999999)\n\
+                 INSERT INTO accounts ({insert_cols}, name) VALUES ('{TENANT}', 'acc_' || lpad(:n::text, 26, '0'), now(), now(), 'bench', 'bench', 'edm', 'api', 1, 1, 'Bench account ' || :n);\n"
+            ),
+            Op::Get => format!(
+                "\\set n random(1, {accounts})\n\
+                 SELECT * FROM accounts WHERE tenant_id = '{TENANT}' AND id = 'acc_' || lpad(:n::text, 26, '0');\n"
+            ),
+            Op::Update => format!(
+                "\\set n random(1, {accounts})\n\
+                 UPDATE accounts SET name = 'Renamed ' || :n, version = version + 1, updated_at = now(), updated_by = 'bench' \
+                 WHERE tenant_id = '{TENANT}' AND id = 'acc_' || lpad(:n::text, 26, '0') AND version >= 1;\n"
+            ),
+            Op::List => format!(
+                "SELECT * FROM accounts WHERE tenant_id = '{TENANT}' AND NOT is_deleted ORDER BY created_at DESC, id DESC LIMIT 50;\n"
+            ),
+            Op::LineItem => format!(
+                "\\set n random(1000000000, 999999999999999)\n\
+                 \\set q random(1, {quotes})\n\
+                 INSERT INTO line_items ({insert_cols}, quote_id, quantity, unit_price, total, discount_type) \
+                 VALUES ('{TENANT}', 'li_' || lpad(:n::text, 26, '0'), now(), now(), 'bench', 'bench', 'edm', 'api', 1, 1, \
+                 'qte_' || lpad(:q::text, 26, '0'), 2, 10.5, 21, 'amount');\n"
+            ),
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Clone, Debug, Default)]
+struct Measured {
+    throughput: f64,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    errors: usize,
+    calls: usize,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// What every client shares.
+struct World {
+    token: String,
+    accounts: usize,
+    quotes: usize,
+    clients: usize,
+    /// The version of each seeded account (clients update disjoint ones).
+    versions: Vec<AtomicI32>,
+    next: AtomicUsize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Grpc,
+    Rest,
+}
+
+/// A client's connection.
+enum Conn {
+    Grpc(Channel),
+    Rest(reqwest::Client),
+}
+
+fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?)
+}
+
+/// One call of `op` by client `c` (its `i`-th); true when it succeeded.
+async fn call(op: Op, conn: &Conn, w: &World, c: usize, i: usize, http: &str) -> bool {
+    let n = w.next.fetch_add(1, Ordering::Relaxed);
+    // Client c updates the accounts ≡ c (mod clients), so versions never race.
+    let own = |i: usize| {
+        let per = (w.accounts / w.clients).max(1);
+        (c + (i % per) * w.clients) % w.accounts + 1
+    };
+    let random_account = (n.wrapping_mul(2_654_435_761) % w.accounts) + 1;
+    match conn {
+        Conn::Grpc(ch) => match op {
+            Op::Create => AccountServiceClient::new(ch.clone())
+                .create_account(authed(
+                    &w.token,
+                    CreateAccountRequest {
+                        account: Some(Account {
+                            name: format!("Bench account {n}"),
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    },
+                ))
+                .await
+                .is_ok(),
+            Op::Get => AccountServiceClient::new(ch.clone())
+                .get_account(authed(
+                    &w.token,
+                    GetAccountRequest {
+                        id: id("acc", random_account),
+                    },
+                ))
+                .await
+                .is_ok(),
+            Op::Update => {
+                let a = own(i);
+                let version = &w.versions[a - 1];
+                match AccountServiceClient::new(ch.clone())
+                    .update_account(authed(
+                        &w.token,
+                        UpdateAccountRequest {
+                            account: Some(Account {
+                                id: id("acc", a),
+                                name: format!("Renamed {n}"),
+                                version: version.load(Ordering::Relaxed),
+                                ..Default::default()
+                            }),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["name".into()],
+                            }),
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await
+                {
+                    Ok(r) => {
+                        version.store(r.into_inner().version, Ordering::Relaxed);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            Op::List => AccountServiceClient::new(ch.clone())
+                .list_accounts(authed(
+                    &w.token,
+                    ListAccountsRequest {
+                        page_size: 50,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .is_ok_and(|r| r.into_inner().accounts.len() == 50),
+            Op::LineItem => LineItemServiceClient::new(ch.clone())
+                .create_line_item(authed(
+                    &w.token,
+                    CreateLineItemRequest {
+                        line_item: Some(LineItem {
+                            quote_id: id("qte", quote_of(w, c, i)),
+                            quantity: Some(2.0),
+                            unit_price: Some(10.5),
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    },
+                ))
+                .await
+                .is_ok(),
+        },
+        Conn::Rest(client) => {
+            let base = format!("http://{http}/api/v1/crm");
+            let req = match op {
+                Op::Create => client
+                    .post(format!("{base}/accounts"))
+                    .json(&json!({ "name": format!("Bench account {n}") })),
+                Op::Get => client.get(format!("{base}/accounts/{}", id("acc", random_account))),
+                Op::Update => {
+                    let a = own(i);
+                    let version = w.versions[a - 1].load(Ordering::Relaxed);
+                    client
+                        .patch(format!("{base}/accounts/{}?updateMask=name", id("acc", a)))
+                        .json(&json!({ "name": format!("Renamed {n}"), "version": version }))
+                }
+                Op::List => client.get(format!("{base}/accounts?pageSize=50")),
+                Op::LineItem => client.post(format!("{base}/line-items")).json(&json!({
+                    "quoteId": id("qte", quote_of(w, c, i)),
+                    "quantity": 2,
+                    "unitPrice": 10.5,
+                })),
+            };
+            let Ok(resp) = req.bearer_auth(&w.token).send().await else {
+                return false;
+            };
+            if !resp.status().is_success() {
+                return false;
+            }
+            let Ok(body) = resp.json::<serde_json::Value>().await else {
+                return false;
+            };
+            match op {
+                Op::Update => {
+                    let a = own(i);
+                    match body["version"].as_i64() {
+                        Some(v) => {
+                            w.versions[a - 1].store(v as i32, Ordering::Relaxed);
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                Op::List => body["accounts"].as_array().is_some_and(|a| a.len() == 50),
+                _ => true,
+            }
+        }
+    }
+}
+
+/// Client c's quotes: its own, in turn, so that line items on one quote
+/// (which lock it) come from one client at a time, as in real use.
+fn quote_of(w: &World, c: usize, i: usize) -> usize {
+    let per = (w.quotes / w.clients).max(1);
+    (c + (i % per) * w.clients) % w.quotes + 1
+}
+
+/// Runs `op` with `clients` clients for `warmup`, then for `duration`.
+async fn drive(
+    op: Op,
+    transport: Transport,
+    world: &Arc<World>,
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(match transport {
+            Transport::Grpc => Conn::Grpc(channel(GRPC).await?),
+            Transport::Rest => Conn::Rest(
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()?,
+            ),
+        });
+    }
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::new();
+    for (c, conn) in conns.into_iter().enumerate() {
+        let world = world.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(4096);
+            let mut errors = 0usize;
+            let mut i = 0usize;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let ok = call(op, &conn, &world, c, i, HTTP).await;
+                i += 1;
+                if t0 >= measure_from {
+                    latencies.push(t0.elapsed());
+                    if !ok {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    Ok(Measured {
+        throughput: (all.len() - errors) as f64 / duration.as_secs_f64(),
+        p50: percentile(&all, 0.50),
+        p90: percentile(&all, 0.90),
+        p99: percentile(&all, 0.99),
+        errors,
+        calls: all.len(),
+    })
+}
+
+/// Runs a pgbench script at `clients` connections for `seconds`, as the
+/// owner; returns transactions per second.
+fn pgbench(script: &str, clients: usize, seconds: f64) -> anyhow::Result<Measured> {
+    let dir = std::env::temp_dir().join(format!("crm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("script.sql");
+    std::fs::write(&path, script)?;
+    let url = url::Url::parse(&base())?;
+    let out = Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-j", "2"])
+        .arg("-c")
+        .arg(clients.to_string())
+        .arg("-T")
+        .arg(format!("{}", seconds.ceil() as u64))
+        .arg("-h")
+        .arg(url.host_str().unwrap_or("127.0.0.1"))
+        .arg("-p")
+        .arg(url.port().unwrap_or(5432).to_string())
+        .arg("-U")
+        .arg(if url.username().is_empty() {
+            "postgres"
+        } else {
+            url.username()
+        })
+        .arg("-f")
+        .arg(&path)
+        .arg(DB)
+        .output()
+        .context("running pgbench (it ships with the PostgreSQL server packages)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success(),
+        "pgbench failed:\n{stdout}\n{stderr}\nscript:\n{script}"
+    );
+    let tps = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no tps in pgbench's output:\n{stdout}"))?;
+    let failed = stdout
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions:"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let latency = stdout
+        .lines()
+        .find(|l| l.starts_with("latency average = "))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    ensure!(
+        !stderr.contains("aborted"),
+        "pgbench clients aborted:\n{stderr}\nscript:\n{script}"
+    );
+    Ok(Measured {
+        throughput: tps,
+        p50: Duration::from_secs_f64(latency / 1000.0),
+        errors: failed,
+        ..Default::default()
+    })
+}
+
+/// A server process, killed when dropped (also on an error's way out).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// Starts the server; `pool` overrides the pool size.
+fn server(bin: &PathBuf, grpc: &str, http: &str, pool: Option<u32>) -> anyhow::Result<Server> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .env("DATABASE_URL", format!("{}/{DB}", base()))
+        .env("CRM_GRPC_ADDR", grpc)
+        .env("CRM_HTTP_ADDR", http)
+        .env("CRM_JWT_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(p) = pool {
+        cmd.env("CRM_DB_POOL_SIZE", p.to_string());
+    }
+    Ok(Server(cmd.spawn().with_context(|| {
+        format!("starting {} (cargo build --release)", bin.display())
+    })?))
+}
+
+async fn ready(server: &mut Server, http: &str) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        if let Some(status) = server.0.try_wait()? {
+            bail!("the server for {http} exited: {status} (port in use?)");
+        }
+        if let Ok(r) = reqwest::get(format!("http://{http}/readyz")).await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the server at {http} did not become ready")
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+async fn owner() -> anyhow::Result<PgConnection> {
+    Ok(PgConnection::connect(&format!("{}/{DB}", base())).await?)
+}
+
+/// Seeds `accounts` accounts in the bench tenant (and as many in another),
+/// with ids acc_<n zero-padded>.
+async fn seed_accounts(conn: &mut PgConnection, accounts: usize) -> anyhow::Result<()> {
+    for (tenant, offset) in [(TENANT, 0), ("bench-other", accounts)] {
+        let sql = format!(
+            "INSERT INTO accounts (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+                 schema_version, version, name, domain, industry, tags) \
+             SELECT '{tenant}', 'acc_' || lpad((g + {offset})::text, 26, '0'), \
+                 timestamptz '2026-01-01' + g * interval '1 second', now(), 'seed', 'seed', 'edm', 'api', 1, 1, \
+                 'Company ' || g, 'company' || g || '.example', 'software', ARRAY['seed'] \
+             FROM generate_series(1, {accounts}) g"
+        );
+        conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+    }
+    Ok(())
+}
+
+/// Creates `quotes` quotes through the API, then gives them the ids
+/// qte_<n zero-padded> (so that pgbench scripts can name them).
+async fn seed_quotes(token: &str, quotes: usize) -> anyhow::Result<()> {
+    let ch = channel(CAPTURE_GRPC).await?;
+    let mut q = QuoteServiceClient::new(ch);
+    for _ in 0..quotes {
+        q.create_quote(authed(
+            token,
+            CreateQuoteRequest {
+                quote: Some(Quote {
+                    account_id: id("acc", 1),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await?;
+    }
+    let mut conn = owner().await?;
+    conn.execute(
+        "UPDATE quotes q SET id = 'qte_' || lpad(s.n::text, 26, '0') \
+         FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM quotes) s WHERE q.id = s.id",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The file Postgres writes its log to (stderr of the postmaster, or the
+/// logging collector's current file).
+async fn log_file(conn: &mut PgConnection) -> anyhow::Result<PathBuf> {
+    let collector: Option<String> = sqlx::query_scalar("SELECT pg_current_logfile()")
+        .fetch_one(&mut *conn)
+        .await
+        .ok()
+        .flatten();
+    let data: String = sqlx::query_scalar("SHOW data_directory")
+        .fetch_one(&mut *conn)
+        .await?;
+    if let Some(f) = collector {
+        let p = PathBuf::from(&f);
+        return Ok(if p.is_absolute() {
+            p
+        } else {
+            PathBuf::from(data).join(p)
+        });
+    }
+    let pid = std::fs::read_to_string(PathBuf::from(&data).join("postmaster.pid"))
+        .context("reading postmaster.pid")?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    std::fs::read_link(format!("/proc/{pid}/fd/2")).context("finding the postmaster's log")
+}
+
+/// The statements one request sent, from the log lines it produced, each
+/// with the parameter list logged for it (extended protocol).
+fn statements_from_log(log: &str, user: &str) -> Vec<(String, Option<String>)> {
+    // Join continuation lines (they start with a tab) to their entry.
+    let mut entries: Vec<String> = Vec::new();
+    for line in log.lines() {
+        if let Some(cont) = line.strip_prefix('\t') {
+            if let Some(last) = entries.last_mut() {
+                last.push('\n');
+                last.push_str(cont);
+            }
+        } else {
+            entries.push(line.to_owned());
+        }
+    }
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for e in entries.iter().filter(|e| e.contains(user)) {
+        if let Some(i) = e.find("LOG:  statement: ") {
+            out.push((e[i + "LOG:  statement: ".len()..].to_owned(), None));
+        } else if let Some(i) = e.find("LOG:  execute ") {
+            let rest = &e[i + "LOG:  execute ".len()..];
+            let sql = rest.split_once(": ").map_or(rest, |(_, s)| s);
+            out.push((sql.to_owned(), None));
+        } else if let Some(i) = e.find("DETAIL:  parameters: ")
+            && let Some(last) = out.last_mut()
+        {
+            last.1 = Some(e[i + "DETAIL:  parameters: ".len()..].to_owned());
+        }
+    }
+    out.retain(|(s, _)| s.trim() != "SELECT 1");
+    out
+}
+
+/// The types of `sql`'s parameters, as Postgres infers them.
+async fn parameter_types(conn: &mut PgConnection, sql: &str) -> anyhow::Result<Vec<String>> {
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "PREPARE crm_bench_probe AS {sql}"
+    )))
+    .await
+    .with_context(|| format!("preparing {sql}"))?;
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT t::text FROM pg_prepared_statements, unnest(parameter_types) WITH ORDINALITY AS p(t, i) \
+         WHERE name = 'crm_bench_probe' ORDER BY i",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    conn.execute("DEALLOCATE crm_bench_probe").await?;
+    Ok(types)
+}
+
+/// Replaces `$n` in `sql` with the values of a logged parameter list
+/// (`$1 = 'a', $2 = NULL, ...`), cast to the parameters' `types`.
+fn inline_parameters(sql: &str, params: &str, types: &[String]) -> String {
+    let mut values: BTreeMap<usize, String> = BTreeMap::new();
+    let b = params.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut j = start;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        let n: usize = params[start..j].parse().unwrap_or(0);
+        j += " = ".len();
+        let value = if params[j..].starts_with("NULL") {
+            j += 4;
+            "NULL".to_owned()
+        } else {
+            // A quoted literal with '' escapes.
+            let mut k = j + 1;
+            loop {
+                if k >= b.len() {
+                    break;
+                }
+                if b[k] == b'\'' {
+                    if k + 1 < b.len() && b[k + 1] == b'\'' {
+                        k += 2;
+                        continue;
+                    }
+                    break;
+                }
+                k += 1;
+            }
+            let v = params[j..(k + 1).min(params.len())].to_owned();
+            j = k + 1;
+            v
+        };
+        values.insert(n, value);
+        i = j;
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(sql.len());
+    let s = sql.as_bytes();
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'$' {
+            let mut j = i + 1;
+            while j < s.len() && s[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j > i + 1
+                && let Some(v) = sql[i + 1..j]
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|n| values.get(&n))
+            {
+                let n: usize = sql[i + 1..j].parse().unwrap_or(0);
+                out.push(b'(');
+                out.extend_from_slice(v.as_bytes());
+                out.push(b')');
+                if let Some(t) = types.get(n.wrapping_sub(1)) {
+                    out.extend_from_slice(b"::");
+                    out.extend_from_slice(t.as_bytes());
+                }
+                i = j;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    String::from_utf8(out).expect("split at ASCII bytes only")
+}
+
+/// Captures the statements of one request per operation from a server whose
+/// connections log every statement, as pgbench scripts in which the ids
+/// vary per transaction like the harness's.
+async fn capture(
+    world: &World,
+    log: &PathBuf,
+    conn: &mut PgConnection,
+) -> anyhow::Result<BTreeMap<Op, String>> {
+    let ch = channel(CAPTURE_GRPC).await?;
+    let mut scripts = BTreeMap::new();
+    for op in Op::ALL {
+        // The first call warms the connection's statement cache; the second
+        // is the steady state, and is captured.
+        let conn = Conn::Grpc(ch.clone());
+        let probe = World {
+            token: world.token.clone(),
+            accounts: world.accounts,
+            quotes: world.quotes,
+            clients: 1,
+            versions: (0..world.accounts).map(|_| AtomicI32::new(1)).collect(),
+            next: AtomicUsize::new(7),
+        };
+        ensure!(
+            call(op, &conn, &probe, 0, 0, CAPTURE_HTTP).await,
+            "{op:?} failed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = std::fs::metadata(log)?.len();
+        // Account 1 is not updated by the bench's clients; version 2 now.
+        let update_target = id("acc", 1);
+        let (created, sent) = match op {
+            Op::Create => {
+                let r = AccountServiceClient::new(ch.clone())
+                    .create_account(authed(
+                        &world.token,
+                        CreateAccountRequest {
+                            account: Some(Account {
+                                name: "Bench account 1".into(),
+                                ..Default::default()
+                            }),
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await?
+                    .into_inner();
+                (Some(r.id), String::new())
+            }
+            Op::Get => {
+                AccountServiceClient::new(ch.clone())
+                    .get_account(authed(&world.token, GetAccountRequest { id: id("acc", 2) }))
+                    .await?;
+                (None, id("acc", 2))
+            }
+            Op::Update => {
+                let current = AccountServiceClient::new(ch.clone())
+                    .get_account(authed(
+                        &world.token,
+                        GetAccountRequest {
+                            id: update_target.clone(),
+                        },
+                    ))
+                    .await?
+                    .into_inner();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let before2 = std::fs::metadata(log)?.len();
+                AccountServiceClient::new(ch.clone())
+                    .update_account(authed(
+                        &world.token,
+                        UpdateAccountRequest {
+                            account: Some(Account {
+                                id: update_target.clone(),
+                                name: "Renamed 1".into(),
+                                version: current.version,
+                                ..Default::default()
+                            }),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["name".into()],
+                            }),
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let after = std::fs::metadata(log)?.len();
+                scripts.insert(op, (before2, after, update_target.clone(), None));
+                continue;
+            }
+            Op::List => {
+                AccountServiceClient::new(ch.clone())
+                    .list_accounts(authed(
+                        &world.token,
+                        ListAccountsRequest {
+                            page_size: 50,
+                            ..Default::default()
+                        },
+                    ))
+                    .await?;
+                (None, String::new())
+            }
+            Op::LineItem => {
+                let r = LineItemServiceClient::new(ch.clone())
+                    .create_line_item(authed(
+                        &world.token,
+                        CreateLineItemRequest {
+                            line_item: Some(LineItem {
+                                quote_id: id("qte", 1),
+                                quantity: Some(2.0),
+                                unit_price: Some(10.5),
+                                ..Default::default()
+                            }),
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await?
+                    .into_inner();
+                (Some(r.id), id("qte", 1))
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after = std::fs::metadata(log)?.len();
+        scripts.insert(op, (before, after, sent, created));
+    }
+    // Turn the captured windows into scripts.
+    let text = std::fs::read(log)?;
+    let mut out = BTreeMap::new();
+    for (op, (from, to, sent, created)) in &scripts {
+        let window = String::from_utf8_lossy(&text[*from as usize..*to as usize]);
+        let statements = statements_from_log(&window, "crm_app@");
+        ensure!(
+            !statements.is_empty(),
+            "no statements captured for {op:?} (is log_statement honoured?)"
+        );
+        let mut script = String::new();
+        let mut vars = Vec::new();
+        // pgbench reads `:word` as a variable, even inside a literal (a
+        // logged timestamp's 16:56:52): split such colons out of literals.
+        let mut body = Vec::new();
+        for (sql, params) in &statements {
+            let sql = match params {
+                Some(p) => inline_parameters(sql, p, &parameter_types(conn, sql).await?),
+                None => sql.clone(),
+            };
+            body.push(escape_colons(&sql));
+        }
+        let subst = |body: &mut Vec<String>, from: &str, expr: &str| {
+            for s in body.iter_mut() {
+                *s = s.replace(from, &format!("' || {expr} || '"));
+            }
+        };
+        match op {
+            Op::Get | Op::Update => {
+                vars.push(format!("\\set n random(2, {})", world.accounts));
+                subst(&mut body, sent, "'acc_' || lpad(:n::text, 26, '0')");
+            }
+            Op::LineItem => {
+                vars.push(format!("\\set q random(1, {})", world.quotes));
+                subst(&mut body, sent, "'qte_' || lpad(:q::text, 26, '0')");
+            }
+            _ => {}
+        }
+        if let Some(created) = created {
+            vars.push("\\set r random(1000000000, 999999999999999)".into());
+            let prefix = created.split('_').next().unwrap_or_default();
+            subst(
+                &mut body,
+                created,
+                &format!("'{prefix}_' || lpad(:r::text, 26, '0')"),
+            );
+        }
+        for v in vars {
+            script.push_str(&v);
+            script.push('\n');
+        }
+        for s in body {
+            // pgbench wants one statement per line (continuations end in \).
+            script.push_str(&s.replace('\n', " "));
+            script.push_str(";\n");
+        }
+        out.insert(*op, script);
+    }
+    Ok(out)
+}
+
+/// Rewrites each lone `:` followed by a word character (only found inside
+/// literals: casts are `::`) as `' || ':' || '`.
+fn escape_colons(sql: &str) -> String {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    for (i, ch) in sql.char_indices() {
+        let lone = ch == ':'
+            && (i == 0 || b[i - 1] != b':')
+            && b.get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        if lone {
+            out.push_str("' || ':' || '");
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.seconds = args.seconds.min(1.0);
+        args.clients = args.clients.min(4);
+        args.latency_clients = args.latency_clients.min(8);
+        args.accounts = args.accounts.min(500);
+    }
+    let ops: Vec<Op> = if args.ops.is_empty() {
+        Op::ALL.to_vec()
+    } else {
+        Op::ALL
+            .into_iter()
+            .filter(|o| args.ops.iter().any(|k| k == o.key()))
+            .collect()
+    };
+    let warmup = Duration::from_secs_f64(if args.smoke { 0.2 } else { 1.0 });
+    let duration = Duration::from_secs_f64(args.seconds);
+
+    // A fresh database, migrated and seeded as the owner.
+    let mut admin = PgConnection::connect(&format!("{}/postgres", base())).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
+        )))
+        .await?;
+    admin.close().await?;
+    let status = Command::new(&args.bin)
+        .arg("migrate")
+        .env("DATABASE_URL", format!("{}/{DB}", base()))
+        .env("CRM_JWT_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("running {} migrate", args.bin.display()))?;
+    ensure!(status.success(), "crm migrate failed");
+    let mut conn = owner().await?;
+    seed_accounts(&mut conn, args.accounts).await?;
+    let quotes = args.clients.max(args.latency_clients) * 8;
+    let token = crm::auth::mint(
+        SECRET.as_bytes(),
+        TENANT,
+        "bench",
+        None,
+        24 * 3600,
+        None,
+        None,
+    )?;
+    let world = Arc::new(World {
+        token: token.clone(),
+        accounts: args.accounts,
+        quotes,
+        clients: args.clients,
+        versions: (0..args.accounts).map(|_| AtomicI32::new(1)).collect(),
+        next: AtomicUsize::new(1_000_000),
+    });
+
+    // Capture what the service sends per request: a server whose connections
+    // log every statement.
+    let log = log_file(&mut conn).await?;
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE crm_app IN DATABASE {DB} SET log_statement = 'all'"
+    )))
+    .await?;
+    let mut capturer = server(&args.bin, CAPTURE_GRPC, CAPTURE_HTTP, Some(1))?;
+    ready(&mut capturer, CAPTURE_HTTP).await?;
+    seed_quotes(&token, quotes).await?;
+    let replays = capture(&world, &log, &mut conn).await;
+    drop(capturer);
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE crm_app IN DATABASE {DB} RESET log_statement"
+    )))
+    .await?;
+    let replays = replays?;
+    // The capture updated some accounts: start from the stored versions.
+    let versions: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT id, version FROM accounts WHERE tenant_id = $1 AND id LIKE 'acc\\_0%'",
+    )
+    .bind(TENANT)
+    .fetch_all(&mut conn)
+    .await?;
+    for (id, v) in versions {
+        if let Ok(n) = id["acc_".len()..].parse::<usize>()
+            && (1..=args.accounts).contains(&n)
+        {
+            world.versions[n - 1].store(v, Ordering::Relaxed);
+        }
+    }
+    conn.execute("VACUUM ANALYZE").await?;
+
+    // The server under test.
+    let mut srv = server(&args.bin, GRPC, HTTP, None)?;
+    ready(&mut srv, HTTP).await?;
+    let pid = srv.0.id();
+
+    let mut report = String::new();
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for &op in &ops {
+        eprintln!("{}…", op.name());
+        let grpc = drive(op, Transport::Grpc, &world, args.clients, warmup, duration).await?;
+        let rest = drive(op, Transport::Rest, &world, args.clients, warmup, duration).await?;
+        let one = pgbench(
+            &op.yardstick(args.accounts, quotes),
+            args.clients,
+            args.seconds,
+        )?;
+        let replay = pgbench(&replays[&op], args.clients, args.seconds)?;
+        for (what, m) in [("gRPC", &grpc), ("REST", &rest)] {
+            if m.errors > 0 || m.calls == 0 {
+                failures.push(format!(
+                    "{} over {what}: {} errors in {} calls",
+                    op.name(),
+                    m.errors,
+                    m.calls
+                ));
+            }
+        }
+        rows.push((op, grpc, rest, one, replay));
+    }
+    let latency = if ops.contains(&Op::Get) {
+        eprintln!("GetAccount at {} clients…", args.latency_clients);
+        let m = drive(
+            Op::Get,
+            Transport::Grpc,
+            &world,
+            args.latency_clients,
+            warmup,
+            duration,
+        )
+        .await?;
+        if m.errors > 0 {
+            failures.push(format!(
+                "GetAccount at {} clients: {} errors",
+                args.latency_clients, m.errors
+            ));
+        }
+        Some(m)
+    } else {
+        None
+    };
+    let rss = peak_rss_mib(pid);
+    drop(srv);
+
+    writeln!(
+        report,
+        "{} clients, {:.0} s per measurement after {:.0} s of warm-up; {} seeded accounts, {} quotes. \
+         Service: the release binary with its defaults (pool of 16, request logs on, to /dev/null); \
+         clients: one connection each (gRPC: HTTP/2, REST: HTTP/1.1 keep-alive). \
+         pgbench: `-M prepared -j 2`, as the table owner, same database.\n",
+        args.clients,
+        args.seconds,
+        warmup.as_secs_f64(),
+        args.accounts,
+        quotes
+    )?;
+    writeln!(
+        report,
+        "| operation | gRPC calls/s | p50 | p90 | p99 | REST calls/s | p50 | p90 | p99 | errors | pgbench: the one statement, tps | pgbench: the service's statements, tps | gRPC / one statement | gRPC / service's statements | REST / gRPC |"
+    )?;
+    writeln!(
+        report,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for (op, g, r, one, replay) in &rows {
+        writeln!(
+            report,
+            "| {} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | **{:.2}×** | {:.2}× | **{:.2}×** |",
+            op.name(),
+            g.throughput,
+            ms(g.p50),
+            ms(g.p90),
+            ms(g.p99),
+            r.throughput,
+            ms(r.p50),
+            ms(r.p90),
+            ms(r.p99),
+            g.errors + r.errors,
+            one.throughput,
+            replay.throughput,
+            g.throughput / one.throughput,
+            g.throughput / replay.throughput,
+            r.throughput / g.throughput
+        )?;
+    }
+    writeln!(
+        report,
+        "\nLatencies in ms. Server peak RSS (VmHWM) over the whole run: **{rss:.1} MiB**."
+    )?;
+    if let Some(m) = &latency {
+        writeln!(
+            report,
+            "GetAccount over gRPC at {} clients: {:.0} calls/s, p50 {} ms, p90 {} ms, **p99 {} ms**, {} errors.",
+            args.latency_clients,
+            m.throughput,
+            ms(m.p50),
+            ms(m.p90),
+            ms(m.p99),
+            m.errors
+        )?;
+    }
+    writeln!(
+        report,
+        "\n<details><summary>The pgbench scripts</summary>\n"
+    )?;
+    for (op, ..) in &rows {
+        writeln!(
+            report,
+            "{}, the one statement:\n\n```sql\n{}```\n\nthe service's statements (captured from one request):\n\n```sql\n{}```\n",
+            op.name(),
+            op.yardstick(args.accounts, quotes),
+            replays[op]
+        )?;
+    }
+    writeln!(report, "</details>")?;
+    println!("{report}");
+    if !failures.is_empty() {
+        bail!("errors during the run:\n{}", failures.join("\n"));
+    }
+    Ok(())
+}
