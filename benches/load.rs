@@ -36,10 +36,12 @@ use tonic::transport::Channel;
 const DB: &str = "crm_bench_load";
 const SECRET: &str = "bench-load-secret-bench-load-secret-0000";
 const TENANT: &str = "bench";
-const GRPC: &str = "127.0.0.1:50161";
-const HTTP: &str = "127.0.0.1:58161";
-const CAPTURE_GRPC: &str = "127.0.0.1:50162";
-const CAPTURE_HTTP: &str = "127.0.0.1:58162";
+// Below the ephemeral port range (32768-60999), so that no outgoing
+// connection can hold them when the servers bind.
+const GRPC: &str = "127.0.0.1:30161";
+const HTTP: &str = "127.0.0.1:31161";
+const CAPTURE_GRPC: &str = "127.0.0.1:30162";
+const CAPTURE_HTTP: &str = "127.0.0.1:31162";
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -310,25 +312,36 @@ async fn call(op: Op, conn: &Conn, w: &World, c: usize, i: usize, http: &str) ->
             if !resp.status().is_success() {
                 return false;
             }
-            let Ok(body) = resp.json::<serde_json::Value>().await else {
+            let Ok(body) = resp.bytes().await else {
                 return false;
             };
+            // Read as a typed client would (the gRPC client decodes typed
+            // messages): only the fields it uses, the rest skipped unparsed.
             match op {
-                Op::Update => {
-                    let a = own(i);
-                    match body["version"].as_i64() {
-                        Some(v) => {
-                            w.versions[a - 1].store(v as i32, Ordering::Relaxed);
-                            true
-                        }
-                        None => false,
+                Op::Update => match serde_json::from_slice::<Versioned>(&body) {
+                    Ok(r) => {
+                        w.versions[own(i) - 1].store(r.version, Ordering::Relaxed);
+                        true
                     }
+                    Err(_) => false,
+                },
+                Op::List => {
+                    serde_json::from_slice::<Listed>(&body).is_ok_and(|r| r.accounts.len() == 50)
                 }
-                Op::List => body["accounts"].as_array().is_some_and(|a| a.len() == 50),
-                _ => true,
+                _ => serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok(),
             }
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Versioned {
+    version: i32,
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    accounts: Vec<serde::de::IgnoredAny>,
 }
 
 /// Client c's quotes: its own, in turn, so that line items on one quote

@@ -3,6 +3,7 @@
 # runs the given command with CRM_GRPC / CRM_HTTP / CRM_TOKEN set, then stops
 # the server and drops the database. Exit status: the command's.
 #   scripts/with-server.sh <command> [args...]
+# CRM_BIN picks the server binary (default: target/debug/crm, built first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,9 +13,13 @@ grpc_addr="${CRM_GRPC_ADDR:-127.0.0.1:50051}"
 http_addr="${CRM_HTTP_ADDR:-127.0.0.1:8080}"
 log=$(mktemp)
 
-cargo build -q
+bin="${CRM_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build -q
+    bin=./target/debug/crm
+fi
 DATABASE_URL="$base/$db" CRM_GRPC_ADDR="$grpc_addr" CRM_HTTP_ADDR="$http_addr" \
-    ./target/debug/crm serve --dev >"$log" 2>&1 &
+    "$bin" serve --dev >"$log" 2>&1 &
 server=$!
 cleanup() {
     kill "$server" 2>/dev/null || true
@@ -32,7 +37,7 @@ done
 curl -fsS "http://$http_addr/readyz" >/dev/null
 
 export CRM_GRPC="$grpc_addr" CRM_HTTP="http://$http_addr"
-CRM_TOKEN=$(./target/debug/crm token --tenant "scratch-$$" --sub tester 2>/dev/null)
+CRM_TOKEN=$("$bin" token --tenant "scratch-$$" --sub tester 2>/dev/null)
 export CRM_TOKEN
 status=0
 "$@" || status=$?

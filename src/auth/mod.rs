@@ -42,6 +42,16 @@ impl Caller {
     pub fn app_id(&self) -> Option<&str> {
         self.app_id.as_deref()
     }
+
+    /// A caller made without a token, for unit tests of the layers below.
+    #[cfg(test)]
+    pub(crate) fn unchecked(tenant_id: &str, sub: &str, app_id: Option<&str>) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            sub: sub.into(),
+            app_id: app_id.map(Into::into),
+        }
+    }
 }
 
 /// The claims this service reads. `exp` is required; `iss`/`aud` are checked

@@ -53,7 +53,6 @@ pub struct DbConfig {
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
-    statement_timeout: String,
     failpoints: Failpoints,
     transactions: Counter<u64, AtomicU64>,
     /// False while the database is known not to answer: requests then give
@@ -63,6 +62,37 @@ pub struct Db {
 
 /// How long a request waits for a connection while the database is down.
 const FAST_FAIL: Duration = Duration::from_millis(250);
+/// A pooled connection idle this long is pinged before use (one that has
+/// just been used is known to work: sqlx tests it when it is released).
+const PING_IDLE: Duration = Duration::from_secs(1);
+
+/// `BEGIN` and the caller's row-level-security settings as one simple-query
+/// message: one round trip instead of two. Simple-query text takes no
+/// parameters, so the ids are inlined; they are `[A-Za-z0-9._:@-]` by
+/// construction (see `auth`), and checked again here.
+fn begin_sql(caller: &Caller) -> Result<String, Error> {
+    let plain = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
+    };
+    let tenant = caller.tenant_id();
+    let app = caller.app_id().unwrap_or("");
+    if tenant.is_empty() || !plain(tenant) || !plain(app) {
+        return Err(Error::internal(anyhow::anyhow!(
+            "caller ids outside the token charset reached the database layer"
+        )));
+    }
+    let mut sql = format!(
+        "BEGIN; SELECT set_config('crm.tenant_id', '{tenant}', true), set_config('crm.app_id', '{app}', true)"
+    );
+    // Integration tokens run as the integration role, whose policies add the
+    // app scope; a person's token keeps the connection's crm_app.
+    if !app.is_empty() {
+        sql.push_str("; SET LOCAL ROLE ");
+        sql.push_str(INTEGRATION_ROLE);
+    }
+    Ok(sql)
+}
 
 /// Gives `crm_app` a login password (as the owner). Concurrent start-ups
 /// (several servers, parallel tests) may collide on the role's catalog row;
@@ -172,14 +202,25 @@ impl Db {
                 )
             }
         };
-        let options = options
-            .application_name("crm")
+        let statement_timeout = format!("{}ms", config.statement_timeout.as_millis());
+        let options = options.application_name("crm").options([
             // A transaction left open (a crashed handler) is ended by Postgres.
-            .options([("idle_in_transaction_session_timeout", "30s")]);
+            ("idle_in_transaction_session_timeout", "30s"),
+            ("statement_timeout", statement_timeout.as_str()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .acquire_timeout(config.acquire_timeout)
-            .test_before_acquire(true)
+            // Not a ping per request: only connections idle a while.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if set_role {
@@ -191,7 +232,6 @@ impl Db {
             .connect_lazy_with(options);
         let db = Self {
             pool,
-            statement_timeout: format!("{}ms", config.statement_timeout.as_millis()),
             failpoints: config.failpoints.clone(),
             transactions: config.transactions.clone(),
             healthy: Arc::new(AtomicBool::new(true)),
@@ -224,14 +264,15 @@ impl Db {
     /// that row-level security reads are set for this transaction only.
     pub async fn begin(&self, caller: &Caller) -> Result<TenantTx, Error> {
         self.transactions.inc();
+        let sql = sqlx::AssertSqlSafe(begin_sql(caller)?);
         let begin = if self.healthy.load(Ordering::Relaxed) {
-            self.pool.begin().await
+            self.pool.begin_with(sql).await
         } else {
-            tokio::time::timeout(FAST_FAIL, self.pool.begin())
+            tokio::time::timeout(FAST_FAIL, self.pool.begin_with(sql))
                 .await
                 .unwrap_or(Err(sqlx::Error::PoolTimedOut))
         };
-        let mut tx = match begin {
+        let tx = match begin {
             Ok(tx) => {
                 self.healthy.store(true, Ordering::Relaxed);
                 tx
@@ -243,19 +284,6 @@ impl Db {
                 return Err(e.into());
             }
         };
-        // Integration tokens run as the integration role, whose policies add
-        // the app scope; a person's token keeps the connection's crm_app.
-        sqlx::query(
-            "SELECT set_config('crm.tenant_id', $1, true), set_config('crm.app_id', $2, true), \
-             set_config('statement_timeout', $4, true), \
-             CASE WHEN $2 <> '' THEN set_config('role', $3, true) END",
-        )
-        .bind(caller.tenant_id())
-        .bind(caller.app_id().unwrap_or(""))
-        .bind(INTEGRATION_ROLE)
-        .bind(&self.statement_timeout)
-        .execute(&mut *tx)
-        .await?;
         let mut tx = TenantTx {
             tx,
             caller: caller.clone(),
@@ -344,10 +372,48 @@ impl TenantTx {
         self.failpoints.hit(name, &mut self.tx).await
     }
 
+    /// Ends a read-only transaction without a round trip of its own: the
+    /// `ROLLBACK` is queued on the connection and goes out with the pool's
+    /// check of the connection as it is released (one message), after the
+    /// response has left. A read has nothing to commit.
+    pub fn end_read(self) {
+        drop(self);
+    }
+
     /// Commits (after the `before_commit` failpoint).
     pub async fn commit(mut self) -> Result<(), Error> {
         self.failpoint("before_commit").await?;
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn begin_sets_the_callers_scope_in_one_message() {
+        let person = begin_sql(&Caller::unchecked("acme-1", "u", None)).unwrap();
+        assert_eq!(
+            person,
+            "BEGIN; SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', '', true)"
+        );
+        let app = begin_sql(&Caller::unchecked("acme-1", "u", Some("app:x@y.z"))).unwrap();
+        assert!(app.ends_with(
+            "set_config('crm.app_id', 'app:x@y.z', true); SET LOCAL ROLE crm_app_integration"
+        ));
+        // Ids the authenticator would never let through are refused here too.
+        for (tenant, app) in [
+            ("a'b", None),
+            ("", None),
+            ("ok", Some("x'; DROP TABLE accounts; --")),
+            ("a\\b", None),
+        ] {
+            assert!(
+                begin_sql(&Caller::unchecked(tenant, "u", app)).is_err(),
+                "{tenant:?} {app:?}"
+            );
+        }
     }
 }

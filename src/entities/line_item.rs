@@ -89,8 +89,9 @@ impl Entity for LineItem {
             new.unit_price.unwrap_or_default(),
             new.discount.unwrap_or_default(),
         );
-        if new.discount_type == "amount" {
-            // Compared in exact decimals, as the total will be computed.
+        if new.discount_type == "amount" && d > 0.0 {
+            // Compared in exact decimals, as the total will be computed
+            // (no discount cannot exceed anything: no round trip).
             let exceeds: bool =
                 sqlx::query_scalar("SELECT $3::numeric > $1::numeric * $2::numeric")
                     .bind(q.to_string())

@@ -19,7 +19,7 @@ const TAG_LEN: usize = 16;
 
 /// The key page tokens are signed with.
 #[derive(Clone)]
-pub struct PageKey(Vec<u8>);
+pub struct PageKey(std::sync::Arc<[u8]>);
 
 /// The position after which the next page starts: the sort keys of the
 /// last row (text, `None` for NULL), ending with its id.
@@ -32,7 +32,7 @@ pub struct Cursor {
 impl PageKey {
     /// A key from secret bytes.
     pub fn new(secret: &[u8]) -> Self {
-        Self(secret.to_vec())
+        Self(secret.into())
     }
 
     fn mac(&self, binding: &[&str], payload: &[u8]) -> Hmac<Sha256> {

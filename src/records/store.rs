@@ -370,7 +370,7 @@ impl Store {
         self.db.failpoints().pause("before_db").await;
         let mut tx = self.db.begin(caller).await?;
         let rec = fetch::<E>(&mut tx, &id).await?;
-        tx.commit().await?;
+        tx.end_read();
         rec.ok_or_else(|| not_found::<E>(&id))
     }
 
@@ -420,7 +420,7 @@ impl Store {
         // unknown search, or know how selective a filter is), and the
         // endless variety of filters does not fill the statement cache.
         let rows = qb.build().persistent(false).fetch_all(tx.conn()).await?;
-        tx.commit().await?;
+        tx.end_read();
         let more = rows.len() > size as usize;
         let mut items = Vec::with_capacity(rows.len().min(size as usize));
         let mut last_keys = None;

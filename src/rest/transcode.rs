@@ -13,6 +13,7 @@
 //! services), so a REST call gets exactly the checks a gRPC call gets.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -65,7 +66,8 @@ struct Route {
 /// Routes HTTP requests to gRPC methods.
 #[derive(Clone)]
 pub struct Transcoder {
-    routes: Vec<Route>,
+    /// Shared: the transcoder is cloned per request (axum state).
+    routes: Arc<[Route]>,
     grpc: GrpcService,
     body_limit: usize,
 }
@@ -422,7 +424,7 @@ impl Transcoder {
             }
         }
         Self {
-            routes,
+            routes: routes.into(),
             grpc,
             body_limit,
         }
@@ -435,7 +437,7 @@ impl Transcoder {
         let path = parts.uri.path();
         let mut allowed: Vec<&str> = Vec::new();
         let mut found = None;
-        for route in &self.routes {
+        for route in self.routes.iter() {
             if let Some(bound) = route.template.matches(path) {
                 allowed.push(route.method.as_str());
                 if route.method == parts.method {
