@@ -8,8 +8,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{
+    Column, ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres, Row, SqlSafeStr,
+    Transaction,
+};
 
 use crate::auth::Caller;
 use crate::error::Error;
@@ -66,32 +70,64 @@ const FAST_FAIL: Duration = Duration::from_millis(250);
 /// just been used is known to work: sqlx tests it when it is released).
 const PING_IDLE: Duration = Duration::from_secs(1);
 
-/// `BEGIN` and the caller's row-level-security settings as one simple-query
-/// message: one round trip instead of two. Simple-query text takes no
-/// parameters, so the ids are inlined; they are `[A-Za-z0-9._:@-]` by
-/// construction (see `auth`), and checked again here.
-fn begin_sql(caller: &Caller) -> Result<String, Error> {
-    let plain = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
-    };
-    let tenant = caller.tenant_id();
-    let app = caller.app_id().unwrap_or("");
-    if tenant.is_empty() || !plain(tenant) || !plain(app) {
+/// `s` as a SQL string literal, for the few values inlined into simple-query
+/// text (which takes no parameters): only ids of the charset
+/// `[A-Za-z0-9._:@-]` (tokens' ids by construction, see `auth`; record ids
+/// after `parse_id`), checked again here, so no quoting is ever needed.
+fn plain_literal(s: &str) -> Result<String, Error> {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
+    {
+        Ok(format!("'{s}'"))
+    } else {
+        Err(Error::internal(anyhow::anyhow!(
+            "a value outside the id charset reached simple-query text"
+        )))
+    }
+}
+
+/// The statement that sets the caller's row-level-security settings for the
+/// current transaction: tenant, app, and for integration tokens the
+/// integration role, whose policies add the app scope (a person's token keeps
+/// the connection's crm_app).
+fn scope_sql(caller: &Caller) -> Result<String, Error> {
+    if caller.tenant_id().is_empty() {
         return Err(Error::internal(anyhow::anyhow!(
-            "caller ids outside the token charset reached the database layer"
+            "a caller without a tenant"
         )));
     }
+    let tenant = plain_literal(caller.tenant_id())?;
+    let app = plain_literal(caller.app_id().unwrap_or(""))?;
     let mut sql = format!(
-        "BEGIN; SELECT set_config('crm.tenant_id', '{tenant}', true), set_config('crm.app_id', '{app}', true)"
+        "SELECT set_config('crm.tenant_id', {tenant}, true), set_config('crm.app_id', {app}, true)"
     );
-    // Integration tokens run as the integration role, whose policies add the
-    // app scope; a person's token keeps the connection's crm_app.
-    if !app.is_empty() {
-        sql.push_str("; SET LOCAL ROLE ");
+    if caller.app_id().is_some() {
+        sql.push_str(", set_config('role', '");
         sql.push_str(INTEGRATION_ROLE);
+        sql.push_str("', true)");
     }
     Ok(sql)
+}
+
+/// `BEGIN` and the caller's settings as one simple-query message: one round
+/// trip instead of two.
+fn begin_sql(caller: &Caller) -> Result<String, Error> {
+    Ok(format!("BEGIN; {}", scope_sql(caller)?))
+}
+
+/// One read as one simple-query message, which Postgres runs as one implicit
+/// transaction: the caller's settings, then `select` (a `select_one` of
+/// `db::sql`) with its `$1` tenant, `$2` app and `$3` id inlined.
+fn read_one_sql(caller: &Caller, select: &str, id: &str) -> Result<String, Error> {
+    let app = match caller.app_id() {
+        Some(a) => plain_literal(a)?,
+        None => "NULL".into(),
+    };
+    let select = select
+        .replace("$1", &plain_literal(caller.tenant_id())?)
+        .replace("$2", &app)
+        .replace("$3", &plain_literal(id)?);
+    Ok(format!("{}; {select}", scope_sql(caller)?))
 }
 
 /// Gives `crm_app` a login password (as the owner). Concurrent start-ups
@@ -260,30 +296,42 @@ impl Db {
         Ok(())
     }
 
-    /// Starts a transaction bound to `caller`: the tenant (and app) settings
-    /// that row-level security reads are set for this transaction only.
-    pub async fn begin(&self, caller: &Caller) -> Result<TenantTx, Error> {
-        self.transactions.inc();
-        let sql = sqlx::AssertSqlSafe(begin_sql(caller)?);
-        let begin = if self.healthy.load(Ordering::Relaxed) {
-            self.pool.begin_with(sql).await
+    /// A pooled connection; within [`FAST_FAIL`] while the database is known
+    /// to be down.
+    async fn acquire(&self) -> Result<PoolConnection<Postgres>, Error> {
+        let conn = if self.healthy.load(Ordering::Relaxed) {
+            self.pool.acquire().await
         } else {
-            tokio::time::timeout(FAST_FAIL, self.pool.begin_with(sql))
+            tokio::time::timeout(FAST_FAIL, self.pool.acquire())
                 .await
                 .unwrap_or(Err(sqlx::Error::PoolTimedOut))
         };
-        let tx = match begin {
-            Ok(tx) => {
+        self.note(conn)
+    }
+
+    /// Remembers whether the database answered.
+    fn note<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, Error> {
+        match result {
+            Ok(v) => {
                 self.healthy.store(true, Ordering::Relaxed);
-                tx
+                Ok(v)
             }
             Err(e) => {
                 if crate::error::is_unavailable(&e) {
                     self.healthy.store(false, Ordering::Relaxed);
                 }
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+
+    /// Starts a transaction bound to `caller`: the tenant (and app) settings
+    /// that row-level security reads are set for this transaction only.
+    pub async fn begin(&self, caller: &Caller) -> Result<TenantTx, Error> {
+        self.transactions.inc();
+        let sql = sqlx::AssertSqlSafe(begin_sql(caller)?);
+        let conn = self.acquire().await?;
+        let tx = self.note(sqlx::Transaction::begin(conn, Some(sql.into_sql_str())).await)?;
         let mut tx = TenantTx {
             tx,
             caller: caller.clone(),
@@ -291,6 +339,33 @@ impl Db {
         };
         tx.failpoint("in_transaction").await?;
         Ok(tx)
+    }
+
+    /// The one row `select` (a `select_one` of `db::sql`: `$1` tenant, `$2`
+    /// app, `$3` id) finds for `caller`, as its `row_to_json` text: the
+    /// settings and the read in one message, one round trip, no explicit
+    /// transaction to end. `id` must already be a parsed record id.
+    pub async fn read_one(
+        &self,
+        caller: &Caller,
+        select: &str,
+        id: &str,
+    ) -> Result<Option<String>, Error> {
+        self.transactions.inc();
+        let sql = sqlx::AssertSqlSafe(read_one_sql(caller, select, id)?);
+        let mut conn = self.acquire().await?;
+        let rows = self.note(sqlx::raw_sql(sql).fetch_all(&mut *conn).await)?;
+        // The settings statement's row comes first; the read's row (if any)
+        // is the one row_to_json column.
+        rows.iter()
+            .find(|r| {
+                r.columns()
+                    .first()
+                    .is_some_and(|c| c.name() == "row_to_json")
+            })
+            .map(|r| r.try_get::<String, _>(0))
+            .transpose()
+            .map_err(Into::into)
     }
 
     /// True when the database answers within `within` (and remembered, for
@@ -401,7 +476,7 @@ mod tests {
         );
         let app = begin_sql(&Caller::unchecked("acme-1", "u", Some("app:x@y.z"))).unwrap();
         assert!(app.ends_with(
-            "set_config('crm.app_id', 'app:x@y.z', true); SET LOCAL ROLE crm_app_integration"
+            "set_config('crm.app_id', 'app:x@y.z', true), set_config('role', 'crm_app_integration', true)"
         ));
         // Ids the authenticator would never let through are refused here too.
         for (tenant, app) in [
@@ -415,5 +490,23 @@ mod tests {
                 "{tenant:?} {app:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_read_is_one_message_with_its_values_inlined() {
+        let select = "SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = $1 AND ($2::text IS NULL OR t.app_id = $2) AND t.id = $3";
+        let person = Caller::unchecked("acme-1", "u", None);
+        assert_eq!(
+            read_one_sql(&person, select, "acc_01HXAMPLE").unwrap(),
+            "SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', '', true); \
+             SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = 'acme-1' AND (NULL::text IS NULL OR t.app_id = NULL) AND t.id = 'acc_01HXAMPLE'"
+        );
+        let app = Caller::unchecked("acme-1", "u", Some("app-7"));
+        assert!(
+            read_one_sql(&app, select, "acc_1")
+                .unwrap()
+                .contains("('app-7'::text IS NULL OR t.app_id = 'app-7')")
+        );
+        assert!(read_one_sql(&person, select, "acc_1' OR true --").is_err());
     }
 }

@@ -368,10 +368,13 @@ impl Store {
     pub async fn get<E: Entity>(&self, caller: &Caller, id: &str) -> Result<E, Error> {
         let id = parse_id::<E>("id", id)?;
         self.db.failpoints().pause("before_db").await;
-        let mut tx = self.db.begin(caller).await?;
-        let rec = fetch::<E>(&mut tx, &id).await?;
-        tx.end_read();
-        rec.ok_or_else(|| not_found::<E>(&id))
+        let row = self
+            .db
+            .read_one(caller, &E::kind().meta().sql.select_one, &id)
+            .await?;
+        row.map(|json| from_row_json::<E>(&json))
+            .transpose()?
+            .ok_or_else(|| not_found::<E>(&id))
     }
 
     /// Lists the caller's records: filtered, searched, ordered, one keyset
