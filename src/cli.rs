@@ -1,8 +1,12 @@
-//! The `crm` command line: `serve` (the default), `migrate`, `token`.
+//! The `crm` command line: `serve` (the default), `migrate`, `token`,
+//! `descriptor`.
 
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::Application;
@@ -46,6 +50,18 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
     },
+    /// Write the protobuf descriptor set (Envoy, grpcurl -protoset), then exit.
+    ///
+    /// The encoded FileDescriptorSet of crm.v1 this binary was built from,
+    /// imports and source info included: the `proto_descriptor` of Envoy's
+    /// grpc_json_transcoder (deploy/envoy/), or `grpcurl -protoset`. Needs no
+    /// database and no keys.
+    Descriptor {
+        /// File to write; stdout when omitted or `-` (refused on a terminal:
+        /// the set is binary).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -74,11 +90,53 @@ async fn shutdown_signal() {
     tokio::signal::ctrl_c().await.ok();
 }
 
+/// `crm descriptor`: the embedded [`crate::proto::FILE_DESCRIPTOR_SET`] to
+/// `out`, or to stdout when `out` is `None` or `-`.
+fn write_descriptor(out: Option<&Path>) -> anyhow::Result<()> {
+    let bytes = crate::proto::FILE_DESCRIPTOR_SET;
+    match out {
+        Some(path) if path != Path::new("-") => std::fs::write(path, bytes)
+            .with_context(|| format!("crm descriptor: writing {}", path.display())),
+        _ => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout.is_terminal() {
+                anyhow::bail!(
+                    "crm descriptor: the descriptor set is binary and stdout is a terminal; \
+                     use `crm descriptor --out crm.pb` or redirect stdout (`crm descriptor > crm.pb`)"
+                );
+            }
+            match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+                // `crm descriptor | head -c 4`: the reader having had enough is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.context("crm descriptor: writing to stdout"),
+            }
+        }
+    }
+}
+
+/// `Some(out)` when the command line is `crm descriptor [--out ...]`, parsed
+/// without the environment: `descriptor` reads no setting, so a malformed
+/// `CRM_*` variable (or a missing database or key) must not stop it.
+fn descriptor_request() -> Option<Option<PathBuf>> {
+    let matches = Cli::command()
+        .mut_args(|arg| arg.env(None::<&str>))
+        .try_get_matches()
+        .ok()?;
+    match Cli::from_arg_matches(&matches).ok()?.command {
+        Some(Command::Descriptor { out }) => Some(out),
+        _ => None,
+    }
+}
+
 /// Runs the command line.
 pub async fn run() -> anyhow::Result<()> {
+    if let Some(out) = descriptor_request() {
+        return write_descriptor(out.as_deref());
+    }
     let cli = Cli::parse();
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve { dev: false }) {
+        Command::Descriptor { out } => write_descriptor(out.as_deref()),
         Command::Serve { dev } => {
             init_logging(config.log_format);
             let app = Application::build(&config, dev).await?;

@@ -1,0 +1,390 @@
+// Hand-written wrapper over the generated crm.v1 code (src/gen, protobuf-es v2)
+// and Connect's gRPC transport for Node (HTTP/2, also plaintext h2c).
+//
+//   const client = createClient({ baseUrl: "http://127.0.0.1:50051", token });
+//   const { items, nextPageToken } = await client.customer.accounts.list({ filter: "tags:vip", pageSize: 20 });
+//   for await (const a of client.customer.accounts.listAll({ filter: "tags:vip" })) console.log(a.name);
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  Code as ConnectCode,
+  ConnectError,
+  createClient as createConnectClient,
+  type CallOptions,
+  type Client,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+
+import { AccountService, type Account, type AccountSchema } from "./gen/crm/v1/account_pb.js";
+import { ActivityService, type Activity, type ActivitySchema } from "./gen/crm/v1/activity_pb.js";
+import { ContactService, type Contact, type ContactSchema } from "./gen/crm/v1/contact_pb.js";
+import { DealService, type Deal, type DealSchema } from "./gen/crm/v1/deal_pb.js";
+import { LineItemService, type LineItem, type LineItemSchema } from "./gen/crm/v1/line_item_pb.js";
+import { QuoteService, type Quote, type QuoteSchema } from "./gen/crm/v1/quote_pb.js";
+import { Code as RpcCode } from "./gen/google/rpc/code_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+
+// The generated record types (typed records) and their schemas/services.
+export * from "./gen/crm/v1/account_pb.js";
+export * from "./gen/crm/v1/activity_pb.js";
+export * from "./gen/crm/v1/common_pb.js";
+export * from "./gen/crm/v1/contact_pb.js";
+export * from "./gen/crm/v1/deal_pb.js";
+export * from "./gen/crm/v1/line_item_pb.js";
+export * from "./gen/crm/v1/quote_pb.js";
+export type { CallOptions, Transport } from "@connectrpc/connect";
+
+/** What create/update accept: a partial, plain-object record (camelCase fields). */
+export type AccountInput = MessageInitShape<typeof AccountSchema>;
+export type ContactInput = MessageInitShape<typeof ContactSchema>;
+export type DealInput = MessageInitShape<typeof DealSchema>;
+export type ActivityInput = MessageInitShape<typeof ActivitySchema>;
+export type QuoteInput = MessageInitShape<typeof QuoteSchema>;
+export type LineItemInput = MessageInitShape<typeof LineItemSchema>;
+
+// ---------------------------------------------------------------- errors
+
+/** One google.rpc.BadRequest field violation. */
+export interface FieldViolation {
+  field: string;
+  description: string;
+  reason: string;
+}
+
+/**
+ * Every failed call rejects with a CrmError: the gRPC status code (number and
+ * canonical name, e.g. 10 / "ABORTED"), the message, and the details decoded
+ * from grpc-status-details-bin (google.rpc.ErrorInfo, google.rpc.BadRequest).
+ */
+export class CrmError extends Error {
+  override readonly name = "CrmError";
+  /** gRPC status code, e.g. 10. */
+  readonly code: number;
+  /** Canonical gRPC code name, e.g. "ABORTED", "INVALID_ARGUMENT", "NOT_FOUND". */
+  readonly codeName: string;
+  /** google.rpc.ErrorInfo.reason, e.g. "VERSION_MISMATCH" ("" if absent). */
+  readonly reason: string;
+  /** google.rpc.ErrorInfo.domain ("crm.v1"). */
+  readonly domain: string;
+  /** google.rpc.ErrorInfo.metadata, e.g. { expected_version, current_version }. */
+  readonly metadata: Record<string, string>;
+  /** google.rpc.BadRequest.field_violations (INVALID_ARGUMENT). */
+  readonly fieldViolations: FieldViolation[];
+
+  constructor(init: {
+    code: number;
+    message: string;
+    reason?: string;
+    domain?: string;
+    metadata?: Record<string, string>;
+    fieldViolations?: FieldViolation[];
+    cause?: unknown;
+  }) {
+    super(init.message, { cause: init.cause });
+    this.code = init.code;
+    this.codeName = RpcCode[init.code] ?? "UNKNOWN";
+    this.reason = init.reason ?? "";
+    this.domain = init.domain ?? "";
+    this.metadata = init.metadata ?? {};
+    this.fieldViolations = init.fieldViolations ?? [];
+  }
+
+  /** Converts a ConnectError (or anything thrown by a call) into a CrmError. */
+  static from(err: unknown): CrmError {
+    if (err instanceof CrmError) return err;
+    const ce = ConnectError.from(err, ConnectCode.Unknown);
+    const info = ce.findDetails(ErrorInfoSchema)[0];
+    const fieldViolations = ce
+      .findDetails(BadRequestSchema)
+      .flatMap((b) => b.fieldViolations)
+      .map((v) => ({ field: v.field, description: v.description, reason: v.reason }));
+    return new CrmError({
+      code: ce.code,
+      message: ce.rawMessage,
+      reason: info?.reason ?? "",
+      domain: info?.domain ?? "",
+      metadata: info ? { ...info.metadata } : {},
+      fieldViolations,
+      cause: err,
+    });
+  }
+}
+
+async function call<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw CrmError.from(err);
+  }
+}
+
+// ---------------------------------------------------------------- resources
+
+export interface ListParams {
+  /** AIP-160 filter, e.g. `tags:vip AND industry = "saas"`. */
+  filter?: string;
+  /** e.g. "name, created_at desc". Default "created_at desc". */
+  orderBy?: string;
+  /** Free-text search. */
+  search?: string;
+  /** 0/absent: server default (50); max 1000. */
+  pageSize?: number;
+  /** next_page_token of the previous page. */
+  pageToken?: string;
+  /** Include soft-deleted records. */
+  showDeleted?: boolean;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** "" on the last page. */
+  nextPageToken: string;
+}
+
+export interface CreateOptions extends CallOptions {
+  /** UUID making the create idempotent: a retry with the same id returns the first result. */
+  requestId?: string;
+}
+
+export interface UpdateOptions extends CallOptions {
+  /** Non-zero: must equal the stored version, else CrmError ABORTED (VERSION_MISMATCH). */
+  version?: number;
+  /**
+   * Field paths to write (proto snake_case or camelCase: "legal_name" / "legalName",
+   * "custom_fields.<key>", "*"). Absent: the fields populated in the patch.
+   */
+  updateMask?: string[];
+  requestId?: string;
+}
+
+export interface DeleteOptions extends CallOptions {
+  /** Non-zero: must equal the stored version, else CrmError ABORTED. */
+  version?: number;
+  requestId?: string;
+}
+
+/** List/get/create: what every entity supports (activities stop here). */
+export interface ReadCreateResource<T, I> {
+  /** One page. `await resource.list()` returns the first page with defaults. */
+  list(params?: ListParams, opts?: CallOptions): Promise<Page<T>>;
+  /** Every record across all pages, fetched page by page. */
+  listAll(params?: Omit<ListParams, "pageToken">, opts?: CallOptions): AsyncIterable<T>;
+  get(id: string, opts?: CallOptions): Promise<T>;
+  create(record: I, opts?: CreateOptions): Promise<T>;
+}
+
+export interface Resource<T, I> extends ReadCreateResource<T, I> {
+  update(id: string, patch: I, opts?: UpdateOptions): Promise<T>;
+  /** Soft delete; returns the record with isDeleted set. */
+  delete(id: string, opts?: DeleteOptions): Promise<T>;
+  undelete(id: string, opts?: { version?: number } & CallOptions): Promise<T>;
+}
+
+/** Turns "legalName.x" into "legal_name.x" (only the first segment: map keys stay as given). */
+export function toProtoPath(path: string): string {
+  const dot = path.indexOf(".");
+  const head = dot < 0 ? path : path.slice(0, dot);
+  const rest = dot < 0 ? "" : path.slice(dot);
+  return head.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase()) + rest;
+}
+
+interface ReadCreateOps<T, I> {
+  list(req: ListParams, o?: CallOptions): Promise<Page<T>>;
+  get(id: string, o?: CallOptions): Promise<T>;
+  create(record: I, requestId: string, o?: CallOptions): Promise<T>;
+}
+
+interface WriteOps<T, I> {
+  update(record: I, paths: string[] | undefined, requestId: string, o?: CallOptions): Promise<T>;
+  delete(id: string, version: number, requestId: string, o?: CallOptions): Promise<T>;
+  undelete(id: string, version: number, o?: CallOptions): Promise<T>;
+}
+
+function readCreate<T, I>(ops: ReadCreateOps<T, I>): ReadCreateResource<T, I> {
+  return {
+    list: (params = {}, o) => call(() => ops.list(params, o)),
+    async *listAll(params = {}, o) {
+      let pageToken = "";
+      do {
+        const page = await call(() => ops.list({ ...params, pageToken }, o));
+        yield* page.items;
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+    },
+    get: (id, o) => call(() => ops.get(id, o)),
+    create: (record, o = {}) => call(() => ops.create(record, o.requestId ?? "", o)),
+  };
+}
+
+function resource<T, I extends { id?: string; version?: number }>(
+  ops: ReadCreateOps<T, I> & WriteOps<T, I>,
+): Resource<T, I> {
+  return {
+    ...readCreate(ops),
+    update: (id, patch, o = {}) =>
+      call(() =>
+        ops.update(
+          { ...patch, id, version: o.version ?? patch.version ?? 0 },
+          o.updateMask?.map(toProtoPath),
+          o.requestId ?? "",
+          o,
+        ),
+      ),
+    delete: (id, o = {}) => call(() => ops.delete(id, o.version ?? 0, o.requestId ?? "", o)),
+    undelete: (id, o = {}) => call(() => ops.undelete(id, o.version ?? 0, o)),
+  };
+}
+
+const mask = (paths: string[] | undefined) => (paths ? { paths } : undefined);
+
+function accounts(c: Client<typeof AccountService>): Resource<Account, AccountInput> {
+  return resource<Account, AccountInput>({
+    list: async (r, o) => {
+      const res = await c.listAccounts(r, o);
+      return { items: res.accounts, nextPageToken: res.nextPageToken };
+    },
+    get: (id, o) => c.getAccount({ id }, o),
+    create: (account, requestId, o) => c.createAccount({ account, requestId }, o),
+    update: (account, paths, requestId, o) =>
+      c.updateAccount({ account, updateMask: mask(paths), requestId }, o),
+    delete: (id, version, requestId, o) => c.deleteAccount({ id, version, requestId }, o),
+    undelete: (id, version, o) => c.undeleteAccount({ id, version }, o),
+  });
+}
+
+function contacts(c: Client<typeof ContactService>): Resource<Contact, ContactInput> {
+  return resource<Contact, ContactInput>({
+    list: async (r, o) => {
+      const res = await c.listContacts(r, o);
+      return { items: res.contacts, nextPageToken: res.nextPageToken };
+    },
+    get: (id, o) => c.getContact({ id }, o),
+    create: (contact, requestId, o) => c.createContact({ contact, requestId }, o),
+    update: (contact, paths, requestId, o) =>
+      c.updateContact({ contact, updateMask: mask(paths), requestId }, o),
+    delete: (id, version, requestId, o) => c.deleteContact({ id, version, requestId }, o),
+    undelete: (id, version, o) => c.undeleteContact({ id, version }, o),
+  });
+}
+
+function deals(c: Client<typeof DealService>): Resource<Deal, DealInput> {
+  return resource<Deal, DealInput>({
+    list: async (r, o) => {
+      const res = await c.listDeals(r, o);
+      return { items: res.deals, nextPageToken: res.nextPageToken };
+    },
+    get: (id, o) => c.getDeal({ id }, o),
+    create: (deal, requestId, o) => c.createDeal({ deal, requestId }, o),
+    update: (deal, paths, requestId, o) => c.updateDeal({ deal, updateMask: mask(paths), requestId }, o),
+    delete: (id, version, requestId, o) => c.deleteDeal({ id, version, requestId }, o),
+    undelete: (id, version, o) => c.undeleteDeal({ id, version }, o),
+  });
+}
+
+function quotes(c: Client<typeof QuoteService>): Resource<Quote, QuoteInput> {
+  return resource<Quote, QuoteInput>({
+    list: async (r, o) => {
+      const res = await c.listQuotes(r, o);
+      return { items: res.quotes, nextPageToken: res.nextPageToken };
+    },
+    get: (id, o) => c.getQuote({ id }, o),
+    create: (quote, requestId, o) => c.createQuote({ quote, requestId }, o),
+    update: (quote, paths, requestId, o) =>
+      c.updateQuote({ quote, updateMask: mask(paths), requestId }, o),
+    delete: (id, version, requestId, o) => c.deleteQuote({ id, version, requestId }, o),
+    undelete: (id, version, o) => c.undeleteQuote({ id, version }, o),
+  });
+}
+
+function lineItems(c: Client<typeof LineItemService>): Resource<LineItem, LineItemInput> {
+  return resource<LineItem, LineItemInput>({
+    list: async (r, o) => {
+      const res = await c.listLineItems(r, o);
+      return { items: res.lineItems, nextPageToken: res.nextPageToken };
+    },
+    get: (id, o) => c.getLineItem({ id }, o),
+    create: (lineItem, requestId, o) => c.createLineItem({ lineItem, requestId }, o),
+    update: (lineItem, paths, requestId, o) =>
+      c.updateLineItem({ lineItem, updateMask: mask(paths), requestId }, o),
+    delete: (id, version, requestId, o) => c.deleteLineItem({ id, version, requestId }, o),
+    undelete: (id, version, o) => c.undeleteLineItem({ id, version }, o),
+  });
+}
+
+function activities(c: Client<typeof ActivityService>): ReadCreateResource<Activity, ActivityInput> {
+  return readCreate<Activity, ActivityInput>({
+    list: async (r, o) => {
+      const res = await c.listActivities(r, o);
+      return { items: res.activities, nextPageToken: res.nextPageToken };
+    },
+    get: (id, o) => c.getActivity({ id }, o),
+    create: (activity, requestId, o) => c.createActivity({ activity, requestId }, o),
+  });
+}
+
+// ---------------------------------------------------------------- client
+
+export interface ClientOptions {
+  /** gRPC endpoint, e.g. "http://127.0.0.1:50051" (h2c) or "https://crm.example.com". */
+  baseUrl: string;
+  /** Bearer JWT, or a function returning one per call (for refresh). */
+  token?: string | (() => string | Promise<string>);
+  /** Default deadline per call in ms (none by default). */
+  timeoutMs?: number;
+  /** Extra Connect interceptors (run after the auth one). */
+  interceptors?: Interceptor[];
+  /** Use your own transport instead (baseUrl/token/timeoutMs/interceptors are then ignored). */
+  transport?: Transport;
+}
+
+export interface CrmClient {
+  customer: {
+    accounts: Resource<Account, AccountInput>;
+    contacts: Resource<Contact, ContactInput>;
+    deals: Resource<Deal, DealInput>;
+    /** Activities are append-only: list, get, create. */
+    activities: ReadCreateResource<Activity, ActivityInput>;
+    quotes: Resource<Quote, QuoteInput>;
+    lineItems: Resource<LineItem, LineItemInput>;
+  };
+  /** The Connect transport (for calling the generated services directly). */
+  transport: Transport;
+  /** Closes the HTTP/2 connection (no-op with a custom transport). */
+  close(): void;
+}
+
+export function createClient(options: ClientOptions): CrmClient {
+  let session: Http2SessionManager | undefined;
+  let transport = options.transport;
+  if (!transport) {
+    const { token } = options;
+    const auth: Interceptor = (next) => async (req) => {
+      if (token !== undefined) {
+        const t = typeof token === "function" ? await token() : token;
+        req.header.set("authorization", `Bearer ${t}`);
+      }
+      return next(req);
+    };
+    session = new Http2SessionManager(options.baseUrl);
+    transport = createGrpcTransport({
+      baseUrl: options.baseUrl,
+      sessionManager: session,
+      interceptors: [auth, ...(options.interceptors ?? [])],
+      ...(options.timeoutMs !== undefined ? { defaultTimeoutMs: options.timeoutMs } : {}),
+    });
+  }
+  const t = transport;
+  return {
+    customer: {
+      accounts: accounts(createConnectClient(AccountService, t)),
+      contacts: contacts(createConnectClient(ContactService, t)),
+      deals: deals(createConnectClient(DealService, t)),
+      activities: activities(createConnectClient(ActivityService, t)),
+      quotes: quotes(createConnectClient(QuoteService, t)),
+      lineItems: lineItems(createConnectClient(LineItemService, t)),
+    },
+    transport: t,
+    close: () => session?.abort(),
+  };
+}
