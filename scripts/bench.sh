@@ -15,5 +15,5 @@ cargo bench --bench load -- "$@" > "$out"
 cat "$out"
 case " $* " in
     *" --smoke "*) ;;
-    *) python3 scripts/lib/bench_section.py load "$out" "scripts/bench.sh $*" ;;
+    *) python3 scripts/lib/bench_section.py load "$out" "scripts/bench.sh${*:+ $*}" ;;
 esac
