@@ -451,24 +451,18 @@ fn pgbench(script: &str, mode: &str, clients: usize, seconds: f64) -> anyhow::Re
         out.status.success(),
         "pgbench failed:\n{stdout}\n{stderr}\nscript:\n{script}"
     );
-    let tps = stdout
-        .lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse::<f64>().ok())
-        .with_context(|| format!("no tps in pgbench's output:\n{stdout}"))?;
-    let failed = stdout
-        .lines()
-        .find(|l| l.starts_with("number of failed transactions:"))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let latency = stdout
-        .lines()
-        .find(|l| l.starts_with("latency average = "))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    // The `word`-th word of the report line starting with `prefix`.
+    let number = |prefix: &str, word: usize| -> Option<f64> {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(word))
+            .and_then(|v| v.parse().ok())
+    };
+    let tps =
+        number("tps = ", 2).with_context(|| format!("no tps in pgbench's output:\n{stdout}"))?;
+    let failed = number("number of failed transactions:", 4).unwrap_or(0.0) as usize;
+    let latency = number("latency average = ", 3).unwrap_or(0.0);
     ensure!(
         !stderr.contains("aborted"),
         "pgbench clients aborted:\n{stderr}\nscript:\n{script}"

@@ -27,19 +27,6 @@ pub enum Path {
     StructKey(usize, Vec<String>),
 }
 
-fn snake_case(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 4);
-    for c in path.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Resolves the update mask of a request against the entity's fields.
 pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<Vec<Path>, Error> {
     let raw: Vec<&str> = mask
@@ -71,12 +58,7 @@ pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<V
             Some((h, r)) => (h, Some(r)),
             None => (p, None),
         };
-        let head = if meta.field(head).is_some() {
-            head.to_owned()
-        } else {
-            snake_case(head)
-        };
-        let Some(i) = meta.fields.iter().position(|f| f.name == head) else {
+        let Some(i) = meta.position(head) else {
             violations.add("update_mask", format!("unknown field \"{p}\""));
             continue;
         };
@@ -208,15 +190,4 @@ pub fn apply(
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn camel_case_paths_become_snake_case() {
-        assert_eq!(snake_case("annualRevenue"), "annual_revenue");
-        assert_eq!(snake_case("name"), "name");
-    }
 }

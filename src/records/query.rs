@@ -138,21 +138,8 @@ fn column_key(f: &FieldMeta, desc: bool) -> Option<SortKey> {
     })
 }
 
-fn snake(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn field<'m>(meta: &'m Meta, name: &str) -> Option<&'m FieldMeta> {
-    meta.field(name).or_else(|| meta.field(&snake(name)))
+    meta.position(name).map(|i| &meta.fields[i])
 }
 
 /// Parses `order_by` into sort keys ending with `id`.

@@ -256,4 +256,29 @@ impl Meta {
     pub fn field(&self, name: &str) -> Option<&FieldMeta> {
         self.fields.iter().find(|f| f.name == name)
     }
+
+    /// The index of the field `name` names in its proto (snake_case) or JSON
+    /// (lowerCamelCase) spelling, as masks, filters and orders accept both.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.fields
+            .iter()
+            .position(|f| f.name == name)
+            .or_else(|| self.fields.iter().position(|f| f.desc.json_name() == name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fields_are_named_in_proto_or_json_spelling() {
+        use crate::records::Entity;
+        let meta = crate::proto::Account::kind().meta();
+        let revenue = meta.field("annual_revenue").unwrap();
+        for name in ["annual_revenue", "annualRevenue"] {
+            assert_eq!(meta.fields[meta.position(name).unwrap()].name, revenue.name);
+        }
+        assert_eq!(meta.fields[meta.position("name").unwrap()].name, "name");
+        assert!(meta.position("AnnualRevenue").is_none());
+        assert!(meta.position("annual__revenue").is_none());
+    }
 }

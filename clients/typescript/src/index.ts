@@ -4,13 +4,12 @@
 //   const client = createClient({ baseUrl: "http://127.0.0.1:50051", token });
 //   const { items, nextPageToken } = await client.customer.accounts.list({ filter: "tags:vip", pageSize: 20 });
 //   for await (const a of client.customer.accounts.listAll({ filter: "tags:vip" })) console.log(a.name);
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { DescService, MessageInitShape } from "@bufbuild/protobuf";
 import {
   Code as ConnectCode,
   ConnectError,
   createClient as createConnectClient,
   type CallOptions,
-  type Client,
   type Interceptor,
   type Transport,
 } from "@connectrpc/connect";
@@ -238,89 +237,40 @@ function resource<T, I extends { id?: string; version?: number }>(
 
 const mask = (paths: string[] | undefined) => (paths ? { paths } : undefined);
 
-function accounts(c: Client<typeof AccountService>): Resource<Account, AccountInput> {
-  return resource<Account, AccountInput>({
-    list: async (r, o) => {
-      const res = await c.listAccounts(r, o);
-      return { items: res.accounts, nextPageToken: res.nextPageToken };
-    },
-    get: (id, o) => c.getAccount({ id }, o),
-    create: (account, requestId, o) => c.createAccount({ account, requestId }, o),
-    update: (account, paths, requestId, o) =>
-      c.updateAccount({ account, updateMask: mask(paths), requestId }, o),
-    delete: (id, version, requestId, o) => c.deleteAccount({ id, version, requestId }, o),
-    undelete: (id, version, o) => c.undeleteAccount({ id, version }, o),
-  });
-}
+type Rpc = (request: object, o?: CallOptions) => Promise<Record<string, unknown>>;
 
-function contacts(c: Client<typeof ContactService>): Resource<Contact, ContactInput> {
-  return resource<Contact, ContactInput>({
+/**
+ * The operations of one crm.v1 service, read from its descriptor, so that the
+ * six entities share this one adapter: the methods by verb (`ListAccounts`,
+ * `GetAccount`, ...), the request field that carries the record (the one of the
+ * record's type) and the response field that lists records (its one list).
+ */
+function opsOf<T, I>(service: DescService, transport: Transport): ReadCreateOps<T, I> & WriteOps<T, I> {
+  const client = createConnectClient(service, transport) as unknown as Record<string, Rpc>;
+  const method = (verb: string) => {
+    const m = service.methods.find((m) => m.name.startsWith(verb));
+    if (!m) throw new Error(`${service.typeName} has no ${verb} method`);
+    return m;
+  };
+  const rpc = (verb: string): Rpc => client[method(verb).localName]!;
+  const create = method("Create");
+  const record = create.input.fields.find(
+    (f) => f.fieldKind === "message" && f.message.typeName === create.output.typeName,
+  )!.localName;
+  const items = method("List").output.fields.find((f) => f.fieldKind === "list")!.localName;
+  const one = async (p: Promise<Record<string, unknown>>) => (await p) as T;
+  return {
     list: async (r, o) => {
-      const res = await c.listContacts(r, o);
-      return { items: res.contacts, nextPageToken: res.nextPageToken };
+      const res = await rpc("List")(r, o);
+      return { items: res[items] as T[], nextPageToken: res["nextPageToken"] as string };
     },
-    get: (id, o) => c.getContact({ id }, o),
-    create: (contact, requestId, o) => c.createContact({ contact, requestId }, o),
-    update: (contact, paths, requestId, o) =>
-      c.updateContact({ contact, updateMask: mask(paths), requestId }, o),
-    delete: (id, version, requestId, o) => c.deleteContact({ id, version, requestId }, o),
-    undelete: (id, version, o) => c.undeleteContact({ id, version }, o),
-  });
-}
-
-function deals(c: Client<typeof DealService>): Resource<Deal, DealInput> {
-  return resource<Deal, DealInput>({
-    list: async (r, o) => {
-      const res = await c.listDeals(r, o);
-      return { items: res.deals, nextPageToken: res.nextPageToken };
-    },
-    get: (id, o) => c.getDeal({ id }, o),
-    create: (deal, requestId, o) => c.createDeal({ deal, requestId }, o),
-    update: (deal, paths, requestId, o) => c.updateDeal({ deal, updateMask: mask(paths), requestId }, o),
-    delete: (id, version, requestId, o) => c.deleteDeal({ id, version, requestId }, o),
-    undelete: (id, version, o) => c.undeleteDeal({ id, version }, o),
-  });
-}
-
-function quotes(c: Client<typeof QuoteService>): Resource<Quote, QuoteInput> {
-  return resource<Quote, QuoteInput>({
-    list: async (r, o) => {
-      const res = await c.listQuotes(r, o);
-      return { items: res.quotes, nextPageToken: res.nextPageToken };
-    },
-    get: (id, o) => c.getQuote({ id }, o),
-    create: (quote, requestId, o) => c.createQuote({ quote, requestId }, o),
-    update: (quote, paths, requestId, o) =>
-      c.updateQuote({ quote, updateMask: mask(paths), requestId }, o),
-    delete: (id, version, requestId, o) => c.deleteQuote({ id, version, requestId }, o),
-    undelete: (id, version, o) => c.undeleteQuote({ id, version }, o),
-  });
-}
-
-function lineItems(c: Client<typeof LineItemService>): Resource<LineItem, LineItemInput> {
-  return resource<LineItem, LineItemInput>({
-    list: async (r, o) => {
-      const res = await c.listLineItems(r, o);
-      return { items: res.lineItems, nextPageToken: res.nextPageToken };
-    },
-    get: (id, o) => c.getLineItem({ id }, o),
-    create: (lineItem, requestId, o) => c.createLineItem({ lineItem, requestId }, o),
-    update: (lineItem, paths, requestId, o) =>
-      c.updateLineItem({ lineItem, updateMask: mask(paths), requestId }, o),
-    delete: (id, version, requestId, o) => c.deleteLineItem({ id, version, requestId }, o),
-    undelete: (id, version, o) => c.undeleteLineItem({ id, version }, o),
-  });
-}
-
-function activities(c: Client<typeof ActivityService>): ReadCreateResource<Activity, ActivityInput> {
-  return readCreate<Activity, ActivityInput>({
-    list: async (r, o) => {
-      const res = await c.listActivities(r, o);
-      return { items: res.activities, nextPageToken: res.nextPageToken };
-    },
-    get: (id, o) => c.getActivity({ id }, o),
-    create: (activity, requestId, o) => c.createActivity({ activity, requestId }, o),
-  });
+    get: (id, o) => one(rpc("Get")({ id }, o)),
+    create: (rec, requestId, o) => one(rpc("Create")({ [record]: rec, requestId }, o)),
+    update: (rec, paths, requestId, o) =>
+      one(rpc("Update")({ [record]: rec, updateMask: mask(paths), requestId }, o)),
+    delete: (id, version, requestId, o) => one(rpc("Delete")({ id, version, requestId }, o)),
+    undelete: (id, version, o) => one(rpc("Undelete")({ id, version }, o)),
+  };
 }
 
 // ---------------------------------------------------------------- client
@@ -377,12 +327,12 @@ export function createClient(options: ClientOptions): CrmClient {
   const t = transport;
   return {
     customer: {
-      accounts: accounts(createConnectClient(AccountService, t)),
-      contacts: contacts(createConnectClient(ContactService, t)),
-      deals: deals(createConnectClient(DealService, t)),
-      activities: activities(createConnectClient(ActivityService, t)),
-      quotes: quotes(createConnectClient(QuoteService, t)),
-      lineItems: lineItems(createConnectClient(LineItemService, t)),
+      accounts: resource(opsOf<Account, AccountInput>(AccountService, t)),
+      contacts: resource(opsOf<Contact, ContactInput>(ContactService, t)),
+      deals: resource(opsOf<Deal, DealInput>(DealService, t)),
+      activities: readCreate(opsOf<Activity, ActivityInput>(ActivityService, t)),
+      quotes: resource(opsOf<Quote, QuoteInput>(QuoteService, t)),
+      lineItems: resource(opsOf<LineItem, LineItemInput>(LineItemService, t)),
     },
     transport: t,
     close: () => session?.abort(),

@@ -75,22 +75,26 @@ class ListResource(Generic[M, L]):
         call: _Caller,
         stub: Any,
         module: ModuleType,
-        singular: str,
-        plural: str,
-        field: str,
-        list_field: str,
         message: type[M],
         list_response: type[L],
     ) -> None:
         self._call = call
         self._stub = stub
         self._module = module
-        self._singular = singular  # "LineItem"
-        self._plural = plural  # "LineItems"
-        self._field = field  # "line_item"
-        self._list_field = list_field  # "line_items"
         self.message = message
         self.list_response = list_response
+        # The names the methods and fields are built from, read from the
+        # descriptors (one mechanism for all six resources).
+        record = message.DESCRIPTOR
+        self._singular = record.name  # "LineItem"
+        self._plural = list_response.DESCRIPTOR.name.removeprefix("List").removesuffix("Response")
+        create = module.DESCRIPTOR.message_types_by_name[f"Create{self._singular}Request"]
+        # The request field of the record's type ("line_item") and the
+        # response's one repeated field ("line_items").
+        self._field = next(
+            f.name for f in create.fields if f.message_type and f.message_type.full_name == record.full_name
+        )
+        self._list_field = next(f.name for f in list_response.DESCRIPTOR.fields if f.is_repeated)
 
     def _rpc(self, verb: str, plural: bool = False) -> tuple[Callable[..., Any], type[Message]]:
         name = verb + (self._plural if plural else self._singular)
@@ -241,32 +245,26 @@ class Customer:
     def __init__(self, channel: grpc.Channel, call: _Caller) -> None:
         self.accounts = Resource(
             call, account_pb2_grpc.AccountServiceStub(channel), account_pb2,
-            "Account", "Accounts", "account", "accounts",
             account_pb2.Account, account_pb2.ListAccountsResponse,
         )  # fmt: skip
         self.contacts = Resource(
             call, contact_pb2_grpc.ContactServiceStub(channel), contact_pb2,
-            "Contact", "Contacts", "contact", "contacts",
             contact_pb2.Contact, contact_pb2.ListContactsResponse,
         )  # fmt: skip
         self.deals = Resource(
             call, deal_pb2_grpc.DealServiceStub(channel), deal_pb2,
-            "Deal", "Deals", "deal", "deals",
             deal_pb2.Deal, deal_pb2.ListDealsResponse,
         )  # fmt: skip
         self.activities = ListResource(
             call, activity_pb2_grpc.ActivityServiceStub(channel), activity_pb2,
-            "Activity", "Activities", "activity", "activities",
             activity_pb2.Activity, activity_pb2.ListActivitiesResponse,
         )  # fmt: skip
         self.quotes = Resource(
             call, quote_pb2_grpc.QuoteServiceStub(channel), quote_pb2,
-            "Quote", "Quotes", "quote", "quotes",
             quote_pb2.Quote, quote_pb2.ListQuotesResponse,
         )  # fmt: skip
         self.line_items = Resource(
             call, line_item_pb2_grpc.LineItemServiceStub(channel), line_item_pb2,
-            "LineItem", "LineItems", "line_item", "line_items",
             line_item_pb2.LineItem, line_item_pb2.ListLineItemsResponse,
         )  # fmt: skip
 
