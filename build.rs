@@ -33,6 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::to_string_pretty(&openapi::generate(&pool))?,
     )?;
     tonic_prost_build::configure()
+        // Ordered maps: the same message always encodes to the same bytes
+        // (as grpc-gateway's protojson output is ordered).
+        .btree_map(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(compiler.file_descriptor_set())?;

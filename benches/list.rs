@@ -178,6 +178,8 @@ async fn main() -> anyhow::Result<()> {
         max_response_bytes: 32 * 1024 * 1024,
         http2_max_streams: 256,
         http2_keepalive_secs: 30,
+        max_connections: 4096,
+        http1_header_timeout_secs: 10,
         failpoints: String::new(),
     };
     let app = Application::build(&cfg, false).await?;

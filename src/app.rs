@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::Layer;
@@ -27,6 +26,7 @@ use crate::failpoint::Failpoints;
 use crate::grpc::Api;
 use crate::grpc::layer::{CallLayer, Limits};
 use crate::metrics::Metrics;
+use crate::net::{self, ConnectionCap};
 use crate::proto::{
     FILE_DESCRIPTOR_SET, account_service_server::AccountServiceServer,
     activity_service_server::ActivityServiceServer, contact_service_server::ContactServiceServer,
@@ -64,6 +64,8 @@ pub struct Application {
     max_response_bytes: usize,
     http2_max_streams: u32,
     http2_keepalive: Duration,
+    connections: ConnectionCap,
+    http1_header_timeout: Duration,
 }
 
 /// HMAC-SHA256 of `label` under `secret`, hex: a value of its own for each
@@ -166,11 +168,16 @@ impl Application {
                 request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
                 max_concurrent: config.max_concurrent_requests,
             },
-            metrics,
             max_request_bytes: config.max_request_bytes,
             max_response_bytes: config.max_response_bytes,
             http2_max_streams: config.http2_max_streams,
             http2_keepalive: Duration::from_secs(config.http2_keepalive_secs.max(1)),
+            connections: ConnectionCap::new(
+                config.max_connections,
+                metrics.connections_refused.clone(),
+            ),
+            http1_header_timeout: Duration::from_secs(config.http1_header_timeout_secs.max(1)),
+            metrics,
         })
     }
 
@@ -242,22 +249,24 @@ impl Application {
             .layer(call_layer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                net::incoming(self.listener, self.connections.clone()),
                 stopped(stop_rx.clone()),
             );
-        let http = axum::serve(
+        let http = net::serve_http(
             self.http_listener,
             rest::router(
                 Transcoder::new(grpc_stack, self.max_request_bytes),
                 self.db.clone(),
                 self.metrics.clone(),
+                self.connections.clone(),
             ),
-        )
-        .with_graceful_shutdown(stopped(stop_rx));
+            self.connections.clone(),
+            self.http1_header_timeout,
+            stopped(stop_rx),
+        );
         let server = async move {
-            let (grpc, http) = tokio::join!(grpc, http);
-            grpc.context("gRPC server failed")?;
-            http.context("HTTP server failed")
+            let (grpc, ()) = tokio::join!(grpc, http);
+            grpc.context("gRPC server failed")
         };
         tracing::info!(grpc = %self.addr, http = %self.http_addr, "crm serving");
         tokio::pin!(server);

@@ -163,6 +163,26 @@ pub struct Config {
     )]
     pub http2_keepalive_secs: u64,
 
+    /// Connections open at once (gRPC and HTTP together); beyond, a new
+    /// connection is closed at once.
+    #[arg(
+        long,
+        env = "CRM_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        global = true
+    )]
+    pub max_connections: usize,
+
+    /// Seconds an HTTP/1 client has to send a request's whole header (also
+    /// how long an idle keep-alive connection stays open).
+    #[arg(
+        long,
+        env = "CRM_HTTP1_HEADER_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub http1_header_timeout_secs: u64,
+
     /// Test-only failpoints (see `crm::failpoint`). Never in production.
     #[arg(
         long,

@@ -2,11 +2,13 @@
 //! to `tonic::Status` with `google.rpc` details (`ErrorInfo` always,
 //! `BadRequest` for validation). The REST bridge gets the same statuses.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 
+use prost::Message;
 use tonic::Code;
-use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, FieldViolation, StatusExt};
+
+use crate::proto::google::rpc;
 
 /// `ErrorInfo.domain` of every error this service returns.
 pub const DOMAIN: &str = "crm.v1";
@@ -157,7 +159,7 @@ impl Error {
     /// details. `request_id` is quoted in internal errors so that a caller can
     /// find the log line; the cause itself goes to the log only.
     pub fn into_status(self, request_id: &str) -> tonic::Status {
-        let mut meta: HashMap<String, String> = HashMap::new();
+        let mut meta: BTreeMap<String, String> = BTreeMap::new();
         let (code, reason, message, bad_request) = match self {
             Error::Invalid(violations) => {
                 let summary = violations
@@ -165,19 +167,20 @@ impl Error {
                     .map(|v| format!("{}: {}", v.field, v.description))
                     .collect::<Vec<_>>()
                     .join("; ");
-                let fv = violations
+                let field_violations = violations
                     .iter()
-                    .map(|v| {
-                        let mut f = FieldViolation::new(v.field.clone(), v.description.clone());
-                        f.reason = "INVALID_FIELD".into();
-                        f
+                    .map(|v| rpc::bad_request::FieldViolation {
+                        field: v.field.clone(),
+                        description: v.description.clone(),
+                        reason: "INVALID_FIELD".into(),
+                        ..Default::default()
                     })
-                    .collect::<Vec<_>>();
+                    .collect();
                 (
                     Code::InvalidArgument,
                     "VALIDATION_FAILED",
                     format!("invalid request: {summary}"),
-                    Some(BadRequest::new(fv)),
+                    Some(rpc::BadRequest { field_violations }),
                 )
             }
             Error::NotFound { resource, id } => {
@@ -286,18 +289,58 @@ impl Error {
                 )
             }
         };
-        let mut details = vec![ErrorDetail::ErrorInfo(ErrorInfo::new(reason, DOMAIN, meta))];
-        if let Some(br) = bad_request {
-            details.push(ErrorDetail::BadRequest(br));
-        }
-        tonic::Status::with_error_details_vec(code, message, details)
+        status(code, reason, message, meta, bad_request)
     }
+}
+
+/// A `google.protobuf.Any` holding `msg`.
+fn any(type_name: &str, msg: &impl Message) -> prost_types::Any {
+    prost_types::Any {
+        type_url: format!("type.googleapis.com/{type_name}"),
+        value: msg.encode_to_vec(),
+    }
+}
+
+/// The one way a status is made: `code` and `message` with an `ErrorInfo`
+/// (`reason`, domain [`DOMAIN`], `metadata`) and, for validation errors, a
+/// `BadRequest`. The details are encoded from ordered maps, so the same error
+/// gives the same bytes every time (gRPC `grpc-status-details-bin` and the
+/// REST body alike).
+pub fn status(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: BTreeMap<String, String>,
+    bad_request: Option<rpc::BadRequest>,
+) -> tonic::Status {
+    let message = message.into();
+    let info = rpc::ErrorInfo {
+        reason: reason.to_owned(),
+        domain: DOMAIN.to_owned(),
+        metadata,
+    };
+    let mut details = vec![any("google.rpc.ErrorInfo", &info)];
+    if let Some(br) = bad_request {
+        details.push(any("google.rpc.BadRequest", &br));
+    }
+    let body = rpc::Status {
+        code: code as i32,
+        message: message.clone(),
+        details,
+    };
+    tonic::Status::with_details(code, message, body.encode_to_vec().into())
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        if matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57014")) {
-            return Error::Timeout(e);
+        if let sqlx::Error::Database(d) = &e {
+            match d.code().as_deref() {
+                Some("57014") => return Error::Timeout(e),
+                // Deadlock or serialization failure: whichever statement
+                // meets it, the write is retried, then reported as ABORTED.
+                Some("40P01" | "40001") => return Error::Contention,
+                _ => {}
+            }
         }
         if is_unavailable(&e) {
             Error::Unavailable(e)

@@ -6,6 +6,7 @@
 //!
 //! - [`cli`], [`config`], [`app`]: the `crm` binary, its settings, start-up
 //!   and shutdown.
+//! - [`net`]: the listeners' connection cap and the HTTP server loop.
 //! - [`grpc`]: transport. [`grpc::layer`] is where every call enters: request
 //!   id, authentication, the log line. The service shells call the records.
 //! - [`auth`]: JWT verification; produces the [`auth::Caller`] (tenant, person,
@@ -28,6 +29,7 @@ pub mod error;
 pub mod failpoint;
 pub mod grpc;
 pub mod metrics;
+pub mod net;
 pub mod proto;
 pub mod records;
 pub mod rest;

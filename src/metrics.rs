@@ -43,6 +43,9 @@ pub struct Metrics {
     pool: Family<PoolLabels, Gauge>,
     /// Database transactions begun (shared with the pool).
     pub transactions: Counter<u64, AtomicU64>,
+    /// Connections closed at once because the connection cap was reached.
+    pub connections_refused: Counter,
+    connections_open: Gauge,
 }
 
 impl Metrics {
@@ -81,6 +84,18 @@ impl Metrics {
             "Database transactions begun",
             transactions.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once at the connection cap",
+            connections_refused.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Open client connections (gRPC and HTTP)",
+            connections_open.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -95,6 +110,8 @@ impl Metrics {
             shed,
             pool,
             transactions,
+            connections_refused,
+            connections_open,
         })
     }
 
@@ -108,8 +125,15 @@ impl Metrics {
         self.latency.get_or_create(&labels).observe(seconds);
     }
 
-    /// The exposition text, with the pool gauges as of now.
-    pub fn render(&self, pool_size: u32, pool_idle: usize, pool_max: u32) -> String {
+    /// The exposition text, with the pool and connection gauges as of now.
+    pub fn render(
+        &self,
+        pool_size: u32,
+        pool_idle: usize,
+        pool_max: u32,
+        connections: usize,
+    ) -> String {
+        self.connections_open.set(connections as i64);
         self.pool
             .get_or_create(&PoolLabels { state: "idle" })
             .set(pool_idle as i64);

@@ -15,6 +15,16 @@ pub mod crm_v1 {
 
 pub use crm_v1::*;
 
+/// The `google.rpc` status and error-detail messages (maps ordered, so
+/// encoded details are deterministic).
+#[allow(clippy::all, missing_docs)]
+pub mod google {
+    /// `google.rpc`.
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of `proto/crm/v1` with all imports and
 /// source info (what `crm descriptor` writes and reflection serves).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("crm_descriptor");

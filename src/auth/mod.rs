@@ -62,9 +62,15 @@ pub struct Claims {
     pub tenant_id: String,
     /// Person id.
     pub sub: String,
-    /// Integration application id (integration tokens only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
+    /// Integration application id (integration tokens only). `Some(None)` is
+    /// an explicit `null`, which is refused: it must not quietly turn an
+    /// integration token into a person's (whole-tenant) token.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub app_id: Option<Option<String>>,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
     /// Issued at.
@@ -79,6 +85,23 @@ pub struct Claims {
     /// Audience (minted when configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+}
+
+/// Deserializes a claim that may be absent (`None`, through `default`), null
+/// (`Some(None)`) or a value.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A `sub` this service can stamp on records exactly as given: 1–256 bytes,
+/// no surrounding whitespace (it would otherwise be trimmed, altering the
+/// identity), no control characters.
+fn valid_sub(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 256 && s.trim() == s && !s.chars().any(char::is_control)
 }
 
 /// Verifies bearer tokens against the configured keys, issuer and audience.
@@ -138,6 +161,11 @@ impl Authenticator {
             return Err(unauthenticated("token too large"));
         }
         let header = decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
+        if header.crit.is_some() {
+            // RFC 7515 §4.1.11: extensions listed in `crit` must be
+            // understood, and this service understands none.
+            return Err(unauthenticated("token has critical header extensions"));
+        }
         let (key, alg) = self
             .keys
             .find(header.kid.as_deref(), header.alg)
@@ -172,18 +200,18 @@ impl Authenticator {
         if !valid_id(&claims.tenant_id) {
             return Err(unauthenticated("token has no valid tenant_id"));
         }
-        if claims.sub.is_empty() || claims.sub.len() > 256 {
+        if !valid_sub(&claims.sub) {
             return Err(unauthenticated("token has no valid sub"));
         }
-        if let Some(app) = &claims.app_id
-            && !valid_id(app)
-        {
-            return Err(unauthenticated("token has an invalid app_id"));
-        }
+        let app_id = match claims.app_id {
+            None => None,
+            Some(Some(app)) if valid_id(&app) => Some(app),
+            Some(_) => return Err(unauthenticated("token has an invalid app_id")),
+        };
         Ok(Caller {
             tenant_id: claims.tenant_id,
             sub: claims.sub,
-            app_id: claims.app_id,
+            app_id,
         })
     }
 }
@@ -202,7 +230,7 @@ pub fn mint(
     let claims = Claims {
         tenant_id: tenant_id.to_owned(),
         sub: sub.to_owned(),
-        app_id: app_id.map(str::to_owned),
+        app_id: app_id.map(|a| Some(a.to_owned())),
         exp: now + ttl_secs,
         iat: Some(now),
         nbf: None,
@@ -273,6 +301,65 @@ mod tests {
         assert!(auth().authenticate(Some(&format!("Bearer {t}"))).is_err());
         let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         assert!(auth().authenticate(Some(&big)).is_err());
+    }
+
+    fn signed(claims: serde_json::Value, header: Header) -> String {
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn identities_are_taken_exactly_or_refused() {
+        let exp = now_secs() + 60;
+        let ok = |claims: serde_json::Value| {
+            auth().authenticate(Some(&format!(
+                "Bearer {}",
+                signed(claims, Header::new(Algorithm::HS256))
+            )))
+        };
+        for sub in ["", "   ", " u1", "u1 ", "u\u{0}1", "u\n1", &"x".repeat(257)] {
+            assert!(
+                ok(serde_json::json!({"tenant_id": "t", "sub": sub, "exp": exp})).is_err(),
+                "{sub:?}"
+            );
+        }
+        let c =
+            ok(serde_json::json!({"tenant_id": "t", "sub": "Ada Lovelace", "exp": exp})).unwrap();
+        assert_eq!(c.sub(), "Ada Lovelace");
+        // An explicit null app_id is refused, not read as a person's token.
+        assert!(
+            ok(serde_json::json!({"tenant_id": "t", "sub": "u", "app_id": null, "exp": exp}))
+                .is_err()
+        );
+        assert!(
+            ok(serde_json::json!({"tenant_id": "t", "sub": "u", "app_id": "", "exp": exp}))
+                .is_err()
+        );
+        let c = ok(serde_json::json!({"tenant_id": "t", "sub": "u", "app_id": "a1", "exp": exp}))
+            .unwrap();
+        assert_eq!(c.app_id(), Some("a1"));
+        assert_eq!(
+            ok(serde_json::json!({"tenant_id": "t", "sub": "u", "exp": exp}))
+                .unwrap()
+                .app_id(),
+            None
+        );
+    }
+
+    #[test]
+    fn critical_header_extensions_are_refused() {
+        let exp = now_secs() + 60;
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".into()]);
+        let t = signed(
+            serde_json::json!({"tenant_id": "t", "sub": "u", "exp": exp}),
+            header,
+        );
+        assert!(auth().authenticate(Some(&format!("Bearer {t}"))).is_err());
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub struct Statements {
     /// `$3` id → the row as JSON.
     pub select_one: Arc<str>,
     /// Same, locking the row for a read-modify-write, if it is at version
-    /// `$4` (0: any). A row at another version is neither returned nor waited
+    /// `$4` (0: any). `FOR NO KEY UPDATE`: the key never changes, so other
+    /// transactions' foreign-key checks against the row (`FOR KEY SHARE`)
+    /// need not wait for it — two records re-pointed at each other at the same
+    /// moment do not deadlock. A row at another version is neither returned nor waited
     /// for (once the holder of its lock commits a new version, it no longer
     /// matches), so stale writers fail together instead of queueing.
     pub select_one_for_update: Arc<str>,
@@ -108,7 +111,7 @@ impl Statements {
         Self {
             select_one: format!("{select} WHERE {scope} AND t.id = $3").into(),
             select_one_for_update: format!(
-                "{select} WHERE {scope} AND t.id = $3 AND ($4::integer = 0 OR t.version = $4) FOR UPDATE"
+                "{select} WHERE {scope} AND t.id = $3 AND ($4::integer = 0 OR t.version = $4) FOR NO KEY UPDATE"
             )
                 .into(),
             insert: format!(

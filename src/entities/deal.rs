@@ -54,7 +54,13 @@ impl Entity for Deal {
         &KIND
     }
 
-    fn check(&mut self, _old: Option<&Self>, v: &mut Checker) {
+    fn check(&mut self, old: Option<&Self>, v: &mut Checker) {
+        if old.is_some() && self.deal_number.is_empty() {
+            v.add(
+                "deal_number",
+                "cannot be cleared: every deal keeps a number",
+            );
+        }
         self.currency = self.currency.to_ascii_uppercase();
         if !self.currency.is_empty() && !is_currency(&self.currency) {
             v.add("currency", "must be an ISO 4217 currency code, e.g. USD");
@@ -81,15 +87,15 @@ impl Entity for Deal {
     }
 
     async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
-        if change.old.is_none() && change.new.deal_number.is_empty() {
-            change.new.deal_number = super::next_number(
-                tx,
-                "deal",
-                "DEAL",
-                "SELECT EXISTS (SELECT 1 FROM deals WHERE tenant_id = $1 AND deal_number = $2)",
-            )
-            .await?;
-        }
+        super::keep_number(
+            tx,
+            "deal",
+            "DEAL",
+            "SELECT EXISTS (SELECT 1 FROM deals WHERE tenant_id = $1 AND deal_number = $2)",
+            change.old.as_ref().map(|o| o.deal_number.as_str()),
+            &mut change.new.deal_number,
+        )
+        .await?;
         let from = change
             .old
             .as_ref()

@@ -16,6 +16,27 @@ use sqlx::SqlSafeStr;
 use crate::db::TenantTx;
 use crate::error::Error;
 
+/// Keeps a record's human-readable number (`deal_number`, `quote_number`):
+/// generates one on create when the client gave none ([`next_number`]); when
+/// the client sets one (on create, or changes it), takes the same per-tenant
+/// lock the generator holds until commit, so a generator running at the same
+/// moment sees the client's number and skips it instead of colliding with it.
+pub async fn keep_number(
+    tx: &mut TenantTx,
+    sequence: &'static str,
+    prefix: &str,
+    exists: impl SqlSafeStr + Copy,
+    old: Option<&str>,
+    new: &mut String,
+) -> Result<(), Error> {
+    if old.is_none() && new.is_empty() {
+        *new = next_number(tx, sequence, prefix, exists).await?;
+    } else if old != Some(new.as_str()) {
+        lock(tx, &format!("number:{sequence}")).await?;
+    }
+    Ok(())
+}
+
 /// The next human-readable number `<prefix>-<year>-<n, 5 digits>` from the
 /// tenant's counter for `sequence`, skipping numbers a client already used.
 /// The counter row is locked until commit, so concurrent creates get distinct
@@ -28,6 +49,8 @@ pub async fn next_number(
 ) -> Result<String, Error> {
     let tenant = tx.caller().tenant_id().to_owned();
     let year = chrono::Datelike::year(&chrono::Utc::now());
+    // Held until commit: clients choosing numbers wait (see keep_number).
+    lock(tx, &format!("number:{sequence}")).await?;
     // Numbers are unique per tenant, across apps.
     tx.lift_app_scope().await?;
     let number = loop {

@@ -69,6 +69,12 @@ impl Entity for Quote {
                 "requires deal_id: a quote is primary on its deal",
             );
         }
+        if old.is_some() && self.quote_number.is_empty() {
+            v.add(
+                "quote_number",
+                "cannot be cleared: every quote keeps a number",
+            );
+        }
         if old.is_none() {
             self.value = Some(0.0);
             self.total = Some(0.0);
@@ -123,15 +129,15 @@ impl Entity for Quote {
                 ));
             }
         }
-        if old.is_none() && new.quote_number.is_empty() {
-            new.quote_number = super::next_number(
-                tx,
-                "quote",
-                "Q",
-                "SELECT EXISTS (SELECT 1 FROM quotes WHERE tenant_id = $1 AND quote_number = $2)",
-            )
-            .await?;
-        }
+        super::keep_number(
+            tx,
+            "quote",
+            "Q",
+            "SELECT EXISTS (SELECT 1 FROM quotes WHERE tenant_id = $1 AND quote_number = $2)",
+            old.map(|o| o.quote_number.as_str()),
+            &mut new.quote_number,
+        )
+        .await?;
         fn flag(q: &Quote) -> Flag<'_> {
             Flag {
                 id: &q.id,
@@ -217,6 +223,22 @@ pub async fn rollup(tx: &mut TenantTx, quote_id: &str) -> Result<(), Error> {
     .bind(quote_id)
     .bind(caller.sub())
     .execute(tx.conn())
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        // quotes_total_representable / quotes_value_representable: the sum
+        // of the lines is beyond what reads back exactly.
+        sqlx::Error::Database(d)
+            if d.constraint().is_some_and(|c| c.ends_with("_representable")) =>
+        {
+            invalid(
+                "line_item.total",
+                format!(
+                    "would make the quote's total (the sum of its line totals) break its rule: it {}",
+                    crate::records::store::NUMBER_RULE
+                ),
+            )
+        }
+        _ => Error::from(e),
+    })?;
     Ok(())
 }

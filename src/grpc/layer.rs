@@ -24,11 +24,9 @@ use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use tokio::sync::Semaphore;
 use tonic::Code;
-use tonic_types::{ErrorDetail, ErrorInfo, StatusExt};
 use tower::{Layer, Service};
 
 use crate::auth::{Authenticator, Caller};
-use crate::error::DOMAIN;
 use crate::metrics::{Metrics, code_name};
 
 /// Metadata key of the request id.
@@ -121,15 +119,30 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// A status with an `ErrorInfo`.
+/// A status with an `ErrorInfo` quoting the request id.
 fn status(code: Code, reason: &str, message: impl Into<String>, request_id: &str) -> tonic::Status {
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("request_id".to_owned(), request_id.to_owned());
-    tonic::Status::with_error_details_vec(
-        code,
-        message,
-        [ErrorDetail::ErrorInfo(ErrorInfo::new(reason, DOMAIN, meta))],
-    )
+    let meta = [("request_id".to_owned(), request_id.to_owned())].into();
+    crate::error::status(code, reason, message, meta, None)
+}
+
+/// The code and reason of an error tonic made itself (no details), given
+/// its code and message. tonic reports an undecodable request message (bad
+/// bytes, or nested deeper than prost's recursion limit) as INTERNAL; it is
+/// the caller's input that is wrong, so it becomes INVALID_ARGUMENT. Framing
+/// errors that the gRPC specification assigns to INTERNAL (a compressed flag
+/// without `grpc-encoding`) stay INTERNAL.
+fn tonic_error(code: Code, message: &str) -> (Code, &'static str) {
+    match code {
+        Code::Internal
+            if message.starts_with("failed to decode")
+                || message.starts_with("Unexpected EOF decoding") =>
+        {
+            (Code::InvalidArgument, "MALFORMED_MESSAGE")
+        }
+        Code::OutOfRange | Code::ResourceExhausted => (code, "MESSAGE_TOO_LARGE"),
+        Code::Unimplemented => (code, "METHOD_NOT_FOUND"),
+        _ => (code, code_name(code)),
+    }
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -248,23 +261,29 @@ where
                 .and_then(|v| v.parse::<i32>().ok())
                 .map(Code::from_i32)
                 .unwrap_or(Code::Ok);
+            let mut code = code;
             if code != Code::Ok && !response.headers().contains_key("grpc-status-details-bin") {
                 // An error tonic made itself (e.g. a message over the size
                 // limit): give it the ErrorInfo every error carries.
                 let message = tonic::Status::from_header_map(response.headers())
                     .map(|s| s.message().to_owned())
                     .unwrap_or_default();
-                let reason = match code {
-                    Code::OutOfRange | Code::ResourceExhausted => "MESSAGE_TOO_LARGE",
-                    Code::Unimplemented => "METHOD_NOT_FOUND",
-                    _ => code_name(code),
+                let (mapped, reason) = tonic_error(code, &message);
+                code = mapped;
+                let message = match mapped {
+                    Code::InvalidArgument => {
+                        format!("the request message could not be decoded: {message}")
+                    }
+                    _ => message,
                 };
                 response = status(code, reason, message, &rid).into_http();
             }
             response.headers_mut().insert(REQUEST_ID, request_id);
             let seconds = started.elapsed().as_secs_f64();
             if method.starts_with(PROTECTED) {
-                layer.metrics.request(&method, code, seconds);
+                // Labelled by known method only: a caller inventing paths
+                // must not create new series.
+                layer.metrics.request(known_method(&method), code, seconds);
             }
             let tenant = caller.as_ref().map(|c| c.tenant_id()).unwrap_or("");
             let app = caller.as_ref().and_then(|c| c.app_id()).unwrap_or("");
@@ -292,9 +311,66 @@ where
     }
 }
 
+/// `path` if it is a method of a `crm.v1` service, else `"unknown"`.
+fn known_method(path: &str) -> &str {
+    static KNOWN: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            crate::proto::DESCRIPTOR_POOL
+                .services()
+                .filter(|s| s.package_name() == "crm.v1")
+                .flat_map(|s| {
+                    s.methods()
+                        .map(|m| format!("/{}/{}", s.full_name(), m.name()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        });
+    if KNOWN.contains(path) {
+        path
+    } else {
+        "unknown"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_name_known_methods_only() {
+        assert_eq!(
+            known_method("/crm.v1.AccountService/GetAccount"),
+            "/crm.v1.AccountService/GetAccount"
+        );
+        for p in [
+            "/crm.v1.AccountService/Nope",
+            "/crm.v1.X/Y",
+            "/crm.v1.",
+            "/crm.v1.AccountService/GetAccount/",
+        ] {
+            assert_eq!(known_method(p), "unknown", "{p}");
+        }
+    }
+
+    #[test]
+    fn tonic_decode_errors_are_the_callers() {
+        assert_eq!(
+            tonic_error(
+                Code::Internal,
+                "failed to decode Protobuf message: recursion limit reached"
+            )
+            .0,
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            tonic_error(Code::Internal, "Error encoding: x").0,
+            Code::Internal
+        );
+        assert_eq!(
+            tonic_error(Code::OutOfRange, "too large"),
+            (Code::OutOfRange, "MESSAGE_TOO_LARGE")
+        );
+    }
 
     #[test]
     fn parses_grpc_timeouts() {

@@ -6,20 +6,34 @@
 //! `crate::entities`.
 
 use prost::Message;
-use prost_reflect::{DynamicMessage, MapKey, Value};
+use prost_reflect::{DynamicMessage, MapKey, ReflectMessage, Value};
 
 use super::Kind;
 use super::schema::{Meta, Shape};
 use crate::error::Violations;
 
+// Every check below that walks a caller's collection runs after (or is) a
+// bound on its size: nothing here is quadratic, and nothing runs long on a
+// large request before refusing it.
+
 /// Longest single-line text field, in characters.
 pub const MAX_TEXT_CHARS: usize = 1_024;
+/// Longest single-line text field (and string-list entry), in UTF-8 bytes:
+/// such values are indexed, and a B-tree entry must fit a third of a page.
+pub const MAX_TEXT_BYTES: usize = 2_048;
 /// Longest free-text field (descriptions, notes), in characters.
 pub const MAX_LONG_TEXT_CHARS: usize = 65_536;
-/// Most entries in a string list (tags, ids).
+/// Most entries in a string list (tags, ids), as sent.
 pub const MAX_LIST_LEN: usize = 1_000;
 /// Largest free-form JSON field (custom_fields, addresses, ...), encoded.
 pub const MAX_JSON_BYTES: usize = 65_536;
+/// Deepest nesting of objects and lists in a free-form JSON field.
+pub const MAX_JSON_DEPTH: usize = 20;
+/// Money and quantities are below this in magnitude...
+pub const MAX_MAGNITUDE: f64 = 1e15;
+/// ...and have at most this many significant digits, so that they cross the
+/// wire as a double exactly.
+pub const MAX_SIGNIFICANT_DIGITS: usize = 15;
 
 // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the RFC 3339 range.
 const MIN_SECONDS: i64 = -62_135_596_800;
@@ -68,17 +82,50 @@ impl Checker {
 
 /// True if `s` is `<prefix>_` followed by a 26-character ULID.
 pub fn is_id_of(kind: &Kind, s: &str) -> bool {
-    s.strip_prefix(kind.prefix)
-        .and_then(|rest| rest.strip_prefix('_'))
-        .is_some_and(|ulid| ulid::Ulid::from_string(ulid).is_ok())
+    canonical_id_with(kind.prefix, s).is_some()
 }
 
 /// The canonical form (uppercase ULID) of an id of `kind`, or `None` when `s`
 /// is not one.
 pub fn canonical_id(kind: &Kind, s: &str) -> Option<String> {
-    let ulid = s.strip_prefix(kind.prefix)?.strip_prefix('_')?;
+    canonical_id_with(kind.prefix, s)
+}
+
+/// The canonical form of `<prefix>_<ULID>`. 26 base-32 characters hold 130
+/// bits; a ULID is 128, so the first character is at most `7` (a larger one
+/// would silently wrap around to another id).
+pub fn canonical_id_with(prefix: &str, s: &str) -> Option<String> {
+    let ulid = s.strip_prefix(prefix)?.strip_prefix('_')?;
+    if !ulid.starts_with(|c: char| ('0'..='7').contains(&c)) {
+        return None;
+    }
     let ulid = ulid::Ulid::from_string(ulid).ok()?;
-    Some(format!("{}_{}", kind.prefix, ulid))
+    Some(format!("{prefix}_{ulid}"))
+}
+
+/// How many significant digits the shortest decimal form of `x` has
+/// (`0.1` has 1, `0.30000000000000004` has 17).
+pub fn significant_digits(x: f64) -> usize {
+    let e = format!("{:e}", x.abs());
+    let mantissa = e.split('e').next().unwrap_or_default();
+    mantissa.bytes().filter(u8::is_ascii_digit).count()
+}
+
+/// What is wrong with a money or quantity value, if anything: it must be
+/// finite, below 10^15 in magnitude, with at most 15 significant digits.
+pub fn number_problem(x: f64) -> Option<String> {
+    if !x.is_finite() {
+        return Some("must be a finite number".into());
+    }
+    if x.abs() >= MAX_MAGNITUDE {
+        return Some("must be below 10^15 in magnitude".into());
+    }
+    if significant_digits(x) > MAX_SIGNIFICANT_DIGITS {
+        return Some(format!(
+            "must have at most {MAX_SIGNIFICANT_DIGITS} significant digits"
+        ));
+    }
+    None
 }
 
 /// Clears `google.protobuf.Value` fields holding JSON `null`: a stored NULL
@@ -115,23 +162,37 @@ pub fn normalize(msg: &mut DynamicMessage, meta: &Meta) {
                     if !f.allowed.is_empty() {
                         *s = s.to_lowercase();
                     }
+                    if let Some(id) = f.id_prefix.and_then(|p| canonical_id_with(p, s)) {
+                        *s = id;
+                    }
                 }
             }
             Shape::StringList => {
                 if let Value::List(items) = msg.get_field_mut(&f.desc) {
-                    let mut seen: Vec<String> = Vec::with_capacity(items.len());
+                    // Linear: the entry count was bounded by `check_sizes`.
+                    let mut seen = std::collections::HashSet::with_capacity(items.len());
                     items.retain_mut(|v| match v {
                         Value::String(s) => {
-                            let t = s.trim().to_owned();
-                            let keep = !seen.contains(&t);
-                            if keep {
-                                seen.push(t.clone());
-                            }
+                            let t = s.trim();
+                            let t = f
+                                .id_prefix
+                                .and_then(|p| canonical_id_with(p, t))
+                                .unwrap_or_else(|| t.to_owned());
                             *s = t;
-                            keep
+                            seen.insert(s.clone())
                         }
                         _ => true,
                     });
+                }
+            }
+            Shape::Timestamp => {
+                // Stored to the microsecond: truncate, so that Postgres never
+                // rounds a time past 9999-12-31.
+                if let Value::Message(ts) = msg.get_field_mut(&f.desc)
+                    && let Some(Value::I32(nanos)) = ts.get_field_by_name_mut("nanos")
+                    && (0..1_000_000_000).contains(nanos)
+                {
+                    *nanos -= *nanos % 1000;
                 }
             }
             _ => {}
@@ -158,25 +219,137 @@ fn contains_nul(v: &Value) -> bool {
     }
 }
 
-/// Checks every generic rule on a normalized record and reports on `v`.
-pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker) {
-    for f in &meta.fields {
-        let value = msg.get_field(&f.desc);
-        let present = msg.has_field(&f.desc);
-        if contains_nul(&value) {
-            v.add(&f.name, "must not contain NUL characters");
+/// What is wrong inside a free-form JSON value (a `Struct`, `Value`,
+/// `ListValue` or a message holding them), if anything: nesting deeper than
+/// [`MAX_JSON_DEPTH`] (checked before going deeper) or a number that is not
+/// finite (JSON has none).
+pub fn json_problem(v: &Value, depth: usize) -> Option<String> {
+    if depth > MAX_JSON_DEPTH {
+        return Some(format!(
+            "must not nest objects and lists more than {MAX_JSON_DEPTH} levels deep"
+        ));
+    }
+    match v {
+        Value::F64(x) if !x.is_finite() => Some("must not hold NaN or infinite numbers".into()),
+        Value::List(items) => items.iter().find_map(|i| json_problem(i, depth)),
+        Value::Map(entries) => entries.values().find_map(|i| json_problem(i, depth + 1)),
+        Value::Message(m) => {
+            // A ListValue is a level of its own; Value and Struct wrappers
+            // count once (the Struct's map is the level).
+            let deeper = usize::from(m.descriptor().full_name() == "google.protobuf.ListValue");
+            m.fields()
+                .find_map(|(_, v)| json_problem(v, depth + deeper))
+        }
+        _ => None,
+    }
+}
+
+/// The size limits of every writable field of `msg`: text length (in
+/// characters and, for single-line text, bytes), list lengths, JSON size,
+/// depth and numbers, NUL characters. Run on a request's record before any
+/// work proportional to its size (normalizing, merging, references), and
+/// again on the record about to be stored. Server-maintained fields are never
+/// held to the client's limits.
+pub fn check_sizes(msg: &DynamicMessage, meta: &Meta, v: &mut Checker) {
+    for f in meta.fields.iter().filter(|f| f.writable()) {
+        if !msg.has_field(&f.desc) {
             continue;
         }
+        let value = msg.get_field(&f.desc);
         match (f.shape, value.as_ref()) {
             (Shape::String, Value::String(s)) => {
-                let max = if f.long_text {
-                    MAX_LONG_TEXT_CHARS
-                } else {
-                    MAX_TEXT_CHARS
-                };
-                if s.chars().count() > max {
-                    v.add(&f.name, format!("must be at most {max} characters"));
+                if s.contains('\0') {
+                    v.add(&f.name, "must not contain NUL characters");
+                } else if let Some(problem) = text_problem(s, f.long_text) {
+                    v.add(&f.name, problem);
                 }
+            }
+            (Shape::StringList, Value::List(items)) => {
+                if items.len() > MAX_LIST_LEN {
+                    v.add(&f.name, format!("must have at most {MAX_LIST_LEN} entries"));
+                    continue;
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let Value::String(s) = item else { continue };
+                    let problem = if s.contains('\0') {
+                        Some("must not contain NUL characters".to_owned())
+                    } else {
+                        text_problem(s, false)
+                    };
+                    if let Some(problem) = problem {
+                        v.add(&format!("{}[{i}]", f.name), problem);
+                    }
+                }
+            }
+            (Shape::Struct | Shape::Value | Shape::Json, _) => {
+                let size = match value.as_ref() {
+                    Value::Message(m) => m.encoded_len(),
+                    Value::List(items) => items
+                        .iter()
+                        .filter_map(|i| i.as_message())
+                        .map(|m| m.encoded_len())
+                        .sum(),
+                    _ => 0,
+                };
+                if size > MAX_JSON_BYTES {
+                    v.add(&f.name, format!("must be at most {MAX_JSON_BYTES} bytes"));
+                } else if let Some(problem) = json_problem(&value, 0) {
+                    v.add(&f.name, problem);
+                } else if contains_nul(&value) {
+                    v.add(&f.name, "must not contain NUL characters");
+                }
+            }
+            (Shape::Double, Value::F64(x)) => {
+                if let Some(problem) = number_problem(*x) {
+                    v.add(&f.name, problem);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What is wrong with the length of a text value, if anything.
+fn text_problem(s: &str, long_text: bool) -> Option<String> {
+    if long_text {
+        // A cheap bound first: a character is at most 4 bytes.
+        if s.len() > MAX_LONG_TEXT_CHARS && s.chars().count() > MAX_LONG_TEXT_CHARS {
+            return Some(format!("must be at most {MAX_LONG_TEXT_CHARS} characters"));
+        }
+        return None;
+    }
+    if s.len() > MAX_TEXT_CHARS && s.chars().count() > MAX_TEXT_CHARS {
+        return Some(format!("must be at most {MAX_TEXT_CHARS} characters"));
+    }
+    if s.len() > MAX_TEXT_BYTES {
+        return Some(format!(
+            "must be at most {MAX_TEXT_BYTES} bytes in UTF-8 (this text has {})",
+            s.len()
+        ));
+    }
+    None
+}
+
+/// The limits a request's record must meet before anything else is done
+/// with it: the violations of [`check_sizes`], as an error.
+pub fn precheck(
+    msg: &DynamicMessage,
+    meta: &Meta,
+    prefix: &str,
+) -> Result<(), crate::error::Error> {
+    let mut v = Checker::new(prefix);
+    check_sizes(msg, meta, &mut v);
+    v.into_violations().into_result()
+}
+
+/// Checks every generic rule on a normalized record and reports on `v`.
+pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker) {
+    check_sizes(msg, meta, v);
+    for f in &meta.fields {
+        let present = msg.has_field(&f.desc);
+        let value = msg.get_field(&f.desc);
+        match (f.shape, value.as_ref()) {
+            (Shape::String, Value::String(s)) => {
                 if f.behavior.required && s.is_empty() && f.writable() {
                     v.add(&f.name, "is required");
                 }
@@ -184,25 +357,12 @@ pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker)
                     v.add(&f.name, format!("must be one of {}", f.allowed.join(", ")));
                 }
             }
-            (Shape::StringList, Value::List(items)) => {
-                if items.len() > MAX_LIST_LEN {
-                    v.add(&f.name, format!("must have at most {MAX_LIST_LEN} entries"));
-                }
+            (Shape::StringList, Value::List(items)) if f.writable() => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Value::String(s) = item {
-                        if s.is_empty() {
-                            v.add(&format!("{}[{i}]", f.name), "must not be empty");
-                        } else if s.chars().count() > MAX_TEXT_CHARS {
-                            v.add(
-                                &format!("{}[{i}]", f.name),
-                                format!("must be at most {MAX_TEXT_CHARS} characters"),
-                            );
-                        }
+                    if item.as_str().is_some_and(str::is_empty) {
+                        v.add(&format!("{}[{i}]", f.name), "must not be empty");
                     }
                 }
-            }
-            (Shape::Double, Value::F64(x)) if !x.is_finite() => {
-                v.add(&f.name, "must be a finite number");
             }
             (Shape::Timestamp, Value::Message(ts)) if present => {
                 let seconds = ts
@@ -220,21 +380,6 @@ pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker)
                         &f.name,
                         "must be a time between 0001-01-01 and 9999-12-31 (UTC)",
                     );
-                }
-            }
-            (Shape::Struct | Shape::Value | Shape::Json, Value::Message(m))
-                if present && m.encoded_len() > MAX_JSON_BYTES =>
-            {
-                v.add(&f.name, format!("must be at most {MAX_JSON_BYTES} bytes"));
-            }
-            (Shape::Json, Value::List(items)) => {
-                let size: usize = items
-                    .iter()
-                    .filter_map(|i| i.as_message())
-                    .map(|m| m.encoded_len())
-                    .sum();
-                if size > MAX_JSON_BYTES {
-                    v.add(&f.name, format!("must be at most {MAX_JSON_BYTES} bytes"));
                 }
             }
             _ => {}
@@ -255,7 +400,7 @@ pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker)
         );
         match value.as_ref() {
             Value::String(s) if bad(s) => v.add(r.field, expected),
-            Value::List(items) => {
+            Value::List(items) if items.len() <= MAX_LIST_LEN => {
                 for (i, item) in items.iter().enumerate() {
                     if item.as_str().is_some_and(bad) {
                         v.add(&format!("{}[{i}]", r.field), expected.clone());

@@ -525,6 +525,13 @@ pub fn parse(src: &str) -> Result<Option<Expr>, ParseError> {
             message: format!("longer than {MAX_LEN} bytes"),
         });
     }
+    if let Some(pos) = src.find('\0') {
+        // Postgres text cannot hold NUL: refused here, not by the database.
+        return Err(ParseError {
+            pos,
+            message: "NUL characters are not allowed".into(),
+        });
+    }
     if src.trim().is_empty() {
         return Ok(None);
     }
@@ -716,6 +723,14 @@ mod tests {
                 .message
                 .contains("unexpected character")
         );
+    }
+
+    #[test]
+    fn nul_is_refused_with_its_position() {
+        let e = parse("name = \"a\0b\"").unwrap_err();
+        assert_eq!(e.pos, 9);
+        assert!(e.message.contains("NUL"), "{e}");
+        assert!(parse("\0").is_err());
     }
 
     #[test]

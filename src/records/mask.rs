@@ -9,7 +9,9 @@
 //!   objects on the way.
 //!
 //! Paths naming output-only fields, the identifier or `version` are ignored;
-//! unknown paths are INVALID_ARGUMENT.
+//! unknown paths are INVALID_ARGUMENT. A Struct key that holds a `.`, a `,`
+//! or a backtick is written in backticks (AIP-161), a backtick inside doubled:
+//! ``custom_fields.`a.b` `` names the key `a.b`. At most [`MAX_PATHS`] paths.
 
 use std::collections::HashMap;
 
@@ -27,14 +29,84 @@ pub enum Path {
     StructKey(usize, Vec<String>),
 }
 
+/// Most paths in one update mask (a PATCH body's JSON fields are at most
+/// 64 KiB, so their keys are far fewer).
+pub const MAX_PATHS: usize = 10_000;
+
+/// Splits `s` at the commas that are not inside backticks, trimming each
+/// path and dropping empty ones.
+pub fn split_paths(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '`' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    out.push(current);
+    out.into_iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The segments of one path: split at `.` outside backticks; a backticked
+/// segment is taken literally, with ``` `` ``` standing for one backtick.
+/// `None` when a backtick is left open.
+pub fn segments(path: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = path.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '`' if quoted && chars.peek() == Some(&'`') => {
+                chars.next();
+                current.push('`');
+            }
+            '`' => quoted = !quoted,
+            '.' if !quoted => out.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    if quoted {
+        return None;
+    }
+    out.push(current);
+    Some(out)
+}
+
+/// `key` as a mask path segment: plain when it can be, else backticked.
+pub fn quote_segment(key: &str) -> String {
+    if key.is_empty() || key.contains(['.', ',', '`']) || key.trim() != key {
+        format!("`{}`", key.replace('`', "``"))
+    } else {
+        key.to_owned()
+    }
+}
+
 /// Resolves the update mask of a request against the entity's fields.
 pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<Vec<Path>, Error> {
-    let raw: Vec<&str> = mask
-        .iter()
-        .flat_map(|p| p.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
+    // Counted before any work per path.
+    if mask.len() > MAX_PATHS
+        || mask
+            .iter()
+            .map(|p| p.matches(',').count() + 1)
+            .sum::<usize>()
+            > MAX_PATHS
+    {
+        return Err(crate::error::invalid(
+            "update_mask",
+            format!("must have at most {MAX_PATHS} paths"),
+        ));
+    }
+    let raw: Vec<String> = mask.iter().flat_map(|p| split_paths(p)).collect();
     let mut paths = Vec::new();
     if raw.is_empty() {
         for (i, f) in meta.fields.iter().enumerate() {
@@ -45,7 +117,7 @@ pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<V
         return Ok(paths);
     }
     let mut violations = Violations::new();
-    for p in raw {
+    for p in raw.iter().map(String::as_str) {
         if p == "*" {
             for (i, f) in meta.fields.iter().enumerate() {
                 if f.writable() {
@@ -54,10 +126,11 @@ pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<V
             }
             continue;
         }
-        let (head, rest) = match p.split_once('.') {
-            Some((h, r)) => (h, Some(r)),
-            None => (p, None),
+        let Some(parts) = segments(p) else {
+            violations.add("update_mask", format!("\"{p}\": unterminated backtick"));
+            continue;
         };
+        let (head, rest) = (parts[0].as_str(), &parts[1..]);
         let Some(i) = meta.position(head) else {
             violations.add("update_mask", format!("unknown field \"{p}\""));
             continue;
@@ -67,14 +140,11 @@ pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<V
             continue;
         }
         match rest {
-            None => paths.push(Path::Field(i)),
-            Some(keys) if f.shape == Shape::Struct && keys.split('.').all(|k| !k.is_empty()) => {
-                paths.push(Path::StructKey(
-                    i,
-                    keys.split('.').map(str::to_owned).collect(),
-                ))
+            [] => paths.push(Path::Field(i)),
+            keys if f.shape == Shape::Struct && keys.iter().all(|k| !k.is_empty()) => {
+                paths.push(Path::StructKey(i, keys.to_vec()))
             }
-            Some(_) => violations.add(
+            _ => violations.add(
                 "update_mask",
                 format!("\"{p}\": {} has no subfields that can be named", f.name),
             ),
@@ -83,6 +153,31 @@ pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<V
     violations.into_result()?;
     paths.dedup();
     Ok(paths)
+}
+
+/// The entries of a Struct (or of a Value holding one), read-only.
+fn struct_entries_ref(v: &Value) -> Option<&HashMap<MapKey, Value>> {
+    let Value::Message(m) = v else { return None };
+    let field = |name: &str| {
+        m.fields()
+            .find_map(|(d, v)| (d.name() == name).then_some(v))
+    };
+    match m.descriptor().full_name() {
+        "google.protobuf.Struct" => field("fields")?.as_map(),
+        "google.protobuf.Value" => struct_entries_ref(field("struct_value")?),
+        _ => None,
+    }
+}
+
+/// The value at `keys` inside a Struct, borrowed.
+fn value_at<'a>(from: &'a Value, keys: &[String]) -> Option<&'a Value> {
+    let (first, rest) = keys.split_first()?;
+    let child = struct_entries_ref(from)?.get(&MapKey::String(first.clone()))?;
+    if rest.is_empty() {
+        Some(child)
+    } else {
+        value_at(child, rest)
+    }
 }
 
 /// The entries of a Struct (or of a Value holding one).
@@ -98,18 +193,6 @@ fn struct_entries(v: &mut Value) -> Option<&mut HashMap<MapKey, Value>> {
             struct_entries(inner)
         }
         _ => None,
-    }
-}
-
-/// The value at `keys` inside a Struct, taken out of `from`.
-fn take_at(from: &mut Value, keys: &[String]) -> Option<Value> {
-    let (first, rest) = keys.split_first()?;
-    let entries = struct_entries(from)?;
-    let child = entries.get_mut(&MapKey::String(first.clone()))?;
-    if rest.is_empty() {
-        Some(std::mem::replace(child, Value::Bool(false)))
-    } else {
-        take_at(child, rest)
     }
 }
 
@@ -182,9 +265,11 @@ pub fn apply(
                 }
             }
             Path::StructKey(i, keys) => {
+                // Borrowed from the patch: one copy of the value, never of
+                // the whole field per path.
                 let f = &meta.fields[*i].desc;
-                let mut from = patch.get_field(f).into_owned();
-                let value = take_at(&mut from, keys);
+                let from = patch.get_field(f);
+                let value = value_at(&from, keys).cloned();
                 put_at(out.get_field_mut(f), keys, value);
             }
         }

@@ -264,11 +264,9 @@ impl Plan {
             // close to a word of the document (typos): both are served by
             // the trigram index, and the rarest word narrows the most.
             for word in q.split_whitespace().take(MAX_SEARCH_WORDS) {
-                qb.push(" AND (")
-                    .push(doc)
-                    .push(" LIKE '%' || crm_search_norm(")
-                    .push_bind(like_escape(word))
-                    .push(") || '%'");
+                qb.push(" AND (").push(doc).push(" LIKE '%' || ");
+                push_folded_like(qb, word);
+                qb.push(" || '%'");
                 // Typos are looked for in words, not in numbers or very
                 // short words (where "close" matches nearly everything).
                 if typo_tolerant(word) {
@@ -305,9 +303,9 @@ impl Plan {
                     .push_bind(q.clone())
                     .push(") THEN 2 WHEN ")
                     .push(name_doc)
-                    .push(" LIKE crm_search_norm(")
-                    .push_bind(like_escape(&q))
-                    .push(") || '%' THEN 1 ELSE 0 END) + word_similarity(crm_search_norm(")
+                    .push(" LIKE ");
+                push_folded_like(qb, &q);
+                qb.push(" || '%' THEN 1 ELSE 0 END) + word_similarity(crm_search_norm(")
                     .push_bind(q)
                     .push("), ")
                     .push(doc)
@@ -442,6 +440,15 @@ fn typo_tolerant(word: &str) -> bool {
     word.chars().count() >= 4 && word.chars().any(char::is_alphabetic)
 }
 
+/// `crm_search_norm(word)` escaped for LIKE, the escaping done after the
+/// folding: folding maps fullwidth `％` and `＿` (and others) to `%` and `_`,
+/// which must then match themselves, not act as wildcards.
+fn push_folded_like(qb: &mut QueryBuilder<Postgres>, word: &str) {
+    qb.push("replace(replace(replace(crm_search_norm(")
+        .push_bind(word.to_owned())
+        .push(r"), '\', '\\'), '%', '\%'), '_', '\_')");
+}
+
 fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('%', "\\%")
@@ -471,8 +478,7 @@ fn push_value(
             qb.push_bind(b.to_string());
         }
         (Shape::Double, Literal::Number(n)) => {
-            n.parse::<f64>()
-                .map_err(|_| bad(pos, format!("{name}: {n} is not a number")))?;
+            check_number(n).map_err(|e| bad(pos, format!("{name}: {e}")))?;
             qb.push_bind(n.clone()).push("::numeric");
         }
         (Shape::Int32, Literal::Number(n)) => {
@@ -504,6 +510,30 @@ fn push_value(
         }
     }
     Ok(())
+}
+
+/// A number literal Postgres can represent: it reads as a finite double that
+/// is not a non-zero value rounded to zero (`1e999999` and `1e-999999` are
+/// out of range, not a database error).
+fn check_number(n: &str) -> Result<(), String> {
+    let x: f64 = n.parse().map_err(|_| format!("{n} is not a number"))?;
+    let mantissa = n.split(['e', 'E']).next().unwrap_or_default();
+    let nonzero = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    if !x.is_finite() || (x == 0.0 && nonzero) {
+        return Err(format!("{n} is out of range"));
+    }
+    Ok(())
+}
+
+/// `value` in canonical id form when `f` holds ids of a kind and `value` is
+/// one (lowercase ULIDs are accepted everywhere ids are).
+fn canonical(f: &FieldMeta, value: &Literal) -> Literal {
+    match (f.id_prefix, value) {
+        (Some(prefix), Literal::Text(s)) => {
+            super::fields::canonical_id_with(prefix, s).map_or_else(|| value.clone(), Literal::Text)
+        }
+        _ => value.clone(),
+    }
 }
 
 fn sql_op(op: Op) -> &'static str {
@@ -579,6 +609,7 @@ fn compile_cmp(
         ));
     }
     let col = format!("t.\"{}\"", f.name);
+    let value = &canonical(f, value);
     if path.len() > 1 {
         if f.shape != Shape::Struct {
             return Err(bad(pos, format!("{} has no subfields", f.name)));
@@ -686,10 +717,13 @@ fn compile_json(
     let json_value = match value {
         Literal::Text(s) => Some(serde_json::Value::String(s.clone())),
         Literal::Bool(b) => Some(serde_json::Value::Bool(*b)),
-        Literal::Number(n) => Some(serde_json::Value::Number(
-            n.parse::<serde_json::Number>()
-                .map_err(|_| bad(pos, format!("{n} is not a number")))?,
-        )),
+        Literal::Number(n) => {
+            check_number(n).map_err(|e| bad(pos, e))?;
+            Some(serde_json::Value::Number(
+                n.parse::<serde_json::Number>()
+                    .map_err(|_| bad(pos, format!("{n} is not a number")))?,
+            ))
+        }
         Literal::Any => None,
     };
     match (op, value, json_value) {
@@ -834,6 +868,37 @@ mod tests {
         assert!(
             sql("legalName = \"x\"").is_ok(),
             "camelCase names are accepted"
+        );
+    }
+
+    #[test]
+    fn numbers_postgres_cannot_hold_are_refused() {
+        for f in [
+            "annual_revenue > 1e999999",
+            "annual_revenue > 1e-999999",
+            "custom_fields.n > 1e999999",
+            "custom_fields.n = 1e-999999",
+        ] {
+            assert!(sql(f).unwrap_err().contains("out of range"), "{f}");
+        }
+        assert!(sql("annual_revenue > 1e-300").is_ok());
+        assert!(sql("annual_revenue > 0.000").is_ok());
+        assert_eq!(check_number("0e5"), Ok(()));
+    }
+
+    #[test]
+    fn id_filters_are_canonical() {
+        let s = sql("parent_account_id = acc_01hxz3k8q9w2x4y6z8a0b1c2d3").unwrap();
+        assert!(s.contains("$1"), "{s}");
+        let meta = crate::proto::Account::kind().meta();
+        let f = meta.field("parent_account_id").unwrap();
+        assert_eq!(
+            canonical(f, &Literal::Text("acc_01hxz3k8q9w2x4y6z8a0b1c2d3".into())),
+            Literal::Text("acc_01HXZ3K8Q9W2X4Y6Z8A0B1C2D3".into())
+        );
+        assert_eq!(
+            canonical(f, &Literal::Text("acc_8ZZZZZZZZZZZZZZZZZZZZZZZZZ".into())),
+            Literal::Text("acc_8ZZZZZZZZZZZZZZZZZZZZZZZZZ".into())
         );
     }
 

@@ -61,6 +61,9 @@ pub struct FieldMeta {
     pub allowed: Vec<String>,
     /// `(crm.v1.default_value)`: the value an empty string field takes.
     pub default: Option<String>,
+    /// For the `id` field and reference fields: the id prefix of the kind
+    /// they name (ids are canonicalized wherever they are accepted).
+    pub id_prefix: Option<&'static str>,
 }
 
 impl FieldMeta {
@@ -184,7 +187,16 @@ impl Meta {
             .fields()
             .map(|f| {
                 let (allowed, default) = values(&f);
+                let id_prefix = if f.name() == "id" {
+                    Some(kind.prefix)
+                } else {
+                    kind.references
+                        .iter()
+                        .find(|r| r.field == f.name())
+                        .map(|r| r.target.prefix)
+                };
                 FieldMeta {
+                    id_prefix,
                     name: f.name().to_owned(),
                     shape: shape(&f),
                     behavior: behavior(&f),

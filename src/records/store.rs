@@ -92,6 +92,9 @@ fn not_found<E: Entity>(id: &str) -> Error {
     }
 }
 
+/// What a stored money or quantity value (given or computed) must be.
+pub const NUMBER_RULE: &str = "must be finite, below 10^15 in magnitude and have at most 15 significant digits (computed values too)";
+
 /// Maps a database error of a write on `E`'s table: named unique and foreign
 /// key constraints (`<table>_<field>_key`, `<table>_<field>_fkey`) become
 /// errors on that field; deadlocks become [`Error::Contention`].
@@ -111,6 +114,25 @@ fn db_error<E: Entity>(e: sqlx::Error) -> Error {
                 .map(|f| format!("{}.{f}", kind.resource))
         };
         match code.as_deref() {
+            Some("23514") => {
+                // <table>_<field>_representable: a computed number (a line
+                // total) beyond what reads back exactly.
+                if let Some(field) = field("_representable") {
+                    return invalid(field, NUMBER_RULE);
+                }
+                if let Some(field) = field("_check") {
+                    return invalid(field, "is out of range");
+                }
+            }
+            Some("23502") => {
+                let column = d
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|pg| pg.column())
+                    .filter(|c| kind.meta().field(c).is_some());
+                if let Some(column) = column {
+                    return invalid(format!("{}.{column}", kind.resource), "is required");
+                }
+            }
             Some("23505") => {
                 if let Some(field) = field("_key") {
                     return Error::Duplicate {
@@ -205,12 +227,14 @@ pub async fn write<E: Entity>(tx: &mut TenantTx, rec: &E) -> Result<E, Error> {
 
 /// Checks that every reference field of `change.new` whose value changed
 /// names a live record of the right kind that the caller can see, reporting
-/// on `v` (ids of the wrong format were reported by [`prepare`]).
+/// on `v` (ids of the wrong format were reported by [`prepare`]; a list over
+/// its size limit was reported too, and is not looked up).
 async fn check_references<E: Entity>(
     tx: &mut TenantTx,
     change: &Change<E>,
     v: &mut Checker,
 ) -> Result<(), Error> {
+    use std::collections::HashSet;
     let kind = E::kind();
     if kind.references.is_empty() {
         return Ok(());
@@ -218,39 +242,55 @@ async fn check_references<E: Entity>(
     let new = to_dynamic(&change.new);
     let old = change.old.as_ref().map(to_dynamic);
     for r in kind.references {
-        let ids = |m: &prost_reflect::DynamicMessage| -> Vec<String> {
+        // The ids in the field, with their positions when it is a list.
+        let ids = |m: &prost_reflect::DynamicMessage| -> (bool, Vec<String>) {
             match m.get_field_by_name(r.field).as_deref() {
-                Some(prost_reflect::Value::String(s)) if !s.is_empty() => vec![s.clone()],
-                Some(prost_reflect::Value::List(items)) => items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(str::to_owned))
-                    .collect(),
-                _ => vec![],
+                Some(prost_reflect::Value::String(s)) if !s.is_empty() => (false, vec![s.clone()]),
+                Some(prost_reflect::Value::List(items)) => (
+                    true,
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_owned))
+                        .collect(),
+                ),
+                _ => (false, vec![]),
             }
         };
-        let before = old.as_ref().map(ids).unwrap_or_default();
-        let wanted: Vec<String> = ids(&new)
+        let (list, now) = ids(&new);
+        if now.len() > fields::MAX_LIST_LEN {
+            continue;
+        }
+        let before: HashSet<String> = old
+            .as_ref()
+            .map(|o| ids(o).1)
+            .unwrap_or_default()
             .into_iter()
-            .filter(|id| !before.contains(id) && fields::is_id_of(r.target, id))
+            .collect();
+        let wanted: Vec<String> = now
+            .iter()
+            .filter(|id| !before.contains(*id) && fields::is_id_of(r.target, id))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
         if wanted.is_empty() {
             continue;
         }
         let caller = tx.caller().clone();
-        let found: Vec<String> =
+        let found: HashSet<String> =
             sqlx::query_scalar(sqlx::AssertSqlSafe(r.target.meta().sql.live_ids.clone()))
                 .bind(caller.tenant_id())
                 .bind(caller.app_id())
                 .bind(&wanted)
                 .fetch_all(tx.conn())
-                .await?;
-        let list = new
-            .get_field_by_name(r.field)
-            .is_some_and(|v| v.as_list().is_some());
-        for id in wanted.iter().filter(|id| !found.contains(id)) {
+                .await?
+                .into_iter()
+                .collect();
+        for (i, id) in now.iter().enumerate() {
+            if before.contains(id) || found.contains(id) || !fields::is_id_of(r.target, id) {
+                continue;
+            }
             let field = if list {
-                let all = ids(&new);
-                let i = all.iter().position(|x| x == id).unwrap_or(0);
                 format!("{}[{i}]", r.field)
             } else {
                 r.field.to_owned()
@@ -455,6 +495,7 @@ impl Store {
         let kind = E::kind();
         let meta = kind.meta();
         let mut msg = to_dynamic(&rec);
+        fields::precheck(&msg, meta, kind.resource)?;
         for f in meta
             .fields
             .iter()
@@ -514,6 +555,7 @@ impl Store {
         let meta = kind.meta();
         let id = parse_id::<E>(&format!("{}.id", kind.resource), patch.id())?;
         let patch_msg = to_dynamic(&patch);
+        fields::precheck(&patch_msg, meta, kind.resource)?;
         let paths = mask::resolve(meta, &patch_msg, update_mask)?;
         let expected = patch.version();
         self.write_tx(caller, idem.as_ref(), |mut tx| {

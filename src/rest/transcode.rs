@@ -31,6 +31,7 @@ use super::template::Template;
 use crate::error::{Error, Violations};
 use crate::grpc::layer::{CallOutcome, Transcoded};
 use crate::proto::DESCRIPTOR_POOL;
+use crate::records::mask;
 
 /// The gRPC stack requests are forwarded to.
 pub type GrpcService = BoxCloneSyncService<
@@ -119,6 +120,18 @@ fn json_response(
     r
 }
 
+/// `r` with its body dropped and its length kept in `Content-Length`, as the
+/// answer to a HEAD request.
+fn without_body(mut r: JsonResponse) -> JsonResponse {
+    use axum::body::HttpBody as _;
+    if let Some(len) = r.body().size_hint().exact() {
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *r.body_mut() = axum::body::Body::empty();
+    r
+}
+
 /// The JSON error body of `status` (a `google.rpc.Status` with its details).
 pub fn status_response(status: &tonic::Status, request_id: Option<&HeaderValue>) -> JsonResponse {
     let desc = DESCRIPTOR_POOL
@@ -128,13 +141,11 @@ pub fn status_response(status: &tonic::Status, request_id: Option<&HeaderValue>)
         .unwrap_or_else(|_| DynamicMessage::new(desc));
     msg.set_field_by_name("code", Value::I32(status.code() as i32));
     msg.set_field_by_name("message", Value::String(status.message().to_owned()));
-    let mut out = Vec::new();
+    // Through serde_json's (sorted) maps: the ErrorInfo metadata map comes out
+    // in one order every time, so the same error is the same bytes.
     let body = msg
-        .serialize_with_options(
-            &mut serde_json::Serializer::new(&mut out),
-            &output_options(),
-        )
-        .map(|_| out)
+        .serialize_with_options(serde_json::value::Serializer, &output_options())
+        .and_then(|v| serde_json::to_vec(&v))
         .unwrap_or_else(|_| {
             serde_json::to_vec(&serde_json::json!({
                 "code": status.code() as i32, "message": status.message(), "details": []
@@ -156,13 +167,7 @@ pub fn status_response(status: &tonic::Status, request_id: Option<&HeaderValue>)
 
 /// A transcoder-level error (no gRPC method was reached), with its ErrorInfo.
 fn routing_status(code: Code, reason: &str, message: String) -> tonic::Status {
-    use tonic_types::{ErrorDetail, ErrorInfo, StatusExt};
-    let info = ErrorInfo::new(
-        reason,
-        crate::error::DOMAIN,
-        std::collections::HashMap::<String, String>::new(),
-    );
-    tonic::Status::with_error_details_vec(code, message, [ErrorDetail::ErrorInfo(info)])
+    crate::error::status(code, reason, message, Default::default(), None)
 }
 
 fn error_response(e: Error, request_id: Option<&HeaderValue>) -> JsonResponse {
@@ -205,10 +210,9 @@ fn parse_scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
         },
         Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask" => {
             let mut mask = DynamicMessage::new(m);
-            let paths = text
-                .split(',')
-                .map(|p| Value::String(p.trim().to_owned()))
-                .filter(|p| p.as_str() != Some(""))
+            let paths = crate::records::mask::split_paths(text)
+                .into_iter()
+                .map(Value::String)
                 .collect();
             mask.set_field_by_name("paths", Value::List(paths));
             Value::Message(mask)
@@ -234,14 +238,25 @@ fn parse_scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
     })
 }
 
+/// How a value from the path or query meets a value already set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bind {
+    /// A query parameter: a singular field given twice is an error.
+    Once,
+    /// A path variable: it wins over the body (grpc-gateway), so a client
+    /// can PATCH back the JSON a GET returned, `id` and all.
+    Overwrite,
+}
+
 /// Sets the field at `path` (through singular message fields) from `text`.
-/// Repeated fields gain one entry per call; a singular field set twice is an
-/// error.
+/// Repeated fields gain one entry per call; a singular field already set is
+/// an error or overwritten, as `bind` says.
 fn set_path(
     msg: &mut DynamicMessage,
     path: &[String],
     text: &str,
     display: &str,
+    bind: Bind,
 ) -> Result<bool, Error> {
     let Some((first, rest)) = path.split_first() else {
         return Ok(false);
@@ -255,7 +270,7 @@ fn set_path(
         }
         return match msg.get_field_mut(&field) {
             Value::Message(child) if !is_well_known(&child.descriptor()) => {
-                set_path(child, rest, text, display)
+                set_path(child, rest, text, display, bind)
             }
             _ => Ok(false),
         };
@@ -270,7 +285,7 @@ fn set_path(
             items.push(value);
         }
     } else {
-        if msg.has_field(&field) {
+        if msg.has_field(&field) && bind == Bind::Once {
             return Err(invalid(display, "is given more than once"));
         }
         msg.set_field(&field, value);
@@ -308,6 +323,52 @@ fn decode_json(
     })
 }
 
+/// The first free-form JSON field (Struct, Value, ListValue) in `msg` that
+/// nests too deeply or holds a non-finite number, with its path.
+fn deep_json(msg: &DynamicMessage, prefix: &str) -> Option<(String, String)> {
+    for (field, value) in msg.fields() {
+        let path = if prefix.is_empty() {
+            field.name().to_owned()
+        } else {
+            format!("{prefix}.{}", field.name())
+        };
+        let Kind::Message(m) = field.kind() else {
+            continue;
+        };
+        if matches!(
+            m.full_name(),
+            "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue"
+        ) {
+            if let Some(problem) = crate::records::fields::json_problem(value, 0) {
+                return Some((path, problem));
+            }
+            continue;
+        }
+        if is_well_known(&m) || field.is_map() {
+            continue;
+        }
+        match value {
+            Value::Message(child) => {
+                if let Some(found) = deep_json(child, &path) {
+                    return Some(found);
+                }
+            }
+            Value::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(found) = item
+                        .as_message()
+                        .and_then(|c| deep_json(c, &format!("{path}[{i}]")))
+                    {
+                        return Some(found);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 fn is_well_known(desc: &MessageDescriptor) -> bool {
     desc.full_name().starts_with("google.protobuf.")
 }
@@ -338,7 +399,7 @@ fn mask_from_body(
                     && value.is_object()
                     && !field.is_list() =>
             {
-                struct_paths(&path, value, out)
+                struct_paths(&path, value, out)?
             }
             Kind::Message(m)
                 if !is_well_known(&m)
@@ -354,15 +415,30 @@ fn mask_from_body(
     Ok(())
 }
 
-fn struct_paths(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+/// The mask paths of a Struct value's leaves under `prefix` (keys holding
+/// dots or commas in backticks), at most [`mask::MAX_PATHS`] of them.
+fn struct_paths(
+    prefix: &str,
+    value: &serde_json::Value,
+    out: &mut Vec<String>,
+) -> Result<(), Error> {
     match value {
         serde_json::Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                struct_paths(&format!("{prefix}.{k}"), v, out);
+                struct_paths(&format!("{prefix}.{}", mask::quote_segment(k)), v, out)?;
             }
         }
-        _ => out.push(prefix.to_owned()),
+        _ => {
+            if out.len() >= mask::MAX_PATHS {
+                return Err(invalid(
+                    "update_mask",
+                    format!("the body names more than {} fields", mask::MAX_PATHS),
+                ));
+            }
+            out.push(prefix.to_owned())
+        }
     }
+    Ok(())
 }
 
 impl Transcoder {
@@ -435,12 +511,18 @@ impl Transcoder {
         let (parts, body) = req.into_parts();
         let request_id = parts.headers.get("x-request-id").cloned();
         let path = parts.uri.path();
+        // HEAD is served as GET, without the body.
+        let head = parts.method == Method::HEAD;
+        let wanted = if head { &Method::GET } else { &parts.method };
         let mut allowed: Vec<&str> = Vec::new();
         let mut found = None;
         for route in self.routes.iter() {
             if let Some(bound) = route.template.matches(path) {
                 allowed.push(route.method.as_str());
-                if route.method == parts.method {
+                if route.method == Method::GET {
+                    allowed.push("HEAD");
+                }
+                if route.method == *wanted {
                     found = Some((route, bound));
                     break;
                 }
@@ -481,8 +563,8 @@ impl Transcoder {
             Ok(b) => b.to_bytes(),
             Err(_) => {
                 let status = routing_status(
-                    Code::ResourceExhausted,
-                    "BODY_TOO_LARGE",
+                    Code::OutOfRange,
+                    "MESSAGE_TOO_LARGE",
                     format!(
                         "request body exceeds {} bytes or is unreadable",
                         self.body_limit
@@ -493,11 +575,15 @@ impl Transcoder {
                 return r;
             }
         };
-        let msg = match self.build(route, &bound, parts.uri.query(), &body, &parts.method) {
-            Ok(m) => m,
-            Err(e) => return error_response(e, request_id.as_ref()),
+        let response = match self.build(route, &bound, parts.uri.query(), &body, &parts.method) {
+            Ok(msg) => self.call(route, msg, &parts.headers).await,
+            Err(e) => error_response(e, request_id.as_ref()),
         };
-        self.call(route, msg, &parts.headers).await
+        if head {
+            without_body(response)
+        } else {
+            response
+        }
     }
 
     /// The request message of `route` from the body, path and query.
@@ -537,6 +623,7 @@ impl Transcoder {
                             &[mask.name().to_owned()],
                             &paths.join(","),
                             "update_mask",
+                            Bind::Once,
                         )?;
                     }
                 }
@@ -545,9 +632,14 @@ impl Transcoder {
         }
         for (field_path, value) in bound {
             let display = field_path.join(".");
-            if !set_path(&mut msg, field_path, value, &display)? {
+            if !set_path(&mut msg, field_path, value, &display, Bind::Overwrite)? {
                 return Err(invalid(&display, "cannot be bound from the path"));
             }
+        }
+        if let Some((field, problem)) = deep_json(&msg, "") {
+            // Refused here, with the field named: encoded, it would be deeper
+            // than a protobuf decoder accepts.
+            return Err(invalid(&field, problem));
         }
         if matches!(route.body, BodyRule::Whole) {
             return Ok(msg);
@@ -570,7 +662,7 @@ impl Transcoder {
                 msg.clear_field(&top);
                 mask_from_query = true;
             }
-            set_path(&mut msg, &path, &value, &key)?;
+            set_path(&mut msg, &path, &value, &key, Bind::Once)?;
         }
         Ok(msg)
     }
@@ -735,12 +827,30 @@ mod tests {
             .get_message_by_name("crm.v1.ListAccountsRequest")
             .unwrap();
         let mut m = DynamicMessage::new(list);
-        assert!(set_path(&mut m, &["pageSize".into()], "10", "pageSize").unwrap());
-        assert!(set_path(&mut m, &["show_deleted".into()], "true", "show_deleted").unwrap());
-        assert!(set_path(&mut m, &["page_size".into()], "20", "page_size").is_err());
-        assert!(!set_path(&mut m, &["unknown".into()], "1", "unknown").unwrap());
+        assert!(set_path(&mut m, &["pageSize".into()], "10", "pageSize", Bind::Once).unwrap());
+        assert!(
+            set_path(
+                &mut m,
+                &["show_deleted".into()],
+                "true",
+                "show_deleted",
+                Bind::Once
+            )
+            .unwrap()
+        );
+        assert!(set_path(&mut m, &["page_size".into()], "20", "page_size", Bind::Once).is_err());
+        assert!(!set_path(&mut m, &["unknown".into()], "1", "unknown", Bind::Once).unwrap());
         let mut m = DynamicMessage::new(list_req("crm.v1.ListAccountsRequest"));
-        assert!(set_path(&mut m, &["page_size".into()], "ten", "page_size").is_err());
+        assert!(
+            set_path(
+                &mut m,
+                &["page_size".into()],
+                "ten",
+                "page_size",
+                Bind::Once
+            )
+            .is_err()
+        );
     }
 
     fn list_req(name: &str) -> MessageDescriptor {

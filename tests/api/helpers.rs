@@ -59,6 +59,8 @@ pub fn config(db_name: &str) -> Config {
         max_response_bytes: 32 * 1024 * 1024,
         http2_max_streams: 256,
         http2_keepalive_secs: 30,
+        max_connections: 4096,
+        http1_header_timeout_secs: 10,
         failpoints: String::new(),
     }
 }

@@ -465,7 +465,7 @@ async fn grpc_gateway_behaviour() {
         )
         .await;
     assert_eq!((status, e["code"].as_i64()), (405, Some(12)));
-    assert_eq!(headers["allow"], "GET, PATCH, DELETE");
+    assert_eq!(headers["allow"], "GET, HEAD, PATCH, DELETE");
     // Oversized bodies: 413.
     let big = json!({"name": "x", "description": "y".repeat(5 * 1024 * 1024)});
     let (status, _, _) = app
