@@ -14,4 +14,5 @@ mod platform;
 mod quotes;
 mod reliability;
 mod rest;
+mod roles;
 mod tenancy;
