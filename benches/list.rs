@@ -138,8 +138,14 @@ async fn explain(
         .take_arguments()
         .map_err(|e| anyhow::anyhow!(e))?
         .expect("arguments");
+    // This database's request role (migration 0004), as the service runs.
+    let role: String = sqlx::query_scalar("SELECT crm_app_role()")
+        .fetch_one(&mut *conn)
+        .await?;
     let mut tx = conn.begin().await?;
-    tx.execute("SET LOCAL ROLE crm_app").await?;
+    // Inlined: role names are [a-z0-9_].
+    tx.execute(sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
+        .await?;
     sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
         .bind(TENANT)
         .execute(&mut *tx)
@@ -327,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
         ms(p10k) / ms(p1),
         results.iter().map(|r| ms(r.1.p99)).fold(0.0, f64::max)
     );
-    println!("### Plans (EXPLAIN ANALYZE as crm_app, tenant set)\n{plans}");
+    println!("### Plans (EXPLAIN ANALYZE as the request role, tenant set)\n{plans}");
     stop.send(()).ok();
     server.await??;
     Ok(())

@@ -745,6 +745,7 @@ async fn capture(
     world: &World,
     log: &PathBuf,
     conn: &mut PgConnection,
+    app_role: &str,
 ) -> anyhow::Result<BTreeMap<Op, (String, &'static str)>> {
     let ch = channel(CAPTURE_GRPC).await?;
     let mut scripts = BTreeMap::new();
@@ -865,7 +866,7 @@ async fn capture(
     let mut out = BTreeMap::new();
     for (op, (from, to, sent, created)) in &scripts {
         let window = String::from_utf8_lossy(&text[*from as usize..*to as usize]);
-        let statements = statements_from_log(&window, "crm_app@");
+        let statements = statements_from_log(&window, &format!("{app_role}@"));
         ensure!(
             !statements.is_empty(),
             "no statements captured for {op:?} (is log_statement honoured?)"
@@ -1033,17 +1034,22 @@ async fn main() -> anyhow::Result<()> {
     // Capture what the service sends per request: a server whose connections
     // log every statement.
     let log = log_file(&mut conn).await?;
+    // The service's connections log in as this database's request role
+    // (migration 0004); its name is [a-z0-9_], inlined unquoted.
+    let app_role: String = sqlx::query_scalar("SELECT crm_app_role()")
+        .fetch_one(&mut conn)
+        .await?;
     conn.execute(sqlx::AssertSqlSafe(format!(
-        "ALTER ROLE crm_app IN DATABASE {DB} SET log_statement = 'all'"
+        "ALTER ROLE {app_role} IN DATABASE {DB} SET log_statement = 'all'"
     )))
     .await?;
     let mut capturer = server(&args.bin, CAPTURE_GRPC, CAPTURE_HTTP, Some(1))?;
     ready(&mut capturer, CAPTURE_HTTP).await?;
     seed_quotes(&token, quotes).await?;
-    let replays = capture(&world, &log, &mut conn).await;
+    let replays = capture(&world, &log, &mut conn, &app_role).await;
     drop(capturer);
     conn.execute(sqlx::AssertSqlSafe(format!(
-        "ALTER ROLE crm_app IN DATABASE {DB} RESET log_statement"
+        "ALTER ROLE {app_role} IN DATABASE {DB} RESET log_statement"
     )))
     .await?;
     let replays = replays?;

@@ -81,6 +81,13 @@ fn derive_hex(secret: &str, label: &[u8]) -> String {
         .collect()
 }
 
+/// The password of this deployment's request role, derived from `secret`
+/// (the JWT secret, else the page-token secret): the server gives it to its
+/// database's request role at start-up, and logs in with it.
+pub fn app_password(secret: &str) -> String {
+    derive_hex(secret, b"crm_app database login v1")
+}
+
 fn page_key(config: &Config, jwt_secret: Option<&str>) -> PageKey {
     if let Some(s) = &config.page_token_secret {
         return PageKey::new(s.as_bytes());
@@ -126,7 +133,12 @@ impl Application {
         ));
 
         db::create_database_if_missing(&config.database_url).await?;
-        db::migrate(&config.database_url).await?;
+        let roles = db::migrate(&config.database_url).await?;
+        tracing::info!(
+            app_role = roles.app(),
+            integration_role = roles.integration(),
+            "migrations applied"
+        );
         let failpoints =
             Failpoints::from_spec(&config.failpoints).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Metrics::new();
@@ -139,7 +151,7 @@ impl Application {
             app_password: secret
                 .as_deref()
                 .or(config.page_token_secret.as_deref())
-                .map(|s| derive_hex(s, b"crm_app database login v1")),
+                .map(app_password),
             failpoints,
             transactions: metrics.transactions.clone(),
         })

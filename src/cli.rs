@@ -145,8 +145,13 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Migrate => {
             init_logging(config.log_format);
             db::create_database_if_missing(&config.database_url).await?;
-            db::migrate(&config.database_url).await?;
-            tracing::info!("migrations applied");
+            let roles = db::migrate(&config.database_url).await?;
+            // What an operator needs for CRM_APP_DATABASE_URL.
+            tracing::info!(
+                app_role = roles.app(),
+                integration_role = roles.integration(),
+                "migrations applied"
+            );
             Ok(())
         }
         Command::Token {

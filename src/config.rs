@@ -30,10 +30,15 @@ pub struct Config {
     )]
     pub database_url: String,
 
-    /// Optional URL logging in as the application role crm_app directly.
-    /// Without it, request connections log in as crm_app with a password
-    /// derived from the JWT secret (given to the role at start-up); with no
-    /// secret, they use DATABASE_URL and `SET ROLE crm_app`.
+    /// Optional URL logging in directly as this database's request role,
+    /// `crm_app_<database>_<hash>` (its exact name: `SELECT crm_app_role()`
+    /// in the database, or the `crm migrate` log line), with a password the
+    /// operator gave it. Without it, request connections log in as that role
+    /// with a password derived from the JWT secret (given to this role alone
+    /// at start-up); with no secret, they use DATABASE_URL and `SET ROLE`.
+    /// Each database has roles of its own, and only they may connect to it:
+    /// another deployment's credentials on the same cluster open nothing
+    /// here, and the legacy cluster-wide crm_app keeps no right.
     #[arg(long, env = "CRM_APP_DATABASE_URL", global = true)]
     pub app_database_url: Option<String>,
 

@@ -22,21 +22,69 @@ use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// The role requests run as (created by the migrations; owns nothing, no
-/// BYPASSRLS).
-pub const APP_ROLE: &str = "crm_app";
-/// The role integration tokens' requests switch to: crm_app's rights, plus
-/// the app-scope policies.
-pub const INTEGRATION_ROLE: &str = "crm_app_integration";
+/// This database's roles (migration 0004), named after the database so that
+/// deployments sharing a cluster never share one: requests run as
+/// [`Roles::app`] (owns nothing, no BYPASSRLS), integration tokens' requests
+/// switch to [`Roles::integration`] (the same rights, plus the app-scope
+/// policies). The cluster-wide `crm_app` and `crm_app_integration` of
+/// migrations 0001 and 0003 keep no right in a migrated database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Roles {
+    app: String,
+    integration: String,
+}
+
+impl Roles {
+    /// Both names, checked to be 1 to 63 characters of `[a-z0-9_]`: they are
+    /// inlined unquoted in SQL text (`SET ROLE`, `ALTER ROLE`, the
+    /// simple-query text of [`Db::begin`]).
+    pub fn new(app: impl Into<String>, integration: impl Into<String>) -> anyhow::Result<Self> {
+        let (app, integration) = (app.into(), integration.into());
+        for name in [&app, &integration] {
+            anyhow::ensure!(
+                (1..=63).contains(&name.len())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "the role name {name:?} is not 1 to 63 characters of [a-z0-9_]"
+            );
+        }
+        Ok(Self { app, integration })
+    }
+
+    /// Reads the names the migrations recorded in the database `conn` is
+    /// connected to (`crm_app_role()`, `crm_integration_role()`).
+    pub async fn load(conn: &mut PgConnection) -> anyhow::Result<Self> {
+        let (app, integration): (String, String) =
+            sqlx::query_as("SELECT crm_app_role(), crm_integration_role()")
+                .fetch_one(conn)
+                .await
+                .context(
+                    "reading the application roles (crm_app_role(), crm_integration_role())",
+                )?;
+        Self::new(app, integration)
+    }
+
+    /// The role requests run as, and the one `CRM_APP_DATABASE_URL` logs in as.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// The role integration tokens' requests switch to.
+    pub fn integration(&self) -> &str {
+        &self.integration
+    }
+}
 
 /// How to reach the database.
 #[derive(Clone, Debug)]
 pub struct DbConfig {
     /// The owner's URL: creates the database if missing and runs migrations.
     pub url: String,
-    /// Optional URL that logs in directly as the application role. Without
-    /// it, request connections log in as `crm_app` with `app_password` on
-    /// `url`'s host, or (no password) use `url` and `SET ROLE crm_app`.
+    /// Optional URL that logs in directly as this database's request role
+    /// ([`Roles::app`]). Without it, request connections log in as that role
+    /// with `app_password` on `url`'s host, or (no password) use `url` and
+    /// `SET ROLE` to it.
     pub app_url: Option<String>,
     /// Maximum connections of the request pool.
     pub pool_size: u32,
@@ -44,8 +92,9 @@ pub struct DbConfig {
     pub acquire_timeout: Duration,
     /// Longest a statement may run before Postgres cancels it.
     pub statement_timeout: Duration,
-    /// Password to give `crm_app` (derived from a configured secret), so that
-    /// request connections can log in as it when no `app_url` is given.
+    /// Password to give this database's request role (derived from a
+    /// configured secret), so that request connections can log in as it when
+    /// no `app_url` is given. No other role's password is touched.
     pub app_password: Option<String>,
     /// Test-only failpoints.
     pub failpoints: Failpoints,
@@ -57,6 +106,7 @@ pub struct DbConfig {
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    roles: Arc<Roles>,
     failpoints: Failpoints,
     transactions: Counter<u64, AtomicU64>,
     /// False while the database is known not to answer: requests then give
@@ -89,8 +139,9 @@ fn plain_literal(s: &str) -> Result<String, Error> {
 /// The statement that sets the caller's row-level-security settings for the
 /// current transaction: tenant, app, and for integration tokens the
 /// integration role, whose policies add the app scope (a person's token keeps
-/// the connection's crm_app).
-fn scope_sql(caller: &Caller) -> Result<String, Error> {
+/// the connection's request role). The role name is inlined: [`Roles`] holds
+/// only `[a-z0-9_]` names.
+fn scope_sql(caller: &Caller, roles: &Roles) -> Result<String, Error> {
     if caller.tenant_id().is_empty() {
         return Err(Error::internal(anyhow::anyhow!(
             "a caller without a tenant"
@@ -103,7 +154,7 @@ fn scope_sql(caller: &Caller) -> Result<String, Error> {
     );
     if caller.app_id().is_some() {
         sql.push_str(", set_config('role', '");
-        sql.push_str(INTEGRATION_ROLE);
+        sql.push_str(roles.integration());
         sql.push_str("', true)");
     }
     Ok(sql)
@@ -111,14 +162,14 @@ fn scope_sql(caller: &Caller) -> Result<String, Error> {
 
 /// `BEGIN` and the caller's settings as one simple-query message: one round
 /// trip instead of two.
-fn begin_sql(caller: &Caller) -> Result<String, Error> {
-    Ok(format!("BEGIN; {}", scope_sql(caller)?))
+fn begin_sql(caller: &Caller, roles: &Roles) -> Result<String, Error> {
+    Ok(format!("BEGIN; {}", scope_sql(caller, roles)?))
 }
 
 /// One read as one simple-query message, which Postgres runs as one implicit
 /// transaction: the caller's settings, then `select` (a `select_one` of
 /// `db::sql`) with its `$1` tenant, `$2` app and `$3` id inlined.
-fn read_one_sql(caller: &Caller, select: &str, id: &str) -> Result<String, Error> {
+fn read_one_sql(caller: &Caller, roles: &Roles, select: &str, id: &str) -> Result<String, Error> {
     let app = match caller.app_id() {
         Some(a) => plain_literal(a)?,
         None => "NULL".into(),
@@ -127,19 +178,25 @@ fn read_one_sql(caller: &Caller, select: &str, id: &str) -> Result<String, Error
         .replace("$1", &plain_literal(caller.tenant_id())?)
         .replace("$2", &app)
         .replace("$3", &plain_literal(id)?);
-    Ok(format!("{}; {select}", scope_sql(caller)?))
+    Ok(format!("{}; {select}", scope_sql(caller, roles)?))
 }
 
-/// Gives `crm_app` a login password (as the owner). Concurrent start-ups
-/// (several servers, parallel tests) may collide on the role's catalog row;
-/// the update is retried.
-async fn set_app_password(owner_url: &str, password: &str) -> Result<(), sqlx::Error> {
-    let mut conn = PgConnection::connect(owner_url).await?;
-    // ALTER ROLE takes no bind parameters; the password is hex.
+/// Gives this database's request role `app` its login password (on the
+/// owner's connection `conn`); no other role is touched, so deployments
+/// sharing the cluster keep theirs. Concurrent start-ups of one deployment
+/// (several servers) may collide on the role's catalog row; the update is
+/// retried.
+async fn set_app_password(
+    conn: &mut PgConnection,
+    app: &str,
+    password: &str,
+) -> Result<(), sqlx::Error> {
+    // ALTER ROLE takes no bind parameters: the name is [a-z0-9_] (Roles), the
+    // password hex.
     assert!(password.bytes().all(|b| b.is_ascii_hexdigit()));
-    let sql = format!("ALTER ROLE {APP_ROLE} WITH LOGIN PASSWORD '{password}'");
+    let sql = format!("ALTER ROLE {app} WITH LOGIN PASSWORD '{password}'");
     let mut attempt = 0;
-    let result = loop {
+    loop {
         attempt += 1;
         match conn.execute(sqlx::AssertSqlSafe(sql.clone())).await {
             Err(sqlx::Error::Database(e))
@@ -147,11 +204,9 @@ async fn set_app_password(owner_url: &str, password: &str) -> Result<(), sqlx::E
             {
                 tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
             }
-            other => break other.map(|_| ()),
+            other => return other.map(|_| ()),
         }
-    };
-    conn.close().await.ok();
-    result
+    }
 }
 
 /// Creates the database named in `url` when it does not exist.
@@ -187,8 +242,9 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies the embedded migrations (`migrations/`) as the owner.
-pub async fn migrate(url: &str) -> anyhow::Result<()> {
+/// Applies the embedded migrations (`migrations/`) as the owner; returns
+/// the database's roles they created.
+pub async fn migrate(url: &str) -> anyhow::Result<Roles> {
     let mut conn = PgConnection::connect(url)
         .await
         .context("connecting to run migrations")?;
@@ -196,32 +252,39 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
         .run(&mut conn)
         .await
         .context("running migrations")?;
+    let roles = Roles::load(&mut conn).await?;
     conn.close().await.ok();
-    Ok(())
+    Ok(roles)
 }
 
 impl Db {
-    /// Opens the request pool. Connections log in as the application role:
-    /// with `app_url`, or with the owner's URL and `crm_app`'s derived
-    /// password. Only when neither is possible (no secret to derive it from,
+    /// Opens the request pool of a migrated database. Its roles are read as
+    /// the owner; connections log in as its request role: with `app_url`, or
+    /// with the owner's URL and the derived password (given to that role
+    /// alone). Only when neither is possible (no secret to derive it from,
     /// or an owner not allowed to set it) do they use the owner's login with
-    /// `SET ROLE crm_app`, and a warning says so.
+    /// `SET ROLE`, and a warning says so.
     pub async fn connect(config: &DbConfig) -> anyhow::Result<Self> {
+        let mut owner = PgConnection::connect(&config.url)
+            .await
+            .context("connecting as the owner to read the application roles")?;
+        let roles = Roles::load(&mut owner).await?;
+        let app = roles.app();
         let (options, set_role) = match (&config.app_url, &config.app_password) {
             (Some(u), _) => (
                 PgConnectOptions::from_str(u).context("parsing CRM_APP_DATABASE_URL")?,
                 false,
             ),
-            (None, Some(password)) => match set_app_password(&config.url, password).await {
+            (None, Some(password)) => match set_app_password(&mut owner, app, password).await {
                 Ok(()) => (
                     PgConnectOptions::from_str(&config.url)
                         .context("parsing DATABASE_URL")?
-                        .username(APP_ROLE)
+                        .username(app)
                         .password(password),
                     false,
                 ),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot give crm_app a login: request connections use the owner's login and SET ROLE crm_app");
+                    tracing::warn!(error = %e, role = app, "cannot give the request role a login: request connections use the owner's login and SET ROLE");
                     (
                         PgConnectOptions::from_str(&config.url).context("parsing DATABASE_URL")?,
                         true,
@@ -230,7 +293,8 @@ impl Db {
             },
             (None, None) => {
                 tracing::warn!(
-                    "no secret to derive crm_app's password from: request connections use the owner's login and SET ROLE crm_app (set CRM_APP_DATABASE_URL)"
+                    role = app,
+                    "no secret to derive the request role's password from: request connections use the owner's login and SET ROLE (set CRM_APP_DATABASE_URL)"
                 );
                 (
                     PgConnectOptions::from_str(&config.url).context("parsing DATABASE_URL")?,
@@ -238,6 +302,9 @@ impl Db {
                 )
             }
         };
+        owner.close().await.ok();
+        // Inlined: the name is [a-z0-9_] (Roles).
+        let set_role_sql = format!("SET ROLE {app}");
         let statement_timeout = format!("{}ms", config.statement_timeout.as_millis());
         let options = options.application_name("crm").options([
             // A transaction left open (a crashed handler) is ended by Postgres.
@@ -258,9 +325,10 @@ impl Db {
                 })
             })
             .after_connect(move |conn, _meta| {
+                let set_role_sql = set_role_sql.clone();
                 Box::pin(async move {
                     if set_role {
-                        conn.execute("SET ROLE crm_app").await?;
+                        conn.execute(sqlx::AssertSqlSafe(set_role_sql)).await?;
                     }
                     Ok(())
                 })
@@ -268,6 +336,7 @@ impl Db {
             .connect_lazy_with(options);
         let db = Self {
             pool,
+            roles: Arc::new(roles),
             failpoints: config.failpoints.clone(),
             transactions: config.transactions.clone(),
             healthy: Arc::new(AtomicBool::new(true)),
@@ -277,7 +346,8 @@ impl Db {
     }
 
     /// Refuses to serve if request connections could bypass row-level
-    /// security (or, with `login`, are not logged in as the app role).
+    /// security, do not run as this database's request role, or (with
+    /// `login`) are not logged in as it.
     async fn check_role(&self, login: bool) -> anyhow::Result<()> {
         let (user, session, superuser, bypass): (String, String, bool, bool) = sqlx::query_as(
             "SELECT current_user::text, session_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
@@ -289,9 +359,11 @@ impl Db {
             !superuser && !bypass,
             "request connections run as {user}, which bypasses row-level security"
         );
+        let app = self.roles.app();
+        anyhow::ensure!(user == app, "request connections run as {user}, not {app}");
         anyhow::ensure!(
-            !login || session == APP_ROLE,
-            "request connections log in as {session}, not {APP_ROLE}"
+            !login || session == app,
+            "request connections log in as {session}, not {app}"
         );
         Ok(())
     }
@@ -329,12 +401,13 @@ impl Db {
     /// that row-level security reads are set for this transaction only.
     pub async fn begin(&self, caller: &Caller) -> Result<TenantTx, Error> {
         self.transactions.inc();
-        let sql = sqlx::AssertSqlSafe(begin_sql(caller)?);
+        let sql = sqlx::AssertSqlSafe(begin_sql(caller, &self.roles)?);
         let conn = self.acquire().await?;
         let tx = self.note(sqlx::Transaction::begin(conn, Some(sql.into_sql_str())).await)?;
         let mut tx = TenantTx {
             tx,
             caller: caller.clone(),
+            roles: self.roles.clone(),
             failpoints: self.failpoints.clone(),
         };
         tx.failpoint("in_transaction").await?;
@@ -352,7 +425,7 @@ impl Db {
         id: &str,
     ) -> Result<Option<String>, Error> {
         self.transactions.inc();
-        let sql = sqlx::AssertSqlSafe(read_one_sql(caller, select, id)?);
+        let sql = sqlx::AssertSqlSafe(read_one_sql(caller, &self.roles, select, id)?);
         let mut conn = self.acquire().await?;
         let rows = self.note(sqlx::raw_sql(sql).fetch_all(&mut *conn).await)?;
         // The settings statement's row comes first; the read's row (if any)
@@ -403,6 +476,7 @@ impl Db {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     caller: Caller,
+    roles: Arc<Roles>,
     failpoints: Failpoints,
 }
 
@@ -424,7 +498,7 @@ impl TenantTx {
     pub async fn lift_app_scope(&mut self) -> Result<(), Error> {
         if self.caller.app_id().is_some() {
             sqlx::query("SELECT set_config('role', $1, true)")
-                .bind(APP_ROLE)
+                .bind(self.roles.app())
                 .execute(&mut *self.tx)
                 .await?;
         }
@@ -435,7 +509,7 @@ impl TenantTx {
     pub async fn restore_app_scope(&mut self) -> Result<(), Error> {
         if self.caller.app_id().is_some() {
             sqlx::query("SELECT set_config('role', $1, true)")
-                .bind(INTEGRATION_ROLE)
+                .bind(self.roles.integration())
                 .execute(&mut *self.tx)
                 .await?;
         }
@@ -467,16 +541,39 @@ impl TenantTx {
 mod tests {
     use super::*;
 
+    fn roles() -> Roles {
+        Roles::new("crm_app_crm_1a2b3c4d", "crm_int_crm_1a2b3c4d").unwrap()
+    }
+
+    #[test]
+    fn role_names_are_plain_identifiers() {
+        assert!(Roles::new("crm_app_x_0123abcd", "crm_int_x_0123abcd").is_ok());
+        for bad in [
+            "",
+            "Crm_app",
+            "crm-app",
+            "crm app",
+            "crm_app'; DROP ROLE postgres; --",
+            "crm_app\"",
+            "crm_appé",
+        ] {
+            assert!(Roles::new(bad, "crm_int_x").is_err(), "{bad:?}");
+            assert!(Roles::new("crm_app_x", bad).is_err(), "{bad:?}");
+        }
+        assert!(Roles::new("a".repeat(64), "crm_int_x").is_err());
+    }
+
     #[test]
     fn begin_sets_the_callers_scope_in_one_message() {
-        let person = begin_sql(&Caller::unchecked("acme-1", "u", None)).unwrap();
+        let roles = roles();
+        let person = begin_sql(&Caller::unchecked("acme-1", "u", None), &roles).unwrap();
         assert_eq!(
             person,
             "BEGIN; SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', '', true)"
         );
-        let app = begin_sql(&Caller::unchecked("acme-1", "u", Some("app:x@y.z"))).unwrap();
+        let app = begin_sql(&Caller::unchecked("acme-1", "u", Some("app:x@y.z")), &roles).unwrap();
         assert!(app.ends_with(
-            "set_config('crm.app_id', 'app:x@y.z', true), set_config('role', 'crm_app_integration', true)"
+            "set_config('crm.app_id', 'app:x@y.z', true), set_config('role', 'crm_int_crm_1a2b3c4d', true)"
         ));
         // Ids the authenticator would never let through are refused here too.
         for (tenant, app) in [
@@ -486,7 +583,7 @@ mod tests {
             ("a\\b", None),
         ] {
             assert!(
-                begin_sql(&Caller::unchecked(tenant, "u", app)).is_err(),
+                begin_sql(&Caller::unchecked(tenant, "u", app), &roles).is_err(),
                 "{tenant:?} {app:?}"
             );
         }
@@ -495,18 +592,24 @@ mod tests {
     #[test]
     fn a_read_is_one_message_with_its_values_inlined() {
         let select = "SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = $1 AND ($2::text IS NULL OR t.app_id = $2) AND t.id = $3";
+        let roles = roles();
         let person = Caller::unchecked("acme-1", "u", None);
         assert_eq!(
-            read_one_sql(&person, select, "acc_01HXAMPLE").unwrap(),
+            read_one_sql(&person, &roles, select, "acc_01HXAMPLE").unwrap(),
             "SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', '', true); \
              SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = 'acme-1' AND (NULL::text IS NULL OR t.app_id = NULL) AND t.id = 'acc_01HXAMPLE'"
         );
         let app = Caller::unchecked("acme-1", "u", Some("app-7"));
         assert!(
-            read_one_sql(&app, select, "acc_1")
+            read_one_sql(&app, &roles, select, "acc_1")
                 .unwrap()
                 .contains("('app-7'::text IS NULL OR t.app_id = 'app-7')")
         );
-        assert!(read_one_sql(&person, select, "acc_1' OR true --").is_err());
+        assert!(
+            read_one_sql(&app, &roles, select, "acc_1")
+                .unwrap()
+                .starts_with("SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', 'app-7', true), set_config('role', 'crm_int_crm_1a2b3c4d', true); ")
+        );
+        assert!(read_one_sql(&person, &roles, select, "acc_1' OR true --").is_err());
     }
 }

@@ -1,14 +1,18 @@
 //! A private PostgreSQL cluster for tests that stop and start the database
-//! (outages, crash recovery) without disturbing the shared one.
+//! (outages, crash recovery) or need password authentication, without
+//! disturbing the shared one.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-/// A cluster in a temporary directory, on its own port.
+/// A cluster in a temporary directory, on its own port (its socket
+/// directory is the data directory).
 pub struct PrivatePg {
     pub dir: PathBuf,
     pub port: u16,
     bin: PathBuf,
+    /// The superuser's password, when TCP logins need one.
+    password: Option<String>,
 }
 
 fn bin_dir() -> PathBuf {
@@ -51,18 +55,48 @@ fn as_postgres(program: &std::path::Path) -> Command {
 impl PrivatePg {
     /// Initializes and starts a cluster (trust auth, fsync off).
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("crm-pg-{}", ulid::Ulid::generate()));
+        Self::init(None)
+    }
+
+    /// Initializes and starts a cluster whose TCP logins need a password
+    /// (scram-sha-256; the socket stays trust), the superuser's being
+    /// `password` (`[A-Za-z0-9]`, so that it goes in URLs as is).
+    pub fn start_with_password(password: &str) -> Self {
+        assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
+        Self::init(Some(password.to_owned()))
+    }
+
+    fn init(password: Option<String>) -> Self {
+        let id = ulid::Ulid::generate();
+        let dir = std::env::temp_dir().join(format!("crm-pg-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let _ = Command::new("chown")
             .args(["postgres:postgres"])
             .arg(&dir)
             .status();
         let bin = bin_dir();
-        let ok = as_postgres(&bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&dir)
-            .output()
-            .expect("initdb");
+        let mut initdb = as_postgres(&bin.join("initdb"));
+        initdb.args(["-U", "postgres", "--no-sync"]);
+        // initdb reads the password from a file (outside the data directory,
+        // which must be empty), readable by the postgres user.
+        let pwfile = std::env::temp_dir().join(format!("crm-pg-{id}.pw"));
+        match &password {
+            None => {
+                initdb.args(["-A", "trust"]);
+            }
+            Some(p) => {
+                std::fs::write(&pwfile, p).unwrap();
+                let _ = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&pwfile)
+                    .status();
+                initdb
+                    .args(["--auth-host=scram-sha-256", "--auth-local=trust"])
+                    .arg(format!("--pwfile={}", pwfile.display()));
+            }
+        }
+        let ok = initdb.arg("-D").arg(&dir).output().expect("initdb");
+        let _ = std::fs::remove_file(&pwfile);
         assert!(
             ok.status.success(),
             "initdb: {}",
@@ -72,14 +106,24 @@ impl PrivatePg {
             dir,
             port: free_port(),
             bin,
+            password,
         };
         pg.up();
         pg
     }
 
-    /// The owner URL of database `db`.
+    /// The owner URL of database `db` (with the superuser's password, if
+    /// any).
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        match &self.password {
+            Some(p) => self.url_as("postgres", p, db),
+            None => format!("postgres://postgres@127.0.0.1:{}/{db}", self.port),
+        }
+    }
+
+    /// The URL of database `db` for `user` with `password` (over TCP).
+    pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port)
     }
 
     /// Starts the stopped cluster and waits until it accepts connections.

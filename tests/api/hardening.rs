@@ -36,18 +36,30 @@ async fn request_connections_log_in_as_the_unprivileged_role() {
     .await
     .unwrap();
     assert!(!sessions.is_empty());
-    assert!(sessions.iter().all(|(u,)| u == "crm_app"), "{sessions:?}");
-    // crm_app: no superuser, no BYPASSRLS, owns no table; every table forces RLS.
-    let (superuser, bypass): (bool, bool) =
-        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'crm_app'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    assert!(!superuser && !bypass);
+    // This database's request role (not the cluster-wide crm_app).
+    assert!(app.app_role.starts_with("crm_app_"), "{}", app.app_role);
+    assert!(
+        sessions.iter().all(|(u,)| *u == app.app_role),
+        "{sessions:?} vs {}",
+        app.app_role
+    );
+    // Both roles: no superuser, no BYPASSRLS, own no table; every table
+    // forces RLS.
+    for role in [&app.app_role, &app.integration_role] {
+        let (superuser, bypass): (bool, bool) =
+            sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
+                .bind(role)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert!(!superuser && !bypass, "{role}");
+    }
     let owned: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner \
-         WHERE r.rolname IN ('crm_app', 'crm_app_integration') AND c.relkind IN ('r', 'p')",
+         WHERE r.rolname IN ($1, $2, 'crm_app', 'crm_app_integration') AND c.relkind IN ('r', 'p')",
     )
+    .bind(&app.app_role)
+    .bind(&app.integration_role)
     .fetch_one(&mut conn)
     .await
     .unwrap();
@@ -78,7 +90,7 @@ async fn logged_in_as_the_app_role_nothing_is_visible_without_a_tenant() {
     }
     let mut conn = sqlx::PgConnection::connect(&format!(
         "{}/{}",
-        pg_base().replacen("postgres@", "crm_app@", 1),
+        pg_base().replacen("postgres@", &format!("{}@", app.app_role), 1),
         app.db_name
     ))
     .await
@@ -87,7 +99,7 @@ async fn logged_in_as_the_app_role_nothing_is_visible_without_a_tenant() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(who, "crm_app");
+    assert_eq!(who, app.app_role);
     for table in [
         "accounts",
         "contacts",

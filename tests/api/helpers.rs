@@ -2,6 +2,7 @@
 //! the real start-up path) and its own server on 127.0.0.1:0, reached through
 //! the generated gRPC clients.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use crm::app::Application;
@@ -12,6 +13,8 @@ use crm::proto::contact_service_client::ContactServiceClient;
 use crm::proto::deal_service_client::DealServiceClient;
 use crm::proto::line_item_service_client::LineItemServiceClient;
 use crm::proto::quote_service_client::QuoteServiceClient;
+use sqlx::Connection;
+use sqlx::postgres::PgConnectOptions;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -25,13 +28,21 @@ pub fn pg_base() -> String {
 }
 
 /// A running server with its own database; dropping it stops the server and
-/// drops the database.
+/// drops the database and its roles.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     pub db_name: String,
+    /// The database's request role (`crm_app_role()`).
+    pub app_role: String,
+    /// The database's integration role (`crm_integration_role()`).
+    pub integration_role: String,
     pub channel: Channel,
+    /// The owner URL of the database (its cluster may be a private one).
+    owner_url: String,
+    /// The HS256 secret the server trusts.
+    secret: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -78,9 +89,26 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     );
     let mut cfg = config(&db_name);
     tweak(&mut cfg);
+    // The database actually used (`tweak` may point elsewhere).
+    let db_name = PgConnectOptions::from_str(&cfg.database_url)
+        .expect("DATABASE_URL parses")
+        .get_database()
+        .expect("DATABASE_URL names a database")
+        .to_owned();
     let app = Application::build(&cfg, false)
         .await
         .expect("server builds");
+    let (app_role, integration_role): (String, String) = {
+        let mut owner = sqlx::PgConnection::connect(&cfg.database_url)
+            .await
+            .expect("owner connects");
+        let roles = sqlx::query_as("SELECT crm_app_role(), crm_integration_role()")
+            .fetch_one(&mut owner)
+            .await
+            .expect("the database's roles");
+        owner.close().await.ok();
+        roles
+    };
     let addr = app.grpc_addr();
     let http_addr = app.http_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -98,7 +126,12 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         http_addr,
         http: reqwest::Client::new(),
         db_name,
+        app_role,
+        integration_role,
         channel,
+        owner_url: cfg.database_url.clone(),
+        // Without one (JWKS tests), tokens are minted as before with SECRET.
+        secret: cfg.jwt_secret.clone().unwrap_or_else(|| SECRET.into()),
         stop: Some(stop),
         handle: Some(handle),
     }
@@ -107,12 +140,21 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 impl TestApp {
     /// A person's token for `tenant`.
     pub fn token(&self, tenant: &str, sub: &str) -> String {
-        crm::auth::mint(SECRET.as_bytes(), tenant, sub, None, 3600, None, None).unwrap()
+        crm::auth::mint(self.secret.as_bytes(), tenant, sub, None, 3600, None, None).unwrap()
     }
 
     /// An integration token for `tenant` and `app`.
     pub fn app_token(&self, tenant: &str, sub: &str, app: &str) -> String {
-        crm::auth::mint(SECRET.as_bytes(), tenant, sub, Some(app), 3600, None, None).unwrap()
+        crm::auth::mint(
+            self.secret.as_bytes(),
+            tenant,
+            sub,
+            Some(app),
+            3600,
+            None,
+            None,
+        )
+        .unwrap()
     }
 
     pub fn accounts(&self) -> AccountServiceClient<Channel> {
@@ -263,13 +305,11 @@ impl TestApp {
 
     /// A connection to this test's database as the owner.
     pub async fn owner_conn(&self) -> sqlx::PgConnection {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&format!("{}/{}", pg_base(), self.db_name))
-            .await
-            .unwrap()
+        sqlx::PgConnection::connect(&self.owner_url).await.unwrap()
     }
 
-    /// Stops the server, waiting for it to drain, then drops the database.
+    /// Stops the server, waiting for it to drain, then drops the database
+    /// and its roles.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             s.send(()).ok();
@@ -292,6 +332,10 @@ impl Drop for TestApp {
             h.abort();
         }
         let name = self.db_name.clone();
+        let roles = [self.integration_role.clone(), self.app_role.clone()];
+        let maintenance = PgConnectOptions::from_str(&self.owner_url)
+            .unwrap()
+            .database("postgres");
         // Drop may run inside the test's runtime: use a thread with its own.
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -299,15 +343,20 @@ impl Drop for TestApp {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                use sqlx::{Connection, Executor};
-                if let Ok(mut c) =
-                    sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await
-                {
+                use sqlx::{ConnectOptions, Executor};
+                if let Ok(mut c) = maintenance.connect().await {
                     let _ = c
                         .execute(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
                         )))
                         .await;
+                    // Roles are cluster-wide: without this, every test run
+                    // would leave two behind. Their names are [a-z0-9_].
+                    for role in roles {
+                        let _ = c
+                            .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))
+                            .await;
+                    }
                 }
             });
         })

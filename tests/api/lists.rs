@@ -842,7 +842,9 @@ async fn the_planner_uses_the_indexes() {
     conn.execute("ANALYZE").await.unwrap();
     // Index use as the only choice shows that an index *can* serve each
     // query shape; BENCHMARKS.md has the plans and timings at 1M rows.
-    conn.execute("SET ROLE crm_app").await.unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!("SET ROLE {}", app.app_role)))
+        .await
+        .unwrap();
     conn.execute("SET enable_seqscan = off").await.unwrap();
     conn.execute("BEGIN").await.unwrap();
     conn.execute("SELECT set_config('crm.tenant_id', 't-1', true)")

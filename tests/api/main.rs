@@ -16,4 +16,5 @@ mod platform;
 mod quotes;
 mod reliability;
 mod rest;
+mod roles;
 mod tenancy;

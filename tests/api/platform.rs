@@ -167,7 +167,9 @@ async fn row_level_security_holds_underneath_the_application() {
         .unwrap();
     }
     let mut conn = app.owner_conn().await;
-    conn.execute("SET ROLE crm_app").await.unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!("SET ROLE {}", app.app_role)))
+        .await
+        .unwrap();
     let (superuser, bypass): (bool, bool) =
         sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
             .fetch_one(&mut conn)

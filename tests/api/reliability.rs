@@ -374,6 +374,17 @@ impl Drop for ScratchDb {
     fn drop(&mut self) {
         let name = self.0.clone();
         std::thread::spawn(move || {
+            // The database's roles (migration 0004), if it got that far:
+            // roles are cluster-wide and would outlive it.
+            let roles = Command::new("psql")
+                .arg(format!("{}/{name}", pg_base()))
+                .args([
+                    "-tAc",
+                    "SELECT crm_app_role() || ',' || crm_integration_role()",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
             let _ = Command::new("psql")
                 .arg(format!("{}/postgres", pg_base()))
                 .args([
@@ -381,6 +392,17 @@ impl Drop for ScratchDb {
                     &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
                 ])
                 .output();
+            // Inlined: the names are [a-z0-9_] (checked again here).
+            if !roles.is_empty()
+                && roles
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_,".contains(&b))
+            {
+                let _ = Command::new("psql")
+                    .arg(format!("{}/postgres", pg_base()))
+                    .args(["-qc", &format!("DROP ROLE IF EXISTS {roles}")])
+                    .output();
+            }
         })
         .join()
         .ok();
