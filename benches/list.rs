@@ -186,6 +186,10 @@ async fn main() -> anyhow::Result<()> {
         http2_keepalive_secs: 30,
         max_connections: 4096,
         http1_header_timeout_secs: 10,
+        changes_retention: std::time::Duration::from_secs(30 * 86_400),
+        changes_sequencing: crm::changes::Sequencing::Relay,
+        changes_heartbeat_secs: 15,
+        nats_url: None,
         failpoints: String::new(),
     };
     let app = Application::build(&cfg, false).await?;

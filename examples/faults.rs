@@ -10,8 +10,11 @@
 //! a failed create with the same id until it is acknowledged. Afterwards:
 //! every acknowledged write is stored (lost = 0), nothing is stored twice
 //! (duplicates = 0), and the quote's total, version and summaries agree with
-//! its lines (no half-written side effect). Prints the counts; exits non-zero
-//! on any loss or inconsistency.
+//! its lines (no half-written side effect). The change feed is checked too:
+//! once the sequencer has caught up, the tenant's events are numbered 1..N
+//! with no gap or repeat, every acknowledged write is in it exactly once, and
+//! N is exactly the changes stored (each line and its quote rollup). Prints
+//! the counts; exits non-zero on any loss or inconsistency.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -202,7 +205,49 @@ async fn check(db: &str, quote: &str, tally: &Tally) -> bool {
             "INCONSISTENT"
         }
     );
-    lost == 0 && duplicates == 0 && consistent && !acked.is_empty()
+    let feed = check_feed(&mut conn, &acked, stored.len()).await;
+    lost == 0 && duplicates == 0 && consistent && !acked.is_empty() && feed
+}
+
+/// The change feed after the scenario: gapless, every acknowledged line's
+/// creation once, one event per stored change.
+async fn check_feed(conn: &mut sqlx::PgConnection, acked: &[String], lines: usize) -> bool {
+    // Let the sequencer drain the outbox (it may just have been restarted).
+    for _ in 0..150 {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM change_outbox")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (events, highest, distinct): (i64, Option<i64>, i64) = sqlx::query_as(
+        "SELECT count(*), max(sequence), count(DISTINCT sequence) FROM change_events \
+         WHERE tenant_id = 'tenant-faults'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let created: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT record_id, count(*) FROM change_events WHERE tenant_id = 'tenant-faults' \
+         AND resource_type = 'line_item' AND operation = 'created' GROUP BY record_id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let created: std::collections::HashMap<String, i64> = created.into_iter().collect();
+    let missing = acked.iter().filter(|id| !created.contains_key(*id)).count();
+    let repeated = created.values().filter(|n| **n > 1).count();
+    let gapless = highest == Some(events) && distinct == events;
+    // The account, the quote, and per line its creation and its quote rollup.
+    let expected = 2 + 2 * lines as i64;
+    println!(
+        "  change feed: {events} events (expected {expected}), 1..{events} gapless: {}, acknowledged writes missing from the feed: {missing}, repeated: {repeated}",
+        if gapless { "yes" } else { "NO" }
+    );
+    gapless && missing == 0 && repeated == 0 && events == expected
 }
 
 async fn scenario(name: &str) -> bool {

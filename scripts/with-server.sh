@@ -25,7 +25,7 @@ cleanup() {
     kill "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
     # The database's roles (migration 0004) are cluster-wide: drop them too.
-    roles=$(psql "$base/$db" -tAc "SELECT crm_app_role() || ',' || crm_integration_role()" 2>/dev/null || true)
+    roles=$(psql "$base/$db" -tAc "SELECT array_to_string(crm_roles(), ',')" 2>/dev/null || true)
     psql "$base/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     if [[ "$roles" =~ ^[a-z0-9_]+,[a-z0-9_]+$ ]]; then
         psql "$base/postgres" -qc "DROP ROLE IF EXISTS $roles" >/dev/null 2>&1 || true

@@ -20,6 +20,8 @@ use tonic_health::server::HealthReporter;
 use tower::Layer;
 
 use crate::auth::{Authenticator, DEV_SECRET, KeyConfig, Keys};
+use crate::changes::feed::Feed;
+use crate::changes::{self, Hub, leader, maintenance, relay, sequencer};
 use crate::config::Config;
 use crate::db::{self, Db, DbConfig};
 use crate::failpoint::Failpoints;
@@ -29,22 +31,23 @@ use crate::metrics::Metrics;
 use crate::net::{self, ConnectionCap};
 use crate::proto::{
     FILE_DESCRIPTOR_SET, account_service_server::AccountServiceServer,
-    activity_service_server::ActivityServiceServer, contact_service_server::ContactServiceServer,
-    deal_service_server::DealServiceServer, line_item_service_server::LineItemServiceServer,
-    quote_service_server::QuoteServiceServer,
+    activity_service_server::ActivityServiceServer, change_service_server::ChangeServiceServer,
+    contact_service_server::ContactServiceServer, deal_service_server::DealServiceServer,
+    line_item_service_server::LineItemServiceServer, quote_service_server::QuoteServiceServer,
 };
 use crate::records::Store;
 use crate::records::page::PageKey;
 use crate::rest::{self, GrpcService, Transcoder};
 
 /// Full names of the crm services (health is reported for each and for "").
-pub const SERVICES: [&str; 6] = [
+pub const SERVICES: [&str; 7] = [
     <AccountServiceServer<Api> as NamedService>::NAME,
     <ContactServiceServer<Api> as NamedService>::NAME,
     <DealServiceServer<Api> as NamedService>::NAME,
     <ActivityServiceServer<Api> as NamedService>::NAME,
     <QuoteServiceServer<Api> as NamedService>::NAME,
     <LineItemServiceServer<Api> as NamedService>::NAME,
+    <ChangeServiceServer<Api> as NamedService>::NAME,
 ];
 
 /// A built, not yet running, server.
@@ -66,6 +69,17 @@ pub struct Application {
     http2_keepalive: Duration,
     connections: ConnectionCap,
     http1_header_timeout: Duration,
+    feed: FeedParts,
+}
+
+/// What the change feed needs at run time.
+struct FeedParts {
+    hub: Arc<Hub>,
+    background: sqlx::PgPool,
+    background_role: String,
+    retention: Duration,
+    heartbeat: Duration,
+    nats_url: Option<String>,
 }
 
 /// HMAC-SHA256 of `label` under `secret`, hex: a value of its own for each
@@ -134,6 +148,9 @@ impl Application {
 
         db::create_database_if_missing(&config.database_url).await?;
         let roles = db::migrate(&config.database_url).await?;
+        // Before any request connection opens: sessions take up the
+        // database's sequencing setting when they start.
+        changes::prepare(&config.database_url, config.changes_sequencing).await?;
         tracing::info!(
             app_role = roles.app(),
             integration_role = roles.integration(),
@@ -156,7 +173,14 @@ impl Application {
             transactions: metrics.transactions.clone(),
         })
         .await?;
-        let store = Store::new(db.clone(), page_key(config, secret.as_deref()));
+        let hub = Hub::new(config.changes_sequencing);
+        let background = changes::background_pool(&config.database_url, 4).await?;
+        let background_role: String = sqlx::query_scalar("SELECT crm_background_role()")
+            .fetch_one(&background)
+            .await
+            .context("reading the background role")?;
+        let store =
+            Store::new(db.clone(), page_key(config, secret.as_deref())).with_changes(hub.clone());
 
         let listener = TcpListener::bind(config.grpc_addr)
             .await
@@ -190,6 +214,14 @@ impl Application {
             ),
             http1_header_timeout: Duration::from_secs(config.http1_header_timeout_secs.max(1)),
             metrics,
+            feed: FeedParts {
+                hub,
+                background,
+                background_role,
+                retention: config.changes_retention,
+                heartbeat: Duration::from_secs(config.changes_heartbeat_secs.max(1)),
+                nats_url: config.nats_url.clone(),
+            },
         })
     }
 
@@ -226,7 +258,17 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let api = Api::new(self.store.clone());
+        // The feed's readers end when shutdown begins; its background work
+        // (each role held by one process at a time) ends with the process.
+        let (feed_stop, feed_stopped) = tokio::sync::watch::channel(false);
+        let feed = Feed::new(
+            self.db.clone(),
+            self.feed.hub.clone(),
+            self.feed.heartbeat,
+            feed_stopped,
+        );
+        let workers = self.spawn_feed_workers();
+        let api = Api::new(self.store.clone(), feed);
         // Message size limits, both ways, on every crm service.
         let (max_in, max_out) = (self.max_request_bytes, self.max_response_bytes);
         macro_rules! limit {
@@ -244,7 +286,8 @@ impl Application {
             .add_service(limit!(DealServiceServer::new(api.clone())))
             .add_service(limit!(ActivityServiceServer::new(api.clone())))
             .add_service(limit!(QuoteServiceServer::new(api.clone())))
-            .add_service(limit!(LineItemServiceServer::new(api)))
+            .add_service(limit!(LineItemServiceServer::new(api.clone())))
+            .add_service(limit!(ChangeServiceServer::new(api)))
             .prepare();
         let call_layer = CallLayer::new(self.auth.clone(), self.metrics.clone(), self.limits);
         // REST calls go through the very same stack as gRPC calls.
@@ -285,12 +328,14 @@ impl Application {
         tokio::select! {
             result = &mut server => {
                 watcher.abort();
+                workers.iter().for_each(|w| w.abort());
                 return result;
             }
             () = shutdown => {}
         }
         tracing::info!(grace_secs = self.grace.as_secs(), "shutting down");
         watcher.abort();
+        feed_stop.send(true).ok();
         // Health first: load balancers and meshes stop sending new calls.
         set_health(&reporter, false).await;
         // Stop accepting; calls in flight finish.
@@ -306,8 +351,41 @@ impl Application {
             Ok(result) => result?,
             Err(_) => tracing::warn!("grace period over; closing remaining calls"),
         }
+        workers.iter().for_each(|w| w.abort());
         self.db.close().await;
+        self.feed.background.close().await;
         Ok(())
+    }
+
+    /// Starts the feed's background work: wake-ups, and the single-writer
+    /// roles (sequencer, maintenance, JetStream relay when configured).
+    fn spawn_feed_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let f = &self.feed;
+        let mut workers = vec![
+            tokio::spawn(f.hub.clone().listen(f.background.clone())),
+            tokio::spawn(f.hub.clone().announce(f.background.clone())),
+        ];
+        let hub = f.hub.clone();
+        workers.push(tokio::spawn(leader::hold(
+            f.background.clone(),
+            "sequencer",
+            move |conn| sequencer::run(conn, hub.clone()),
+        )));
+        let (role, retention) = (f.background_role.clone(), f.retention);
+        workers.push(tokio::spawn(leader::hold(
+            f.background.clone(),
+            "maintenance",
+            move |conn| maintenance::run(conn, role.clone(), retention),
+        )));
+        if let Some(url) = f.nats_url.clone() {
+            let hub = f.hub.clone();
+            workers.push(tokio::spawn(leader::hold(
+                f.background.clone(),
+                "relay",
+                move |conn| relay::run(conn, hub.clone(), url.clone()),
+            )));
+        }
+        workers
     }
 }
 

@@ -188,6 +188,44 @@ pub struct Config {
     )]
     pub http1_header_timeout_secs: u64,
 
+    /// How long change events are kept, at least (`30d`, `72h`, ...).
+    /// Retention drops whole weekly partitions, so events stay up to a week
+    /// longer.
+    #[arg(
+        long,
+        env = "CRM_CHANGES_RETENTION",
+        default_value = "30d",
+        value_parser = parse_duration,
+        global = true
+    )]
+    pub changes_retention: Duration,
+
+    /// How change sequences are assigned: `relay` (one PostgreSQL node:
+    /// writes never wait for each other) or `counter` (Citus: each tenant's
+    /// writes commit one at a time). Every replica must use the same.
+    #[arg(
+        long,
+        env = "CRM_CHANGES_SEQUENCING",
+        value_enum,
+        default_value_t = crate::changes::Sequencing::Relay,
+        global = true
+    )]
+    pub changes_sequencing: crate::changes::Sequencing,
+
+    /// Seconds without an event after which a watch sends a heartbeat.
+    #[arg(
+        long,
+        env = "CRM_CHANGES_HEARTBEAT_SECS",
+        default_value_t = 15,
+        global = true
+    )]
+    pub changes_heartbeat_secs: u64,
+
+    /// NATS server of the JetStream relay (e.g. nats://127.0.0.1:4222);
+    /// without it nothing about NATS runs.
+    #[arg(long, env = "CRM_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+
     /// Test-only failpoints (see `crm::failpoint`). Never in production.
     #[arg(
         long,

@@ -124,6 +124,12 @@ pub enum Error {
     /// mechanism before it reaches a caller).
     #[error("concurrent modification")]
     Contention,
+    /// A change-feed position older than the oldest event kept.
+    #[error("changes after this position are no longer kept")]
+    ChangesExpired {
+        /// The oldest sequence still kept.
+        oldest: i64,
+    },
     /// The same `request_id` was used before for a different request.
     #[error("request_id was already used for a different request")]
     RequestIdReused,
@@ -246,6 +252,18 @@ impl Error {
                 "the write conflicted with concurrent writes; retry it".into(),
                 None,
             ),
+            Error::ChangesExpired { oldest } => {
+                meta.insert("oldest_sequence".into(), oldest.to_string());
+                (
+                    Code::FailedPrecondition,
+                    "CHANGES_EXPIRED",
+                    format!(
+                        "events after this position are no longer kept (retention); the oldest kept is {oldest}: \
+                         resume from after_sequence = 0, or re-read the records and resume at the latest sequence"
+                    ),
+                    None,
+                )
+            }
             Error::RequestIdReused => (
                 Code::AlreadyExists,
                 "REQUEST_ID_REUSED",

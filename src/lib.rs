@@ -11,6 +11,8 @@
 //!   id, authentication, the log line. The service shells call the records.
 //! - [`auth`]: JWT verification; produces the [`auth::Caller`] (tenant, person,
 //!   app) that every data path requires.
+//! - [`changes`]: the change feed — its readers, sequencer, relay and
+//!   retention.
 //! - [`records`]: the shared record mechanism (stamps, scoping, versions,
 //!   soft delete, idempotency, masks, paging, validation), written once.
 //! - [`entities`]: each entity's own rules.
@@ -21,6 +23,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -160,10 +160,60 @@ fn scope_sql(caller: &Caller, roles: &Roles) -> Result<String, Error> {
     Ok(sql)
 }
 
-/// `BEGIN` and the caller's settings as one simple-query message: one round
-/// trip instead of two.
-fn begin_sql(caller: &Caller, roles: &Roles) -> Result<String, Error> {
-    Ok(format!("BEGIN; {}", scope_sql(caller, roles)?))
+/// `s` as a standard SQL string literal (quotes doubled), for the writer's
+/// `sub` in simple-query text. Safe because the connections run with
+/// `standard_conforming_strings = on` (backslashes are plain characters),
+/// and a NUL, which a literal cannot hold, is refused (the authenticator
+/// already refuses control characters).
+fn quoted_literal(s: &str) -> Result<String, Error> {
+    if s.contains('\0') {
+        return Err(Error::internal(anyhow::anyhow!(
+            "a NUL reached simple-query text"
+        )));
+    }
+    Ok(format!("'{}'", s.replace('\'', "''")))
+}
+
+/// What a write transaction records for the change feed (read by the
+/// `crm_record_changed` trigger): the writer, its `request_id`, and an id
+/// shared by every event of the transaction.
+#[derive(Clone, Debug)]
+pub struct WriteContext {
+    /// The write's `request_id`, if it has one.
+    pub request_id: Option<uuid::Uuid>,
+    /// Shared by the transaction's change events.
+    pub transaction_id: String,
+}
+
+impl WriteContext {
+    /// A context with a fresh transaction id.
+    pub fn new(request_id: Option<uuid::Uuid>) -> Self {
+        Self {
+            request_id,
+            transaction_id: format!("txn_{}", ulid::Ulid::generate()),
+        }
+    }
+}
+
+/// `BEGIN` and the caller's settings (and, for a write, its feed context) as
+/// one simple-query message: one round trip instead of two.
+fn begin_sql(
+    caller: &Caller,
+    roles: &Roles,
+    write: Option<&WriteContext>,
+) -> Result<String, Error> {
+    let mut sql = format!("BEGIN; {}", scope_sql(caller, roles)?);
+    if let Some(w) = write {
+        let request_id = w.request_id.map(|u| u.to_string()).unwrap_or_default();
+        sql.push_str(&format!(
+            ", set_config('crm.sub', {}, true), set_config('crm.request_id', {}, true), \
+             set_config('crm.transaction_id', {}, true)",
+            quoted_literal(caller.sub())?,
+            plain_literal(&request_id)?,
+            plain_literal(&w.transaction_id)?,
+        ));
+    }
+    Ok(sql)
 }
 
 /// One read as one simple-query message, which Postgres runs as one implicit
@@ -310,6 +360,9 @@ impl Db {
             // A transaction left open (a crashed handler) is ended by Postgres.
             ("idle_in_transaction_session_timeout", "30s"),
             ("statement_timeout", statement_timeout.as_str()),
+            // Quoting in simple-query text relies on it (the default since
+            // PostgreSQL 9.1; set so that no server setting can change it).
+            ("standard_conforming_strings", "on"),
         ]);
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
@@ -400,8 +453,26 @@ impl Db {
     /// Starts a transaction bound to `caller`: the tenant (and app) settings
     /// that row-level security reads are set for this transaction only.
     pub async fn begin(&self, caller: &Caller) -> Result<TenantTx, Error> {
+        self.begin_with(caller, None).await
+    }
+
+    /// Starts a write transaction bound to `caller`, recording `write` for
+    /// the change feed.
+    pub async fn begin_write(
+        &self,
+        caller: &Caller,
+        write: &WriteContext,
+    ) -> Result<TenantTx, Error> {
+        self.begin_with(caller, Some(write)).await
+    }
+
+    async fn begin_with(
+        &self,
+        caller: &Caller,
+        write: Option<&WriteContext>,
+    ) -> Result<TenantTx, Error> {
         self.transactions.inc();
-        let sql = sqlx::AssertSqlSafe(begin_sql(caller, &self.roles)?);
+        let sql = sqlx::AssertSqlSafe(begin_sql(caller, &self.roles, write)?);
         let conn = self.acquire().await?;
         let tx = self.note(sqlx::Transaction::begin(conn, Some(sql.into_sql_str())).await)?;
         let mut tx = TenantTx {
@@ -566,12 +637,17 @@ mod tests {
     #[test]
     fn begin_sets_the_callers_scope_in_one_message() {
         let roles = roles();
-        let person = begin_sql(&Caller::unchecked("acme-1", "u", None), &roles).unwrap();
+        let person = begin_sql(&Caller::unchecked("acme-1", "u", None), &roles, None).unwrap();
         assert_eq!(
             person,
             "BEGIN; SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', '', true)"
         );
-        let app = begin_sql(&Caller::unchecked("acme-1", "u", Some("app:x@y.z")), &roles).unwrap();
+        let app = begin_sql(
+            &Caller::unchecked("acme-1", "u", Some("app:x@y.z")),
+            &roles,
+            None,
+        )
+        .unwrap();
         assert!(app.ends_with(
             "set_config('crm.app_id', 'app:x@y.z', true), set_config('role', 'crm_int_crm_1a2b3c4d', true)"
         ));
@@ -583,10 +659,33 @@ mod tests {
             ("a\\b", None),
         ] {
             assert!(
-                begin_sql(&Caller::unchecked(tenant, "u", app), &roles).is_err(),
+                begin_sql(&Caller::unchecked(tenant, "u", app), &roles, None).is_err(),
                 "{tenant:?} {app:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_write_records_its_context_with_the_writer_quoted() {
+        let roles = roles();
+        let write = WriteContext {
+            request_id: Some(uuid::Uuid::nil()),
+            transaction_id: "txn_01HX".into(),
+        };
+        let sql = begin_sql(
+            &Caller::unchecked("acme-1", "O'Brien \\ x", None),
+            &roles,
+            Some(&write),
+        )
+        .unwrap();
+        assert!(
+            sql.ends_with(
+                "set_config('crm.sub', 'O''Brien \\ x', true), set_config('crm.request_id', \
+                 '00000000-0000-0000-0000-000000000000', true), set_config('crm.transaction_id', 'txn_01HX', true)"
+            ),
+            "{sql}"
+        );
+        assert!(begin_sql(&Caller::unchecked("t", "a\0b", None), &roles, Some(&write)).is_err());
     }
 
     #[test]

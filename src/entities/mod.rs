@@ -15,6 +15,21 @@ use sqlx::SqlSafeStr;
 
 use crate::db::TenantTx;
 use crate::error::Error;
+use crate::records::Kind;
+
+/// The kind whose resource name is `resource` (`account`, `line_item`, ...).
+pub fn kind_of(resource: &str) -> Option<&'static Kind> {
+    [
+        &account::KIND,
+        &contact::KIND,
+        &deal::KIND,
+        &activity::KIND,
+        &quote::KIND,
+        &line_item::KIND,
+    ]
+    .into_iter()
+    .find(|k| k.resource == resource)
+}
 
 /// Keeps a record's human-readable number (`deal_number`, `quote_number`):
 /// generates one on create when the client gave none ([`next_number`]); when

@@ -14,7 +14,7 @@ use super::page::{Cursor, PageKey};
 use super::query::{Plan, select_page};
 use super::{Change, Entity, Op, mask};
 use crate::auth::Caller;
-use crate::db::{Db, TenantTx};
+use crate::db::{Db, TenantTx, WriteContext};
 use crate::error::{Error, invalid};
 
 /// Default page size.
@@ -55,6 +55,7 @@ pub struct Page<E> {
 pub struct Store {
     db: Db,
     pages: PageKey,
+    hub: Option<std::sync::Arc<crate::changes::Hub>>,
 }
 
 /// The current time, at the microsecond precision Postgres stores.
@@ -356,7 +357,18 @@ fn stamp_change<E: Entity>(rec: &mut E, caller: &Caller, at: &Timestamp, old_ver
 impl Store {
     /// Operations over `db`, signing page tokens with `pages`.
     pub fn new(db: Db, pages: PageKey) -> Self {
-        Self { db, pages }
+        Self {
+            db,
+            pages,
+            hub: None,
+        }
+    }
+
+    /// The same store, telling `hub` of every write it commits (the change
+    /// feed's wake-ups).
+    pub fn with_changes(mut self, hub: std::sync::Arc<crate::changes::Hub>) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     /// The database.
@@ -381,7 +393,8 @@ impl Store {
         loop {
             attempt += 1;
             let result = async {
-                let mut tx = self.db.begin(caller).await?;
+                let write = WriteContext::new(idem.map(|k| k.request_id));
+                let mut tx = self.db.begin_write(caller, &write).await?;
                 if let Some(key) = idem
                     && let Some(bytes) = idempotency::claim(&mut tx, key).await?
                 {
@@ -393,6 +406,9 @@ impl Store {
                     idempotency::record(&mut tx, key, &rec.encode_to_vec()).await?;
                 }
                 tx.commit().await?;
+                if let Some(hub) = &self.hub {
+                    hub.committed(caller.tenant_id());
+                }
                 self.db.failpoints().pause("after_commit").await;
                 Ok(rec)
             }

@@ -62,6 +62,8 @@ struct Route {
     output: MessageDescriptor,
     /// The request's one `google.protobuf.FieldMask` field, for PATCH.
     mask_field: Option<FieldDescriptor>,
+    /// A server-streaming method: answered as newline-delimited JSON.
+    streaming: bool,
 }
 
 /// Routes HTTP requests to gRPC methods.
@@ -77,10 +79,7 @@ pub struct Transcoder {
 pub type JsonResponse = http::Response<axum::body::Body>;
 
 fn output_options() -> SerializeOptions {
-    SerializeOptions::new()
-        .use_proto_field_name(true)
-        .skip_default_fields(false)
-        .stringify_64_bit_integers(true)
+    crate::records::convert::rest_options()
 }
 
 /// grpc-gateway's `HTTPStatusFromCode`.
@@ -132,8 +131,10 @@ fn without_body(mut r: JsonResponse) -> JsonResponse {
     r
 }
 
-/// The JSON error body of `status` (a `google.rpc.Status` with its details).
-pub fn status_response(status: &tonic::Status, request_id: Option<&HeaderValue>) -> JsonResponse {
+/// `status` as JSON: a `google.rpc.Status` with its details. Built through
+/// serde_json's (sorted) maps: the ErrorInfo metadata map comes out in one
+/// order every time, so the same error is the same bytes.
+fn status_json(status: &tonic::Status) -> serde_json::Value {
     let desc = DESCRIPTOR_POOL
         .get_message_by_name("google.rpc.Status")
         .expect("google/rpc/status.proto is in the descriptor set");
@@ -141,17 +142,17 @@ pub fn status_response(status: &tonic::Status, request_id: Option<&HeaderValue>)
         .unwrap_or_else(|_| DynamicMessage::new(desc));
     msg.set_field_by_name("code", Value::I32(status.code() as i32));
     msg.set_field_by_name("message", Value::String(status.message().to_owned()));
-    // Through serde_json's (sorted) maps: the ErrorInfo metadata map comes out
-    // in one order every time, so the same error is the same bytes.
-    let body = msg
-        .serialize_with_options(serde_json::value::Serializer, &output_options())
-        .and_then(|v| serde_json::to_vec(&v))
+    msg.serialize_with_options(serde_json::value::Serializer, &output_options())
         .unwrap_or_else(|_| {
-            serde_json::to_vec(&serde_json::json!({
+            serde_json::json!({
                 "code": status.code() as i32, "message": status.message(), "details": []
-            }))
-            .unwrap_or_default()
-        });
+            })
+        })
+}
+
+/// The JSON error body of `status` (a `google.rpc.Status` with its details).
+pub fn status_response(status: &tonic::Status, request_id: Option<&HeaderValue>) -> JsonResponse {
+    let body = serde_json::to_vec(&status_json(status)).unwrap_or_default();
     let mut r = json_response(http_status(status.code()), body, request_id);
     if status.code() == Code::Unauthenticated {
         // grpc-gateway sets WWW-Authenticate to the status message.
@@ -495,6 +496,7 @@ impl Transcoder {
                     grpc_path: format!("/{}/{}", service.full_name(), method.name()),
                     output: method.output(),
                     mask_field: (masks.len() == 1).then(|| masks[0].clone()),
+                    streaming: method.is_server_streaming(),
                     input,
                 });
             }
@@ -699,7 +701,11 @@ impl Transcoder {
         };
         let (parts, body) = response.into_parts();
         let outcome = parts.extensions.get::<CallOutcome>().cloned();
-        let mut response = self.render(route, parts, body).await;
+        let mut response = if route.streaming {
+            render_stream(route, parts, body)
+        } else {
+            self.render(route, parts, body).await
+        };
         if let Some(o) = outcome {
             response.extensions_mut().insert(o);
         }
@@ -774,6 +780,98 @@ impl Transcoder {
         }
         json_response(StatusCode::OK, json, request_id.as_ref())
     }
+}
+
+/// The answer of a server-streaming method: an error status before the first
+/// message is an ordinary error response; otherwise 200 and, as grpc-gateway
+/// streams, one JSON object per line — `{"result": <message>}` for each
+/// message, `{"error": <status>}` if the stream fails. Each line is sent as
+/// soon as its message arrives.
+fn render_stream(
+    route: &Route,
+    parts: http::response::Parts,
+    body: tonic::body::Body,
+) -> JsonResponse {
+    let request_id = parts.headers.get("x-request-id").cloned();
+    if let Some(status) =
+        tonic::Status::from_header_map(&parts.headers).filter(|s| s.code() != Code::Ok)
+    {
+        return status_response(&status, request_id.as_ref());
+    }
+    let output = route.output.clone();
+    let lines = futures_util::stream::unfold(Some((body, BytesMut::new())), move |state| {
+        let output = output.clone();
+        async move {
+            let (mut body, mut buf) = state?;
+            let line = |v: serde_json::Value| {
+                let mut text = serde_json::to_vec(&v).unwrap_or_default();
+                text.push(b'\n');
+                Ok::<_, Infallible>(Bytes::from(text))
+            };
+            loop {
+                if buf.len() >= 5 {
+                    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                    if buf.len() >= 5 + len {
+                        let frame = buf.split_to(5 + len).freeze();
+                        let json = DynamicMessage::decode(output.clone(), frame.slice(5..))
+                            .ok()
+                            .and_then(|m| {
+                                m.serialize_with_options(
+                                    serde_json::value::Serializer,
+                                    &output_options(),
+                                )
+                                .ok()
+                            });
+                        return Some(match json {
+                            Some(v) => {
+                                (line(serde_json::json!({ "result": v })), Some((body, buf)))
+                            }
+                            None => {
+                                let s = routing_status(
+                                    Code::Internal,
+                                    "INTERNAL_ERROR",
+                                    "undecodable stream message".into(),
+                                );
+                                (line(serde_json::json!({ "error": status_json(&s) })), None)
+                            }
+                        });
+                    }
+                }
+                match body.frame().await {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => buf.extend_from_slice(&data),
+                        Err(frame) => {
+                            let failed = frame
+                                .into_trailers()
+                                .ok()
+                                .and_then(|t| tonic::Status::from_header_map(&t))
+                                .filter(|s| s.code() != Code::Ok);
+                            if let Some(status) = failed {
+                                return Some((
+                                    line(serde_json::json!({ "error": status_json(&status) })),
+                                    None,
+                                ));
+                            }
+                        }
+                    },
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "a streamed gRPC response failed");
+                        return None;
+                    }
+                    None => return None,
+                }
+            }
+        }
+    });
+    let mut r = http::Response::new(axum::body::Body::from_stream(lines));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(id) = request_id {
+        r.headers_mut().insert("x-request-id", id);
+    }
+    r
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct TestApp {
     pub app_role: String,
     /// The database's integration role (`crm_integration_role()`).
     pub integration_role: String,
+    /// The database's background role (`crm_background_role()`).
+    pub background_role: String,
     pub channel: Channel,
     /// The owner URL of the database (its cluster may be a private one).
     owner_url: String,
@@ -72,6 +74,10 @@ pub fn config(db_name: &str) -> Config {
         http2_keepalive_secs: 30,
         max_connections: 4096,
         http1_header_timeout_secs: 10,
+        changes_retention: std::time::Duration::from_secs(30 * 86_400),
+        changes_sequencing: crm::changes::Sequencing::Relay,
+        changes_heartbeat_secs: 15,
+        nats_url: None,
         failpoints: String::new(),
     }
 }
@@ -98,14 +104,15 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let app = Application::build(&cfg, false)
         .await
         .expect("server builds");
-    let (app_role, integration_role): (String, String) = {
+    let (app_role, integration_role, background_role): (String, String, String) = {
         let mut owner = sqlx::PgConnection::connect(&cfg.database_url)
             .await
             .expect("owner connects");
-        let roles = sqlx::query_as("SELECT crm_app_role(), crm_integration_role()")
-            .fetch_one(&mut owner)
-            .await
-            .expect("the database's roles");
+        let roles =
+            sqlx::query_as("SELECT crm_app_role(), crm_integration_role(), crm_background_role()")
+                .fetch_one(&mut owner)
+                .await
+                .expect("the database's roles");
         owner.close().await.ok();
         roles
     };
@@ -128,6 +135,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         db_name,
         app_role,
         integration_role,
+        background_role,
         channel,
         owner_url: cfg.database_url.clone(),
         // Without one (JWKS tests), tokens are minted as before with SECRET.
@@ -332,7 +340,11 @@ impl Drop for TestApp {
             h.abort();
         }
         let name = self.db_name.clone();
-        let roles = [self.integration_role.clone(), self.app_role.clone()];
+        let roles = [
+            self.integration_role.clone(),
+            self.app_role.clone(),
+            self.background_role.clone(),
+        ];
         let maintenance = PgConnectOptions::from_str(&self.owner_url)
             .unwrap()
             .database("postgres");
@@ -351,7 +363,7 @@ impl Drop for TestApp {
                         )))
                         .await;
                     // Roles are cluster-wide: without this, every test run
-                    // would leave two behind. Their names are [a-z0-9_].
+                    // would leave three behind. Their names are [a-z0-9_].
                     for role in roles {
                         let _ = c
                             .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))

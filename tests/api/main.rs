@@ -4,6 +4,7 @@
 mod accounts;
 mod activities;
 mod auth;
+mod changes;
 mod cluster;
 mod contacts;
 mod deals;
@@ -14,6 +15,7 @@ mod hostile;
 mod lists;
 mod platform;
 mod quotes;
+mod relay;
 mod reliability;
 mod rest;
 mod roles;

@@ -282,13 +282,13 @@ async fn request_id_is_idempotent_on_every_entity_and_write() {
 }
 
 /// A `crm serve` process on the shared Postgres, with its own database.
-struct Process {
+pub struct Process {
     child: Child,
-    grpc: String,
-    http: String,
+    pub grpc: String,
+    pub http: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -297,7 +297,7 @@ fn free_port() -> u16 {
 }
 
 impl Process {
-    fn start(db: &str, extra: &[(&str, &str)]) -> Self {
+    pub fn start(db: &str, extra: &[(&str, &str)]) -> Self {
         let (gp, hp) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_crm"));
         cmd.arg("serve")
@@ -320,7 +320,7 @@ impl Process {
         }
     }
 
-    async fn ready(&self) {
+    pub async fn ready(&self) {
         let client = reqwest::Client::new();
         for _ in 0..200 {
             if client
@@ -346,7 +346,7 @@ impl Process {
         )
     }
 
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -361,9 +361,9 @@ impl Drop for Process {
     }
 }
 
-struct ScratchDb(String);
+pub struct ScratchDb(pub String);
 impl ScratchDb {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self(format!(
             "crm_test_{}",
             ulid::Ulid::generate().to_string().to_lowercase()
@@ -378,10 +378,7 @@ impl Drop for ScratchDb {
             // roles are cluster-wide and would outlive it.
             let roles = Command::new("psql")
                 .arg(format!("{}/{name}", pg_base()))
-                .args([
-                    "-tAc",
-                    "SELECT crm_app_role() || ',' || crm_integration_role()",
-                ])
+                .args(["-tAc", "SELECT array_to_string(crm_roles(), ',')"])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
                 .unwrap_or_default();

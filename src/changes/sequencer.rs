@@ -1,0 +1,88 @@
+//! The sequencer (`relay` mode; in `counter` mode it only drains rows a
+//! previous `relay` mode left behind). One statement per batch moves outbox
+//! rows into `change_events` in outbox-id order, numbering each tenant's rows
+//! on from its head, and NOTIFYs the tenants. It moves only ids up to the
+//! highest one whose `horizon` (the next xid when the id was taken) the
+//! oldest running transaction has passed: every transaction that could still
+//! commit a smaller id has then finished. So a sequence, once a reader has
+//! seen it, never gains an event below it, and two writes of one record
+//! (ids taken under its row lock) come in commit order (migration 0006).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgConnection;
+
+use super::Hub;
+use super::hub::CHANNEL;
+
+/// Rows moved per statement.
+pub const BATCH: i64 = 1000;
+/// The longest the sequencer sleeps without a local commit to wake it (writes
+/// of other processes are found this fast).
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// The statement: horizon, move, number, advance heads, notify.
+const SEQUENCE: &str = "
+WITH horizon AS MATERIALIZED (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x, clock_timestamp() AS at
+), settled AS MATERIALIZED (
+    SELECT max(o.id) AS id FROM change_outbox o, horizon h WHERE o.horizon <= h.x
+), picked AS MATERIALIZED (
+    SELECT o.tenant_id, o.id FROM change_outbox o, settled s
+    WHERE o.id <= s.id ORDER BY o.id LIMIT $1
+), moved AS (
+    DELETE FROM change_outbox o USING picked p
+    WHERE o.tenant_id = p.tenant_id AND o.id = p.id
+    RETURNING o.*
+), numbered AS (
+    SELECT m.*, row_number() OVER (PARTITION BY m.tenant_id ORDER BY m.id) AS n,
+           count(*) OVER (PARTITION BY m.tenant_id) AS cnt
+    FROM moved m
+), counts AS (
+    SELECT tenant_id, max(cnt) AS cnt FROM numbered GROUP BY tenant_id
+), heads AS (
+    INSERT INTO change_heads AS h (tenant_id, last_sequence)
+    SELECT tenant_id, cnt FROM counts
+    ON CONFLICT (tenant_id) DO UPDATE SET last_sequence = h.last_sequence + EXCLUDED.last_sequence
+    RETURNING h.tenant_id, h.last_sequence
+), inserted AS (
+    INSERT INTO change_events (tenant_id, sequence, committed_at, resource_type, record_id,
+                               record_version, operation, changed_fields, record, actor,
+                               app_id, request_id, transaction_id)
+    SELECT nb.tenant_id, hd.last_sequence - c.cnt + nb.n, hz.at, nb.resource_type, nb.record_id,
+           nb.record_version, nb.operation, nb.changed_fields, nb.record, nb.actor,
+           nb.app_id, nb.request_id, nb.transaction_id
+    FROM numbered nb
+    JOIN counts c ON c.tenant_id = nb.tenant_id
+    JOIN heads hd ON hd.tenant_id = nb.tenant_id
+    CROSS JOIN horizon hz
+    RETURNING tenant_id
+), notified AS (
+    SELECT pg_notify($2, d.tenant_id) FROM (SELECT DISTINCT tenant_id FROM inserted) d
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM notified)";
+
+/// Numbers one batch; returns how many rows it moved.
+pub async fn sequence_once(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    let (moved, _tenants): (i64, i64) = sqlx::query_as(SEQUENCE)
+        .bind(BATCH)
+        .bind(CHANNEL)
+        .fetch_one(conn)
+        .await?;
+    Ok(moved)
+}
+
+/// The sequencer's loop, on the connection that holds its role.
+pub async fn run(mut conn: PgConnection, hub: Arc<Hub>) -> anyhow::Result<()> {
+    loop {
+        let moved = sequence_once(&mut conn).await?;
+        if moved == BATCH {
+            continue;
+        }
+        tokio::select! {
+            () = hub.next_commit() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
