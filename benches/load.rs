@@ -487,7 +487,19 @@ impl Drop for Server {
 
 /// Starts the server; `pool` overrides the pool size.
 fn server(bin: &PathBuf, grpc: &str, http: &str, pool: Option<u32>) -> anyhow::Result<Server> {
+    server_with(bin, grpc, http, pool, &[])
+}
+
+/// Starts the server with `env` on top.
+fn server_with(
+    bin: &PathBuf,
+    grpc: &str,
+    http: &str,
+    pool: Option<u32>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let mut cmd = Command::new(bin);
+    cmd.envs(env.iter().copied());
     cmd.arg("serve")
         .env("DATABASE_URL", format!("{}/{DB}", base()))
         .env("CRM_GRPC_ADDR", grpc)
@@ -528,6 +540,112 @@ fn peak_rss_mib(pid: u32) -> f64 {
                 .and_then(|v| v.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The change feed's commit-to-delivery latency: `clients` writers create
+/// accounts for `duration` while one watch follows the feed; for each
+/// account, the time from its Create being acknowledged to its event
+/// arriving on the watch (0 when the event beat the acknowledgement).
+async fn watch_latency(
+    world: &Arc<World>,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<(Duration, Duration, Duration, usize)> {
+    use crm::proto::change_service_client::ChangeServiceClient;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let last: i64 = ChangeServiceClient::new(channel(GRPC).await?)
+        .list_changes(authed(
+            &world.token,
+            ListChangesRequest {
+                after_sequence: i64::MAX - 1,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner()
+        .last_sequence;
+    let mut stream = ChangeServiceClient::new(channel(GRPC).await?)
+        .watch_changes(authed(
+            &world.token,
+            WatchChangesRequest {
+                after_sequence: last,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watcher = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = stream.message().await {
+                if let Some(watch_changes_response::Kind::Change(c)) = msg.kind {
+                    received.lock().unwrap().insert(c.record_id, Instant::now());
+                }
+            }
+        })
+    };
+    let end = Instant::now() + duration;
+    let mut writers = Vec::new();
+    for c in 0..clients {
+        let (acked, world) = (acked.clone(), world.clone());
+        let ch = channel(GRPC).await?;
+        writers.push(tokio::spawn(async move {
+            let mut client = AccountServiceClient::new(ch);
+            let mut i = 0;
+            while Instant::now() < end {
+                i += 1;
+                if let Ok(r) = client
+                    .create_account(authed(
+                        &world.token,
+                        CreateAccountRequest {
+                            account: Some(Account {
+                                name: format!("Watched {c}-{i}"),
+                                ..Default::default()
+                            }),
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await
+                {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .insert(r.into_inner().id, Instant::now());
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await?;
+    }
+    // Let the last events arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watcher.abort();
+    let acked = acked.lock().unwrap();
+    let received = received.lock().unwrap();
+    let mut latencies: Vec<Duration> = acked
+        .iter()
+        .map(|(id, at)| {
+            received
+                .get(id)
+                .map_or(Duration::MAX, |r| r.saturating_duration_since(*at))
+        })
+        .collect();
+    latencies.sort_unstable();
+    let missing = latencies.iter().filter(|l| **l == Duration::MAX).count();
+    ensure!(
+        missing == 0,
+        "{missing} acknowledged writes never reached the watch"
+    );
+    Ok((
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        *latencies.last().unwrap_or(&Duration::ZERO),
+        latencies.len(),
+    ))
 }
 
 async fn owner() -> anyhow::Result<PgConnection> {
@@ -1122,8 +1240,52 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    // The change feed: what it costs a write (the same server, trigger off
+    // then on), how fast a watch sees a commit, and the counter mode.
+    let feed_ops: Vec<Op> = [Op::Create, Op::Update]
+        .into_iter()
+        .filter(|o| ops.contains(o))
+        .collect();
+    let mut feed_rows = Vec::new();
+    for &op in &feed_ops {
+        eprintln!("{} with the change feed off, then on…", op.name());
+        conn.execute("ALTER TABLE accounts DISABLE TRIGGER accounts_changed")
+            .await?;
+        let off = drive(op, Transport::Grpc, &world, args.clients, warmup, duration).await?;
+        conn.execute("ALTER TABLE accounts ENABLE TRIGGER accounts_changed")
+            .await?;
+        let on = drive(op, Transport::Grpc, &world, args.clients, warmup, duration).await?;
+        for (what, m) in [("feed off", &off), ("feed on", &on)] {
+            if m.errors > 0 || m.calls == 0 {
+                failures.push(format!("{} ({what}): {} errors", op.name(), m.errors));
+            }
+        }
+        feed_rows.push((op, off, on));
+    }
+    eprintln!("watch commit-to-delivery…");
+    let watch = watch_latency(&world, args.clients / 2, duration).await?;
     let rss = peak_rss_mib(pid);
     drop(srv);
+    let mut counter_rows = Vec::new();
+    if !feed_ops.is_empty() {
+        eprintln!("counter sequencing…");
+        let mut counter = server_with(
+            &args.bin,
+            GRPC,
+            HTTP,
+            None,
+            &[("CRM_CHANGES_SEQUENCING", "counter")],
+        )?;
+        ready(&mut counter, HTTP).await?;
+        for &op in &feed_ops {
+            let m = drive(op, Transport::Grpc, &world, args.clients, warmup, duration).await?;
+            if m.errors > 0 || m.calls == 0 {
+                failures.push(format!("{} (counter): {} errors", op.name(), m.errors));
+            }
+            counter_rows.push((op, m));
+        }
+        drop(counter);
+    }
 
     writeln!(
         report,
@@ -1187,6 +1349,52 @@ async fn main() -> anyhow::Result<()> {
             m.errors
         )?;
     }
+    if !feed_rows.is_empty() {
+        writeln!(
+            report,
+            "\n#### The change feed\n\nWrites over gRPC at {} clients on one tenant, the same server: the \
+             capture trigger disabled (`feed off`, what a write cost before the feed), then enabled \
+             (`relay` sequencing, the default); then a server with `CRM_CHANGES_SEQUENCING=counter` \
+             (the Citus mode: a tenant's writes commit one at a time).\n",
+            args.clients
+        )?;
+        writeln!(
+            report,
+            "| operation | feed off, calls/s | p99 | feed on (relay), calls/s | p99 | on / off | counter, calls/s | p99 | counter / off |"
+        )?;
+        writeln!(report, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+        for (op, off, on) in &feed_rows {
+            let counter = counter_rows.iter().find(|(o, _)| o == op).map(|(_, m)| m);
+            writeln!(
+                report,
+                "| {} | {:.0} | {} | {:.0} | {} | **{:.2}×** | {} | {} | {} |",
+                op.name(),
+                off.throughput,
+                ms(off.p99),
+                on.throughput,
+                ms(on.p99),
+                on.throughput / off.throughput,
+                counter.map_or("—".into(), |m| format!("{:.0}", m.throughput)),
+                counter.map_or("—".into(), |m| ms(m.p99)),
+                counter.map_or("—".into(), |m| format!(
+                    "{:.2}×",
+                    m.throughput / off.throughput
+                )),
+            )?;
+        }
+    }
+    writeln!(
+        report,
+        "\nWatch, commit to delivery ({} writers creating accounts for {:.0} s, one WatchChanges stream; \
+         from each Create's acknowledgement to its event on the stream): {} events, \
+         p50 **{} ms**, p99 **{} ms**, max {} ms.",
+        args.clients / 2,
+        args.seconds,
+        watch.3,
+        ms(watch.0),
+        ms(watch.1),
+        ms(watch.2)
+    )?;
     writeln!(
         report,
         "\n<details><summary>The pgbench scripts</summary>\n"

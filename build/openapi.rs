@@ -265,12 +265,27 @@ impl Gen<'_> {
                 params.push(p);
             }
         }
+        let ok = if method.is_server_streaming() {
+            // grpc-gateway's streaming form: one JSON object per line, each
+            // {"result": <message>} or, if the stream fails, {"error": <Status>}.
+            json!({"description": "A stream of newline-delimited JSON objects, one per message: \
+             {\"result\": <message>}, or {\"error\": <google.rpc.Status>} if the stream fails. \
+             It stays open until the client closes it.",
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {
+                    "result": self.reference(&method.output()),
+                    "error": {"$ref": "#/components/schemas/Status"}
+                }}}}})
+        } else {
+            json!({"description": "OK", "content": {"application/json": {"schema": self.reference(&method.output())}}})
+        };
         let mut op = json!({
             "operationId": method.name(),
             "tags": [method.parent_service().name()],
             "parameters": params,
             "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": self.reference(&method.output())}}},
+                "200": ok,
                 "default": {"description": "An error: a google.rpc.Status with ErrorInfo (and BadRequest) details.",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}
             }

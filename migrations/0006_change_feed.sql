@@ -9,18 +9,16 @@
 --
 --   relay (default, one PostgreSQL node): the trigger appends to
 --     change_outbox (no lock, no contention). Each row takes an id from a
---     sequence — after the write took its row lock, so two writes of one
---     record get ids in their commit order — and notes the next transaction
---     id at that moment (pg_snapshot_xmax). Every transaction that took a
---     smaller outbox id had its xid before that, so once the oldest running
---     xid (pg_snapshot_xmin) has passed a row's note, no smaller id can still
---     commit. One sequencer (a single-writer role held by an advisory lock)
---     moves the rows up to the highest such id into change_events, in id
---     order, numbering them per tenant, gapless. A sequence, once shown to a
---     reader, never gains an event below it; changes to one record come in
---     commit order. (Ordering by xid would not do: a transaction that waits
---     for a row lock may hold an older xid than the one it waited for.)
---   counter (Citus, where the xmin horizon is per node): the trigger takes
+--     sequence after the write took its row lock, so two writes of one record
+--     (the second waits for the first to commit) get ids in commit order. One
+--     sequencer (a single-writer role held by an advisory lock) repeatedly
+--     moves the committed rows it can see into change_events, in id order,
+--     numbering each tenant's rows on from its head, gapless. A row committed
+--     later is moved later and numbered higher: a sequence, once shown to a
+--     reader, never gains an event below it, and the feed follows commit order
+--     (change_outbox_seq must keep CACHE 1: ids in the order they were taken).
+--   counter (Citus, where a sequence and a sequencer would be one node's):
+--     the trigger takes
 --     the tenant's row in change_heads (held to commit) and writes the event
 --     to change_events itself. Gapless and in commit order everywhere, but a
 --     tenant's writes then commit one at a time.
@@ -68,7 +66,6 @@ CREATE SEQUENCE change_outbox_seq;
 CREATE TABLE change_outbox (
     tenant_id      text    NOT NULL,
     id             bigint  NOT NULL,
-    horizon        xid8    NOT NULL,
     resource_type  text    NOT NULL,
     record_id      text    NOT NULL,
     record_version integer NOT NULL,
@@ -165,8 +162,6 @@ DECLARE
     changed  text[];
     op       text;
     seq      bigint;
-    outbox   bigint;
-    horizon  xid8;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         op := 'created';
@@ -198,14 +193,11 @@ BEGIN
                 nullif(current_setting('crm.request_id', true), ''),
                 coalesce(current_setting('crm.transaction_id', true), ''));
     ELSE
-        outbox := nextval('change_outbox_seq');
-        -- Read after taking the id (its own statement, its own snapshot):
-        -- every transaction that took a smaller id has an xid below this.
-        horizon := pg_snapshot_xmax(pg_current_snapshot());
-        INSERT INTO change_outbox (tenant_id, id, horizon, resource_type, record_id, record_version,
+        INSERT INTO change_outbox (tenant_id, id, resource_type, record_id, record_version,
                                    operation, changed_fields, record, actor, app_id, request_id,
                                    transaction_id)
-        VALUES (NEW.tenant_id, outbox, horizon, TG_ARGV[0], NEW.id, NEW.version, op, changed, new_row,
+        VALUES (NEW.tenant_id, nextval('change_outbox_seq'), TG_ARGV[0], NEW.id, NEW.version, op,
+                changed, new_row,
                 coalesce(current_setting('crm.sub', true), ''), NEW.app_id,
                 nullif(current_setting('crm.request_id', true), ''),
                 coalesce(current_setting('crm.transaction_id', true), ''));

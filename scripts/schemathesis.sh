@@ -13,7 +13,11 @@ if [ "${2:-}" != "--inner" ]; then
     exec scripts/with-server.sh "$0" "$examples" --inner
 fi
 
+# WatchChanges is left out: its answer is a stream that stays open until the
+# client closes it, which a request/response checker reads as a timeout
+# (tests/api/changes.rs and the property test cover it).
 st run "$CRM_HTTP/openapi.json" --url "$CRM_HTTP" \
+    --exclude-operation-id WatchChanges \
     -H "Authorization: Bearer $CRM_TOKEN" \
     --checks not_a_server_error,response_schema_conformance,content_type_conformance,status_code_conformance \
     --max-examples "$examples" --generation-deterministic --request-timeout 10 \

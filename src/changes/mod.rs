@@ -39,12 +39,12 @@ pub use hub::Hub;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sequencing {
     /// Writes append to an outbox without contention; one sequencer numbers
-    /// finished transactions. One PostgreSQL node (its xmin horizon).
+    /// committed rows. One PostgreSQL node (one outbox sequence).
     #[default]
     Relay,
     /// Each write takes its tenant's counter row until commit: correct on
-    /// Citus (no cross-node horizon needed); a tenant's writes commit one at
-    /// a time.
+    /// Citus (each tenant's counter lives with its rows); a tenant's writes
+    /// commit one at a time.
     Counter,
 }
 

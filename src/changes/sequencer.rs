@@ -1,12 +1,11 @@
 //! The sequencer (`relay` mode; in `counter` mode it only drains rows a
-//! previous `relay` mode left behind). One statement per batch moves outbox
-//! rows into `change_events` in outbox-id order, numbering each tenant's rows
-//! on from its head, and NOTIFYs the tenants. It moves only ids up to the
-//! highest one whose `horizon` (the next xid when the id was taken) the
-//! oldest running transaction has passed: every transaction that could still
-//! commit a smaller id has then finished. So a sequence, once a reader has
-//! seen it, never gains an event below it, and two writes of one record
-//! (ids taken under its row lock) come in commit order (migration 0006).
+//! previous `relay` mode left behind). One statement per batch moves the
+//! committed outbox rows it sees into `change_events` in outbox-id order,
+//! numbering each tenant's rows on from its head, and NOTIFYs the tenants.
+//! Readers never see outbox ids, only these numbers: a row committed later is
+//! moved later and numbered higher, so a sequence, once a reader has seen it,
+//! never gains an event below it; two writes of one record took their ids
+//! under its row lock, so they come in commit order (migration 0006).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,15 +21,12 @@ pub const BATCH: i64 = 1000;
 /// of other processes are found this fast).
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// The statement: horizon, move, number, advance heads, notify.
+/// The statement: pick, move, number, advance heads, notify.
 const SEQUENCE: &str = "
 WITH horizon AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x, clock_timestamp() AS at
-), settled AS MATERIALIZED (
-    SELECT max(o.id) AS id FROM change_outbox o, horizon h WHERE o.horizon <= h.x
+    SELECT clock_timestamp() AS at
 ), picked AS MATERIALIZED (
-    SELECT o.tenant_id, o.id FROM change_outbox o, settled s
-    WHERE o.id <= s.id ORDER BY o.id LIMIT $1
+    SELECT o.tenant_id, o.id FROM change_outbox o ORDER BY o.id LIMIT $1
 ), moved AS (
     DELETE FROM change_outbox o USING picked p
     WHERE o.tenant_id = p.tenant_id AND o.id = p.id

@@ -1,6 +1,7 @@
 // Loads the API explorer in headless Chromium, creates an account through its
 // form with a bearer token, and checks the 200 response it shows; then lists
-// the accounts and finds the new one. Needs CRM_HTTP (base URL) and CRM_TOKEN.
+// the accounts and finds the new one, and watches the change feed stream in.
+// Needs CRM_HTTP (base URL) and CRM_TOKEN.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 
@@ -43,6 +44,20 @@ try {
   await page.waitForFunction(() => document.querySelector("#status")?.textContent === "200");
   const list = JSON.parse(await page.textContent("#response"));
   assert.ok(list.accounts.some((a) => a.id === body.id), "the new account is listed");
+
+  // The change feed's watch streams into the page, line by line, until Stop.
+  await page.click('nav button[data-op="WatchChanges"]');
+  await page.fill('input[name="after_sequence"]', "0");
+  await page.click("#send");
+  await page.waitForFunction(
+    (id) => (document.querySelector("#response")?.textContent ?? "").includes(id),
+    body.id,
+    { timeout: 10000 },
+  );
+  const first = JSON.parse((await page.textContent("#response")).split("\n")[0]);
+  assert.equal(first.result.change.record_id, body.id, "the watch starts with the account's creation");
+  await page.click("#stop");
+  await page.waitForFunction(() => (document.querySelector("#response")?.textContent ?? "").includes("(stopped)"));
 
   // Without a token the explorer shows the API's 401.
   await page.fill("#token", "");
