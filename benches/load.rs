@@ -648,6 +648,25 @@ async fn watch_latency(
     ))
 }
 
+/// Makes the clients' idea of the seeded accounts' versions the stored one
+/// (after something else — the capture, pgbench — updated them).
+async fn sync_versions(conn: &mut PgConnection, world: &World) -> anyhow::Result<()> {
+    let versions: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT id, version FROM accounts WHERE tenant_id = $1 AND id LIKE 'acc\\_0%'",
+    )
+    .bind(TENANT)
+    .fetch_all(conn)
+    .await?;
+    for (id, v) in versions {
+        if let Ok(n) = id["acc_".len()..].parse::<usize>()
+            && (1..=world.accounts).contains(&n)
+        {
+            world.versions[n - 1].store(v, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
 async fn owner() -> anyhow::Result<PgConnection> {
     Ok(PgConnection::connect(&format!("{}/{DB}", base())).await?)
 }
@@ -1172,19 +1191,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let replays = replays?;
     // The capture updated some accounts: start from the stored versions.
-    let versions: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT id, version FROM accounts WHERE tenant_id = $1 AND id LIKE 'acc\\_0%'",
-    )
-    .bind(TENANT)
-    .fetch_all(&mut conn)
-    .await?;
-    for (id, v) in versions {
-        if let Ok(n) = id["acc_".len()..].parse::<usize>()
-            && (1..=args.accounts).contains(&n)
-        {
-            world.versions[n - 1].store(v, Ordering::Relaxed);
-        }
-    }
+    sync_versions(&mut conn, &world).await?;
     conn.execute("VACUUM ANALYZE").await?;
 
     // The server under test.
@@ -1249,6 +1256,8 @@ async fn main() -> anyhow::Result<()> {
     let mut feed_rows = Vec::new();
     for &op in &feed_ops {
         eprintln!("{} with the change feed off, then on…", op.name());
+        // pgbench updated the seeded accounts since the clients last did.
+        sync_versions(&mut conn, &world).await?;
         conn.execute("ALTER TABLE accounts DISABLE TRIGGER accounts_changed")
             .await?;
         let off = drive(op, Transport::Grpc, &world, args.clients, warmup, duration).await?;
@@ -1278,6 +1287,7 @@ async fn main() -> anyhow::Result<()> {
         )?;
         ready(&mut counter, HTTP).await?;
         for &op in &feed_ops {
+            sync_versions(&mut conn, &world).await?;
             let m = drive(op, Transport::Grpc, &world, args.clients, warmup, duration).await?;
             if m.errors > 0 || m.calls == 0 {
                 failures.push(format!("{} (counter): {} errors", op.name(), m.errors));

@@ -160,6 +160,7 @@ DECLARE
     ignored  text[] := TG_ARGV[1:];
     new_row  jsonb := to_jsonb(NEW) - ignored;
     changed  text[];
+    old_row  jsonb;
     op       text;
     seq      bigint;
 BEGIN
@@ -169,9 +170,10 @@ BEGIN
         FROM jsonb_each(new_row)
         WHERE value NOT IN ('null', '""', '[]', '{}', 'false', '0');
     ELSE
+        old_row := to_jsonb(OLD);
         SELECT array_agg(n.key ORDER BY n.key) INTO changed
-        FROM jsonb_each(new_row) n JOIN jsonb_each(to_jsonb(OLD) - ignored) o USING (key)
-        WHERE n.value IS DISTINCT FROM o.value;
+        FROM jsonb_each(new_row) n
+        WHERE n.value IS DISTINCT FROM old_row -> n.key;
         IF changed IS NULL THEN
             RETURN NULL;  -- nothing changed: no event
         END IF;

@@ -135,6 +135,20 @@ expect "another entity: create a deal" 200 '.name == "Big one" and (.deal_number
 expect "unknown id: 404 NOT_FOUND" 404 '.code == 5' \
     "$API/accounts/acc_01J0000000000000000000000Z" -H "$H"
 expect "no token: 401" 401 '.code == 16' "$API/accounts"
+# The change feed: the REST cursor, and the watch stream as one JSON object
+# per line (Envoy's stream_newline_delimited: the bare message, where crm's
+# own REST wraps each line in {"result": ...}).
+sleep 1
+expect "list changes: the writes above, in sequence" 200 \
+    '(.changes | length) >= 5 and ([.changes[].sequence | tonumber] | . == sort) and (.changes | any(.operation == "undeleted"))' \
+    "$API/changes?page_size=100" -H "$H"
+curl -s -N --max-time 3 -o "$work/watch" "$API/changes:watch?resource_types=deal" -H "$H" || true
+if jq -e -s 'length == 1 and .[0].change.resource_type == "deal" and .[0].change.operation == "created"' \
+    "$work/watch" >/dev/null 2>&1; then
+    pass "watch changes: replayed as newline-delimited JSON"
+else
+    fail "watch changes through Envoy: $(head -c 500 "$work/watch")"
+fi
 # Not transcoded, not routed: Envoy's own 404 (no JSON body).
 status=$(curl -sS -o /dev/null -w '%{http_code}' "$ENVOY_URL/api/v1/crm/nothing-here" -H "$H")
 if [ "$status" = 404 ]; then pass "unknown path (404)"; else fail "unknown path: HTTP $status, expected 404"; fi

@@ -4,7 +4,8 @@
 # packaging is what gets tested), a byte-for-byte check that the committed
 # generated code equals a fresh regeneration from proto/, a strict mypy pass,
 # and the pytest suite against a real server on 127.0.0.1:50091 / :8091
-# (via scripts/with-server.sh; CRM_BIN picks the binary, else it is built).
+# (via scripts/with-server.sh; CRM_BIN picks the binary, else it is built),
+# which sends change-feed heartbeats after 1 s idle (not 15 s).
 #   bash scripts/py-client.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ step "mypy --strict"
 (cd "$dir" && .venv/bin/mypy)
 
 step "pytest against a real server"
-CRM_GRPC_ADDR=127.0.0.1:50091 CRM_HTTP_ADDR=127.0.0.1:8091 \
+CRM_CHANGES_HEARTBEAT_SECS=1 CRM_GRPC_ADDR=127.0.0.1:50091 CRM_HTTP_ADDR=127.0.0.1:8091 \
     scripts/with-server.sh "$py" -m pytest -q -p no:cacheprovider "$dir/tests"
 
 echo "py-client: OK"

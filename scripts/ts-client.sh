@@ -3,6 +3,8 @@
 # typecheck, build, then the node:test suite against a real server started by
 # scripts/with-server.sh on 127.0.0.1:50081 (gRPC) / 127.0.0.1:8081 (HTTP).
 # CRM_BIN is passed through (unset: with-server.sh builds target/debug/crm).
+# The server sends change-feed heartbeats after 1 s idle (not 15 s), so the
+# watch tests see them quickly.
 #   bash scripts/ts-client.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +28,7 @@ rm -rf "$ts/dist"
 (cd "$ts" && npm run -s build)
 
 step "tests against a real server"
-CRM_GRPC_ADDR=127.0.0.1:50081 CRM_HTTP_ADDR=127.0.0.1:8081 \
+CRM_CHANGES_HEARTBEAT_SECS=1 CRM_GRPC_ADDR=127.0.0.1:50081 CRM_HTTP_ADDR=127.0.0.1:8081 \
     scripts/with-server.sh node --test "$ts"/dist/test/*.test.js
 
 echo "ts-client: OK"

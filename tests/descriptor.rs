@@ -9,13 +9,14 @@ use std::process::{Command, Output, Stdio};
 
 use prost_reflect::{DescriptorPool, Value};
 
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 7] = [
     "crm.v1.AccountService",
     "crm.v1.ContactService",
     "crm.v1.DealService",
     "crm.v1.ActivityService",
     "crm.v1.QuoteService",
     "crm.v1.LineItemService",
+    "crm.v1.ChangeService",
 ];
 
 /// The binary, with an environment that would fail any database or key use.
@@ -54,7 +55,7 @@ fn writes_a_complete_descriptor_set() {
     let bytes = written_set();
     let pool = DescriptorPool::decode(bytes.as_slice()).expect("the set decodes");
 
-    // The six services, and nothing else in crm.v1.
+    // The six entity services and the change feed, nothing else in crm.v1.
     let services: BTreeSet<String> = pool
         .services()
         .filter(|s| s.package_name() == "crm.v1")
@@ -69,7 +70,18 @@ fn writes_a_complete_descriptor_set() {
         .expect("google.api.http is in the set");
     for name in SERVICES {
         let service = pool.get_service_by_name(name).unwrap();
-        assert!(service.methods().len() >= 3, "{name}: too few methods");
+        let methods: BTreeSet<String> = service.methods().map(|m| m.name().to_owned()).collect();
+        if name == "crm.v1.ChangeService" {
+            let expected = BTreeSet::from(["ListChanges".to_owned(), "WatchChanges".to_owned()]);
+            assert_eq!(methods, expected, "{name}: methods");
+            let watch = service
+                .methods()
+                .find(|m| m.name() == "WatchChanges")
+                .unwrap();
+            assert!(watch.is_server_streaming(), "WatchChanges must stream");
+        } else {
+            assert!(methods.len() >= 3, "{name}: too few methods: {methods:?}");
+        }
         for method in service.methods() {
             let options = method.options();
             assert!(
@@ -197,7 +209,7 @@ fn an_unwritable_path_is_a_clear_error() {
 }
 
 /// Every service `deploy/envoy/envoy.yaml` transcodes is in the set, and the
-/// config names all six (the structural half of `scripts/envoy-check.sh`,
+/// config names all seven (the structural half of `scripts/envoy-check.sh`,
 /// which validates and runs the config with a real Envoy).
 #[test]
 fn envoy_config_names_exactly_the_services() {

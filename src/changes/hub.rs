@@ -2,16 +2,21 @@
 //!
 //! - in `relay` mode the sequencer, after numbering a batch, sends
 //!   `NOTIFY crm_changes, '<tenant>'`; every process LISTENs and fans the
-//!   tenant out to its watches. Local commits only wake the sequencer.
+//!   tenant out to its watches. A local commit wakes the sequencer at once
+//!   if it runs here, and is announced on `crm_outbox` for the sequencer of
+//!   another process.
 //! - in `counter` mode a commit's events are final at once: local watches
-//!   are woken directly, and the tenants are NOTIFYed for other processes
-//!   by one batched statement (a NOTIFY inside each write would serialize
-//!   commits: PostgreSQL takes a global lock to queue notifications).
+//!   are woken directly, and the tenants are announced on `crm_changes` for
+//!   other processes.
 //!
-//! Watches also re-check on their own every few seconds, so a lost
-//! notification delays an event, never loses it.
+//! Announcements are batched: one statement for the commits of a moment,
+//! outside the writes' transactions (a NOTIFY inside each write would
+//! serialize commits: PostgreSQL takes a global lock to queue
+//! notifications). Watches and the sequencer also re-check on their own, so
+//! a lost notification delays an event, never loses it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,12 +28,17 @@ use super::Sequencing;
 
 /// The channel the feed's wake-ups travel on.
 pub const CHANNEL: &str = "crm_changes";
+/// The channel on which commits wake the sequencer of another process.
+pub const OUTBOX_CHANNEL: &str = "crm_outbox";
 /// A payload meaning "every tenant".
 pub const ALL: &str = "*";
 
 /// Wake-ups for the feed's readers and workers in this process.
 pub struct Hub {
     mode: Sequencing,
+    /// This process holds the sequencer role (its commits need no
+    /// announcement for it).
+    sequencing_here: AtomicBool,
     moved: broadcast::Sender<Arc<str>>,
     committed: Notify,
     pending: Mutex<HashSet<String>>,
@@ -40,6 +50,7 @@ impl Hub {
     pub fn new(mode: Sequencing) -> Arc<Self> {
         Arc::new(Self {
             mode,
+            sequencing_here: AtomicBool::new(false),
             moved: broadcast::channel(1024).0,
             committed: Notify::new(),
             pending: Mutex::new(HashSet::new()),
@@ -52,12 +63,19 @@ impl Hub {
         self.committed.notify_one();
         if self.mode == Sequencing::Counter {
             self.moved(tenant);
+        }
+        if self.mode == Sequencing::Counter || !self.sequencing_here.load(Ordering::Relaxed) {
             self.pending
                 .lock()
                 .expect("the pending set is never poisoned")
                 .insert(tenant.to_owned());
             self.to_notify.notify_one();
         }
+    }
+
+    /// Whether the sequencer runs in this process (set by it).
+    pub fn set_sequencing_here(&self, here: bool) {
+        self.sequencing_here.store(here, Ordering::Relaxed);
     }
 
     /// `tenant`'s feed moved (`ALL`: any tenant's may have).
@@ -83,12 +101,15 @@ impl Hub {
         loop {
             match PgListener::connect_with(&pool).await {
                 Ok(mut listener) => {
-                    if let Err(e) = listener.listen(CHANNEL).await {
+                    if let Err(e) = listener.listen_all([CHANNEL, OUTBOX_CHANNEL]).await {
                         tracing::warn!(error = %e, "LISTEN crm_changes failed");
                     } else {
                         self.moved(ALL);
                         loop {
                             match listener.try_recv().await {
+                                Ok(Some(n)) if n.channel() == OUTBOX_CHANNEL => {
+                                    self.committed.notify_one()
+                                }
                                 Ok(Some(n)) => self.moved(n.payload()),
                                 // The connection was lost and re-made.
                                 Ok(None) => self.moved(ALL),
@@ -106,12 +127,15 @@ impl Hub {
         }
     }
 
-    /// In `counter` mode, tells other processes which tenants' feeds moved:
-    /// one statement per batch of local commits.
+    /// Tells other processes of this process's commits, one statement per
+    /// batch: in `counter` mode, which tenants' feeds moved (for their
+    /// watches); in `relay` mode, that the outbox has rows (for the
+    /// sequencer, wherever it runs).
     pub async fn announce(self: Arc<Self>, pool: PgPool) {
-        if self.mode != Sequencing::Counter {
-            return;
-        }
+        let channel = match self.mode {
+            Sequencing::Counter => CHANNEL,
+            Sequencing::Relay => OUTBOX_CHANNEL,
+        };
         loop {
             self.to_notify.notified().await;
             let tenants: Vec<String> = self
@@ -124,7 +148,7 @@ impl Hub {
                 continue;
             }
             if let Err(e) = sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) t")
-                .bind(CHANNEL)
+                .bind(channel)
                 .bind(&tenants)
                 .execute(&pool)
                 .await

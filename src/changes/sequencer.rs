@@ -17,9 +17,14 @@ use super::hub::CHANNEL;
 
 /// Rows moved per statement.
 pub const BATCH: i64 = 1000;
-/// The longest the sequencer sleeps without a local commit to wake it (writes
-/// of other processes are found this fast).
-pub const POLL: Duration = Duration::from_millis(20);
+/// After a wake-up, how long the sequencer lets more commits gather before
+/// it moves them: one transaction (and one WAL flush) per batch instead of
+/// one per commit, for a few milliseconds of latency.
+pub const LINGER: Duration = Duration::from_millis(5);
+/// The longest the sequencer sleeps without a wake-up (a local commit, or
+/// another process's announcement on `crm_outbox`): a lost wake-up delays
+/// events by at most this much.
+pub const POLL: Duration = Duration::from_millis(500);
 
 /// The statement: pick, move, number, advance heads, notify.
 const SEQUENCE: &str = "
@@ -71,13 +76,20 @@ pub async fn sequence_once(conn: &mut PgConnection) -> Result<i64, sqlx::Error> 
 
 /// The sequencer's loop, on the connection that holds its role.
 pub async fn run(mut conn: PgConnection, hub: Arc<Hub>) -> anyhow::Result<()> {
+    hub.set_sequencing_here(true);
+    let result = sequence(&mut conn, &hub).await;
+    hub.set_sequencing_here(false);
+    result
+}
+
+async fn sequence(conn: &mut PgConnection, hub: &Hub) -> anyhow::Result<()> {
     loop {
-        let moved = sequence_once(&mut conn).await?;
+        let moved = sequence_once(conn).await?;
         if moved == BATCH {
             continue;
         }
         tokio::select! {
-            () = hub.next_commit() => {}
+            () = hub.next_commit() => tokio::time::sleep(LINGER).await,
             () = tokio::time::sleep(POLL) => {}
         }
     }

@@ -4,6 +4,7 @@
 //   const client = createClient({ baseUrl: "http://127.0.0.1:50051", token });
 //   const { items, nextPageToken } = await client.customer.accounts.list({ filter: "tags:vip", pageSize: 20 });
 //   for await (const a of client.customer.accounts.listAll({ filter: "tags:vip" })) console.log(a.name);
+//   for await (const e of client.changes.watch({ afterSequence: 0n })) console.log(e.sequence, e.operation);
 import type { DescService, MessageInitShape } from "@bufbuild/protobuf";
 import {
   Code as ConnectCode,
@@ -17,6 +18,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 
 import { AccountService, type Account, type AccountSchema } from "./gen/crm/v1/account_pb.js";
 import { ActivityService, type Activity, type ActivitySchema } from "./gen/crm/v1/activity_pb.js";
+import { ChangeService, type ChangeEvent, type Heartbeat } from "./gen/crm/v1/change_pb.js";
 import { ContactService, type Contact, type ContactSchema } from "./gen/crm/v1/contact_pb.js";
 import { DealService, type Deal, type DealSchema } from "./gen/crm/v1/deal_pb.js";
 import { LineItemService, type LineItem, type LineItemSchema } from "./gen/crm/v1/line_item_pb.js";
@@ -27,6 +29,7 @@ import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_detail
 // The generated record types (typed records) and their schemas/services.
 export * from "./gen/crm/v1/account_pb.js";
 export * from "./gen/crm/v1/activity_pb.js";
+export * from "./gen/crm/v1/change_pb.js";
 export * from "./gen/crm/v1/common_pb.js";
 export * from "./gen/crm/v1/contact_pb.js";
 export * from "./gen/crm/v1/deal_pb.js";
@@ -273,6 +276,192 @@ function opsOf<T, I>(service: DescService, transport: Transport): ReadCreateOps<
   };
 }
 
+// ---------------------------------------------------------------- change feed
+
+/** A position in the tenant's feed: a sequence (`0` = before the first event). */
+export type ChangeSequence = bigint | number;
+
+export interface ChangesListParams {
+  /** Events with a greater sequence are returned; 0/absent: from the oldest retained. */
+  afterSequence?: ChangeSequence;
+  /** 0/absent: server default (100); above 1000 is taken as 1000. */
+  pageSize?: number;
+  /** Only these resource types (account, contact, deal, activity, quote, line_item); empty: all. */
+  resourceTypes?: string[];
+  /** Only these operations (created, updated, deleted, undeleted, purged); empty: all. */
+  operations?: string[];
+}
+
+export interface ChangesPage {
+  /** The events, ascending by sequence. */
+  changes: ChangeEvent[];
+  /**
+   * The tenant's latest sequence when the page was read. A page shorter than
+   * pageSize means everything up to it has been seen: poll again after the
+   * last event's sequence, or after this value when the page is empty.
+   */
+  lastSequence: bigint;
+}
+
+export type WatchParams = Omit<ChangesListParams, "pageSize">;
+
+/** Passed to `onReconnect` before each reconnection of a watch. */
+export interface ReconnectInfo {
+  /** 1 for the first reconnection after a stream that delivered messages, then 2, 3, ... */
+  attempt: number;
+  /** The position the watch resumes from (the last sequence seen, heartbeats included). */
+  afterSequence: bigint;
+  /** How long the watch waits before reconnecting. */
+  delayMs: number;
+  /** Why the stream ended (undefined: it ended cleanly, as when the server shuts down). */
+  error: CrmError | undefined;
+}
+
+/** Options of `changes.watch`. A watch has no deadline: stop it with `signal` or by leaving the loop. */
+export interface WatchOptions extends Omit<CallOptions, "timeoutMs" | "onHeader" | "onTrailer"> {
+  /** Also yield the heartbeats (sent after 15 s without an event). Default false. */
+  heartbeats?: boolean;
+  /** First reconnection delay (default 100 ms), doubled per failed attempt... */
+  initialBackoffMs?: number;
+  /** ...up to this (default 5000 ms). Each delay is randomized to 50-100 % of it. */
+  maxBackoffMs?: number;
+  /** Called before each reconnection (for logging/metrics). */
+  onReconnect?: (info: ReconnectInfo) => void;
+}
+
+export interface Changes {
+  /** One page of events after `afterSequence`, oldest first. */
+  list(params?: ChangesListParams, opts?: CallOptions): Promise<ChangesPage>;
+  /**
+   * Every event after `afterSequence`, then each new one as it commits, in
+   * sequence order, for as long as the caller iterates. When the stream drops
+   * (UNAVAILABLE, a reset connection, the server shutting down) the watch
+   * reconnects with a bounded backoff and resumes after the last sequence it
+   * has seen: no event is yielded twice and none is skipped. Other errors
+   * (CHANGES_EXPIRED, INVALID_ARGUMENT, UNAUTHENTICATED, ...) are thrown as
+   * CrmError. Aborting `signal`, or leaving the loop, cancels the stream and
+   * ends the iteration without an error.
+   */
+  watch(params?: WatchParams, opts?: WatchOptions & { heartbeats?: false }): AsyncIterable<ChangeEvent>;
+  /** With `heartbeats: true`, the heartbeats too (tell them apart by `$typeName`). */
+  watch(params: WatchParams | undefined, opts: WatchOptions & { heartbeats: true }): AsyncIterable<ChangeEvent | Heartbeat>;
+}
+
+/**
+ * Whether a watch resumes after this error rather than throwing it. Statuses
+ * crm itself sends always carry an ErrorInfo; the transport's own (a reset
+ * connection is ABORTED, a stream cut before its trailers INTERNAL) have none.
+ */
+export function isTransient(err: CrmError): boolean {
+  const fromServer = err.reason !== "" || err.domain !== "";
+  switch (err.codeName) {
+    case "UNAVAILABLE": // connection refused/lost, server draining, database unreachable
+    case "CANCELLED": // not by the caller: a reset stream or connection
+    case "DEADLINE_EXCEEDED": // a watch has no deadline: the server's, while starting it
+      return true;
+    case "RESOURCE_EXHAUSTED":
+      return err.reason === "SERVER_BUSY"; // "retry with backoff"
+    case "ABORTED":
+    case "INTERNAL":
+    case "UNKNOWN":
+      return !fromServer;
+    default:
+      return false;
+  }
+}
+
+/** The delay before reconnection `attempt` (1, 2, ...): doubling, capped, 50-100 % jitter. */
+function backoffMs(attempt: number, initialMs: number, maxMs: number): number {
+  const full = Math.min(maxMs, initialMs * 2 ** Math.min(attempt - 1, 30));
+  return Math.round(full * (0.5 + Math.random() / 2));
+}
+
+/** Resolves true after `ms`, or false as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve(true);
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function changesOf(transport: Transport): Changes {
+  const rpc = createConnectClient(ChangeService, transport);
+
+  async function* watch(
+    params: WatchParams,
+    opts: WatchOptions,
+  ): AsyncGenerator<ChangeEvent | Heartbeat, void, undefined> {
+    const { heartbeats = false, initialBackoffMs = 100, maxBackoffMs = 5000, onReconnect, signal, ...callOpts } = opts;
+    const filters = { resourceTypes: params.resourceTypes ?? [], operations: params.operations ?? [] };
+    // The last sequence yielded or passed by a heartbeat: each stream resumes after it.
+    let position = BigInt(params.afterSequence ?? 0);
+    let attempt = 0;
+    for (;;) {
+      if (signal?.aborted) return;
+      // One controller per stream: Connect's iterable does not cancel the
+      // HTTP/2 stream when the loop is left, so the finally below does.
+      const stream = new AbortController();
+      const forward = () => stream.abort(signal?.reason);
+      signal?.addEventListener("abort", forward, { once: true });
+      let error: CrmError | undefined;
+      try {
+        const responses = rpc.watchChanges(
+          { ...filters, afterSequence: position },
+          { ...callOpts, signal: stream.signal, timeoutMs: 0 },
+        );
+        for await (const { kind } of responses) {
+          attempt = 0;
+          if (kind.case === "change") {
+            if (kind.value.sequence <= position) continue; // never twice
+            position = kind.value.sequence;
+            yield kind.value;
+          } else if (kind.case === "heartbeat") {
+            if (kind.value.sequence > position) position = kind.value.sequence;
+            if (heartbeats) yield kind.value;
+          }
+        }
+        // Ended without an error: the server is shutting down.
+      } catch (err) {
+        if (signal?.aborted) return;
+        error = CrmError.from(err);
+        if (!isTransient(error)) throw error;
+      } finally {
+        signal?.removeEventListener("abort", forward);
+        stream.abort();
+      }
+      attempt++;
+      const delayMs = backoffMs(attempt, initialBackoffMs, maxBackoffMs);
+      onReconnect?.({ attempt, afterSequence: position, delayMs, error });
+      if (!(await sleep(delayMs, signal))) return;
+    }
+  }
+
+  return {
+    list: (params = {}, o) =>
+      call(async () => {
+        const res = await rpc.listChanges(
+          {
+            afterSequence: BigInt(params.afterSequence ?? 0),
+            pageSize: params.pageSize ?? 0,
+            resourceTypes: params.resourceTypes ?? [],
+            operations: params.operations ?? [],
+          },
+          o,
+        );
+        return { changes: res.changes, lastSequence: res.lastSequence };
+      }),
+    watch: ((params: WatchParams = {}, opts: WatchOptions = {}) => watch(params, opts)) as Changes["watch"],
+  };
+}
+
 // ---------------------------------------------------------------- client
 
 export interface ClientOptions {
@@ -298,6 +487,8 @@ export interface CrmClient {
     quotes: Resource<Quote, QuoteInput>;
     lineItems: Resource<LineItem, LineItemInput>;
   };
+  /** The tenant's change feed: every committed change, in one gapless sequence. */
+  changes: Changes;
   /** The Connect transport (for calling the generated services directly). */
   transport: Transport;
   /** Closes the HTTP/2 connection (no-op with a custom transport). */
@@ -334,6 +525,7 @@ export function createClient(options: ClientOptions): CrmClient {
       quotes: resource(opsOf<Quote, QuoteInput>(QuoteService, t)),
       lineItems: resource(opsOf<LineItem, LineItemInput>(LineItemService, t)),
     },
+    changes: changesOf(t),
     transport: t,
     close: () => session?.abort(),
   };

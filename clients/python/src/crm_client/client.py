@@ -8,15 +8,23 @@
     acc = client.customer.accounts.update(acc.id, {"legal_name": "Globex Corp"}, version=acc.version)
     client.customer.accounts.delete(acc.id, version=acc.version)
 
+    page = client.changes.list(after_sequence=0)        # page.changes, page.last_sequence
+    with client.changes.watch(after_sequence=page.last_sequence) as events:
+        for event in events:                            # resumes by itself after a drop
+            ...
+
 Every method raises CrmError on a non-OK status.
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
+import random
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType, TracebackType
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, Literal, TypeVar, Union, cast, overload
 
 import grpc
 from google.protobuf import field_mask_pb2, json_format
@@ -28,6 +36,8 @@ from crm_client.v1 import (
     account_pb2_grpc,
     activity_pb2,
     activity_pb2_grpc,
+    change_pb2,
+    change_pb2_grpc,
     contact_pb2,
     contact_pb2_grpc,
     deal_pb2,
@@ -58,13 +68,22 @@ class _Caller:
         self._token = token
         self._timeout = timeout
 
-    def __call__(self, method: Callable[..., Any], request: Message) -> Any:
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
         token = self._token() if callable(self._token) else self._token
-        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
+    def __call__(self, method: Callable[..., Any], request: Message) -> Any:
+        metadata = self._metadata()
         try:
             return method(request, metadata=metadata, timeout=self._timeout)
         except grpc.RpcError as err:
             raise CrmError.from_rpc_error(err) from None
+
+    def stream(self, method: Callable[..., Any], request: Message) -> Any:
+        """Starts a server-streaming call, with no deadline. The result is an
+        iterator of responses that is also a grpc.Call (``.cancel()``); its
+        errors are raised as grpc.RpcError while iterating."""
+        return method(request, metadata=self._metadata())
 
 
 class ListResource(Generic[M, L]):
@@ -269,6 +288,263 @@ class Customer:
         )  # fmt: skip
 
 
+@dataclasses.dataclass(frozen=True)
+class ReconnectInfo:
+    """Passed to a watch's ``on_reconnect`` before each reconnection."""
+
+    #: 1 for the first reconnection after a stream that delivered messages, then 2, 3, ...
+    attempt: int
+    #: The position the watch resumes from (the last sequence seen, heartbeats included).
+    after_sequence: int
+    #: Seconds the watch waits before reconnecting.
+    delay: float
+    #: Why the stream ended (None: it ended cleanly, as when the server shuts down).
+    error: CrmError | None
+
+
+def is_transient(err: CrmError) -> bool:
+    """Whether a watch resumes after this error rather than raising it.
+
+    Statuses crm itself sends always carry an ErrorInfo (``reason`` set);
+    those grpc makes on the client for a broken connection have none.
+    """
+    code = err.code
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,  # connection refused/lost, server draining, database unreachable
+        grpc.StatusCode.CANCELLED,  # not by the caller: a reset stream or connection
+        grpc.StatusCode.DEADLINE_EXCEEDED,  # a watch has no deadline: the server's, while starting it
+    ):
+        return True
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return err.reason == "SERVER_BUSY"  # "retry with backoff"
+    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED):
+        return err.reason is None  # made by the transport (e.g. RST_STREAM), not by crm
+    return False
+
+
+#: What a watch yields: ChangeEvent, or ChangeEvent | Heartbeat with heartbeats=True.
+E = TypeVar("E", bound=Message)
+
+
+class ChangeWatch(Generic[E]):
+    """A running ``changes.watch``: an iterator over the events, in sequence
+    order, that never ends by itself.
+
+    When the stream drops (UNAVAILABLE, a reset connection, the server
+    shutting down) it reconnects after a bounded backoff and resumes after the
+    last sequence it has seen, so no event is yielded twice and none is
+    skipped. Other errors (CHANGES_EXPIRED, INVALID_ARGUMENT, ...) are raised
+    as CrmError from ``next()``. ``close()`` — also by leaving a ``with``
+    block, or from another thread — cancels the stream; the iteration then
+    stops (StopIteration, not an error).
+    """
+
+    def __init__(
+        self,
+        call: _Caller,
+        stub: Any,
+        *,
+        after_sequence: int,
+        resource_types: Sequence[str],
+        operations: Sequence[str],
+        heartbeats: bool,
+        initial_backoff: float,
+        max_backoff: float,
+        on_reconnect: Callable[[ReconnectInfo], None] | None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._stream: Any = None  # the current call, None between streams
+        self._call = call
+        self._stub = stub
+        self._position = after_sequence
+        self._resource_types = list(resource_types)
+        self._operations = list(operations)
+        self._heartbeats = heartbeats
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._on_reconnect = on_reconnect
+        self._attempt = 0  # reconnections since the last message
+
+    @property
+    def position(self) -> int:
+        """The last sequence yielded or passed by a heartbeat: where this watch
+        (or a new one, after a restart) resumes."""
+        return self._position
+
+    def __iter__(self) -> ChangeWatch[E]:
+        return self
+
+    def __next__(self) -> E:
+        while True:
+            with self._lock:
+                if self._closed.is_set():
+                    raise StopIteration
+                if self._stream is None:
+                    request = change_pb2.WatchChangesRequest(
+                        after_sequence=self._position,
+                        resource_types=self._resource_types,
+                        operations=self._operations,
+                    )
+                    self._stream = self._call.stream(self._stub.WatchChanges, request)
+                stream = self._stream
+            error: CrmError | None = None
+            try:
+                response: change_pb2.WatchChangesResponse = next(stream)
+            except StopIteration:
+                pass  # ended without an error: the server is shutting down
+            except grpc.RpcError as err:
+                if self._closed.is_set():
+                    raise StopIteration from None
+                error = CrmError.from_rpc_error(err)
+                if not is_transient(error):
+                    self.close()
+                    raise error from None
+            else:
+                self._attempt = 0
+                kind = response.WhichOneof("kind")
+                if kind == "change":
+                    if response.change.sequence > self._position:  # never twice
+                        self._position = response.change.sequence
+                        return cast(E, response.change)
+                elif kind == "heartbeat":
+                    self._position = max(self._position, response.heartbeat.sequence)
+                    if self._heartbeats:
+                        return cast(E, response.heartbeat)
+                continue
+            with self._lock:
+                self._stream = None
+            self._attempt += 1
+            full = min(self._max_backoff, self._initial_backoff * 2 ** min(self._attempt - 1, 30))
+            delay = full * random.uniform(0.5, 1.0)
+            if self._on_reconnect is not None:
+                self._on_reconnect(ReconnectInfo(self._attempt, self._position, delay, error))
+            if self._closed.wait(delay):
+                raise StopIteration
+
+    def close(self) -> None:
+        """Cancels the stream and ends the iteration. Safe from any thread, and
+        more than once."""
+        with self._lock:
+            self._closed.set()
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.cancel()
+
+    def __enter__(self) -> ChangeWatch[E]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit grpc may be gone already
+            pass
+
+
+class Changes:
+    """The tenant's change feed (crm.v1.ChangeService): every committed change
+    to every record, in one gapless sequence per tenant, from 1."""
+
+    def __init__(self, channel: grpc.Channel, call: _Caller) -> None:
+        self._call = call
+        self._stub = change_pb2_grpc.ChangeServiceStub(channel)
+
+    def list(
+        self,
+        *,
+        after_sequence: int = 0,
+        page_size: int = 0,
+        resource_types: Sequence[str] = (),
+        operations: Sequence[str] = (),
+    ) -> change_pb2.ListChangesResponse:
+        """One page of events after ``after_sequence`` (0: from the oldest
+        retained), oldest first: ``.changes`` and ``.last_sequence`` (the
+        tenant's latest sequence). ``page_size`` 0 is 100, at most 1000.
+        ``resource_types`` (account, contact, deal, activity, quote,
+        line_item) and ``operations`` (created, updated, deleted, undeleted,
+        purged) filter; empty: all. A position older than the retention is
+        CrmError FAILED_PRECONDITION, reason CHANGES_EXPIRED, with
+        ``metadata["oldest_sequence"]``."""
+        request = change_pb2.ListChangesRequest(
+            after_sequence=after_sequence,
+            page_size=page_size,
+            resource_types=list(resource_types),
+            operations=list(operations),
+        )
+        result: change_pb2.ListChangesResponse = self._call(self._stub.ListChanges, request)
+        return result
+
+    @overload
+    def watch(
+        self,
+        *,
+        after_sequence: int = 0,
+        resource_types: Sequence[str] = (),
+        operations: Sequence[str] = (),
+        heartbeats: Literal[False] = False,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        on_reconnect: Callable[[ReconnectInfo], None] | None = None,
+    ) -> ChangeWatch[change_pb2.ChangeEvent]: ...
+
+    @overload
+    def watch(
+        self,
+        *,
+        after_sequence: int = 0,
+        resource_types: Sequence[str] = (),
+        operations: Sequence[str] = (),
+        heartbeats: Literal[True],
+        initial_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        on_reconnect: Callable[[ReconnectInfo], None] | None = None,
+    ) -> ChangeWatch[change_pb2.ChangeEvent | change_pb2.Heartbeat]: ...
+
+    def watch(
+        self,
+        *,
+        after_sequence: int = 0,
+        resource_types: Sequence[str] = (),
+        operations: Sequence[str] = (),
+        heartbeats: bool = False,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        on_reconnect: Callable[[ReconnectInfo], None] | None = None,
+    ) -> ChangeWatch[Any]:
+        """Every event after ``after_sequence``, then each new one as it
+        commits: a ChangeWatch (an iterator; use it in a ``with`` block, or
+        close() it, to cancel). The stream is opened by the first ``next()``
+        and has no deadline. Filters as in list().
+
+        ``heartbeats=True`` also yields the Heartbeats (sent after 15 s
+        without an event; they always advance the resume position). After a
+        drop the watch reconnects after ``initial_backoff`` seconds, doubled
+        per failed attempt up to ``max_backoff``, each randomized to 50-100 %;
+        ``on_reconnect`` is called before each wait (for logging). The
+        channel's own reconnection backoff (grpc.initial_reconnect_backoff_ms,
+        grpc.max_reconnect_backoff_ms in ``options``) also applies.
+        """
+        return ChangeWatch(
+            self._call,
+            self._stub,
+            after_sequence=after_sequence,
+            resource_types=resource_types,
+            operations=operations,
+            heartbeats=heartbeats,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+            on_reconnect=on_reconnect,
+        )
+
+
 class Client:
     """A connection to crm. Use as a context manager, or call close()."""
 
@@ -288,7 +564,10 @@ class Client:
             self.channel: grpc.Channel = grpc.secure_channel(target, creds, options=opts)
         else:
             self.channel = grpc.insecure_channel(target, options=opts)
-        self.customer = Customer(self.channel, _Caller(token, timeout))
+        call = _Caller(token, timeout)
+        self.customer = Customer(self.channel, call)
+        #: The change feed: ``changes.list(...)``, ``changes.watch(...)``.
+        self.changes = Changes(self.channel, call)
 
     def close(self) -> None:
         self.channel.close()
