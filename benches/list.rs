@@ -189,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
         changes_retention: std::time::Duration::from_secs(30 * 86_400),
         changes_sequencing: crm::changes::Sequencing::Relay,
         changes_heartbeat_secs: 15,
+        changes_pool_size: 4,
         nats_url: None,
         failpoints: String::new(),
     };

@@ -75,6 +75,8 @@ pub struct Application {
 /// What the change feed needs at run time.
 struct FeedParts {
     hub: Arc<Hub>,
+    /// The readers' pool (`CRM_CHANGES_POOL_SIZE`).
+    db: Db,
     background: sqlx::PgPool,
     background_role: String,
     retention: Duration,
@@ -159,7 +161,7 @@ impl Application {
         let failpoints =
             Failpoints::from_spec(&config.failpoints).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Metrics::new();
-        let db = Db::connect(&DbConfig {
+        let db_config = DbConfig {
             url: config.database_url.clone(),
             app_url: config.app_database_url.clone(),
             pool_size: config.db_pool_size,
@@ -171,6 +173,12 @@ impl Application {
                 .map(app_password),
             failpoints,
             transactions: metrics.transactions.clone(),
+        };
+        let db = Db::connect(&db_config).await?;
+        // The feed's readers: the same role and rules, their own connections.
+        let feed_db = Db::connect(&DbConfig {
+            pool_size: config.changes_pool_size.max(1),
+            ..db_config
         })
         .await?;
         let hub = Hub::new(config.changes_sequencing);
@@ -216,6 +224,7 @@ impl Application {
             metrics,
             feed: FeedParts {
                 hub,
+                db: feed_db,
                 background,
                 background_role,
                 retention: config.changes_retention,
@@ -262,7 +271,7 @@ impl Application {
         // (each role held by one process at a time) ends with the process.
         let (feed_stop, feed_stopped) = tokio::sync::watch::channel(false);
         let feed = Feed::new(
-            self.db.clone(),
+            self.feed.db.clone(),
             self.feed.hub.clone(),
             self.feed.heartbeat,
             feed_stopped,

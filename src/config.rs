@@ -221,6 +221,17 @@ pub struct Config {
     )]
     pub changes_heartbeat_secs: u64,
 
+    /// Connections that ListChanges and the watches read through: a pool of
+    /// their own, so that a burst of writes never delays the feed and
+    /// watches never take the connections writes need.
+    #[arg(
+        long,
+        env = "CRM_CHANGES_POOL_SIZE",
+        default_value_t = 4,
+        global = true
+    )]
+    pub changes_pool_size: u32,
+
     /// NATS server of the JetStream relay (e.g. nats://127.0.0.1:4222);
     /// without it nothing about NATS runs.
     #[arg(long, env = "CRM_NATS_URL", global = true)]

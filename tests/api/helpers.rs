@@ -77,6 +77,7 @@ pub fn config(db_name: &str) -> Config {
         changes_retention: std::time::Duration::from_secs(30 * 86_400),
         changes_sequencing: crm::changes::Sequencing::Relay,
         changes_heartbeat_secs: 15,
+        changes_pool_size: 4,
         nats_url: None,
         failpoints: String::new(),
     }
