@@ -78,6 +78,16 @@ CREATE TABLE change_outbox (
     transaction_id text    NOT NULL,
     CONSTRAINT change_outbox_pkey PRIMARY KEY (tenant_id, id)
 );
+-- The sequencer reads the table in id order (LIMIT a batch): an index scan,
+-- whatever the planner's idea of the table's size. The table is a queue
+-- (every row is deleted within milliseconds): vacuumed by its dead rows'
+-- count alone, not a share of a size that is always near zero.
+CREATE INDEX change_outbox_id_idx ON change_outbox (id);
+ALTER TABLE change_outbox SET (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 10000,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 CREATE TABLE change_events (
     tenant_id      text        NOT NULL,
