@@ -416,6 +416,168 @@ async fn drive(
     })
 }
 
+/// Records per second of the bulk paths, each measured the same way: the
+/// time of `rounds` calls over one connection.
+struct Bulk {
+    singles: f64,
+    batch_create: f64,
+    batch_upsert_new: f64,
+    batch_upsert_existing: f64,
+    line_items: f64,
+    pgbench: f64,
+    rounds: usize,
+}
+
+/// Bulk writes of 1000 records: 1000 single Creates over one connection,
+/// then BatchCreate, BatchUpsert (new keys, then the same keys with a
+/// change), and 1000 line items on one quote, against pgbench inserting the
+/// same 1000 rows with one multi-row INSERT per transaction, one connection.
+async fn bulk(world: &Arc<World>, rounds: usize, seconds: f64) -> anyhow::Result<Bulk> {
+    const N: usize = 1000;
+    let mut client = AccountServiceClient::new(channel(GRPC).await?);
+    let account = |i: usize, tag: &str| Account {
+        name: format!("Bulk {tag} {i}"),
+        external_id: format!("{tag}-{i}"),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    for i in 0..N {
+        client
+            .create_account(authed(
+                &world.token,
+                CreateAccountRequest {
+                    account: Some(account(i, &format!("single-{}", ulid::Ulid::generate()))),
+                    request_id: String::new(),
+                },
+            ))
+            .await?;
+    }
+    let singles = N as f64 / start.elapsed().as_secs_f64();
+    let per_second = |elapsed: Duration| (rounds * N) as f64 / elapsed.as_secs_f64();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let tag = ulid::Ulid::generate().to_string();
+        let requests = (0..N)
+            .map(|i| CreateAccountRequest {
+                account: Some(account(i, &tag)),
+                request_id: String::new(),
+            })
+            .collect();
+        client
+            .batch_create_accounts(authed(
+                &world.token,
+                BatchCreateAccountsRequest {
+                    requests,
+                    request_id: String::new(),
+                },
+            ))
+            .await?;
+    }
+    let batch_create = per_second(start.elapsed());
+    let upserts = |tag: &str, industry: &str| -> Vec<UpsertAccountRequest> {
+        (0..N)
+            .map(|i| UpsertAccountRequest {
+                account: Some(Account {
+                    industry: industry.into(),
+                    ..account(i, tag)
+                }),
+                update_mask: None,
+                request_id: String::new(),
+            })
+            .collect()
+    };
+    let tags: Vec<String> = (0..rounds)
+        .map(|_| ulid::Ulid::generate().to_string())
+        .collect();
+    let timed = |label: &'static str| {
+        let (tags, token) = (tags.clone(), world.token.clone());
+        let mut client = client.clone();
+        async move {
+            let start = Instant::now();
+            for tag in &tags {
+                let out = client
+                    .batch_upsert_accounts(authed(
+                        &token,
+                        BatchUpsertAccountsRequest {
+                            requests: upserts(tag, label),
+                            request_id: String::new(),
+                        },
+                    ))
+                    .await?
+                    .into_inner();
+                ensure!(
+                    out.accounts.len() == N,
+                    "a batch upsert answered {} records",
+                    out.accounts.len()
+                );
+            }
+            anyhow::Ok(start.elapsed())
+        }
+    };
+    let batch_upsert_new = per_second(timed("software").await?);
+    let batch_upsert_existing = per_second(timed("hardware").await?);
+    // 1000 line items on one quote per call (the quote rolled up once).
+    let mut quotes = QuoteServiceClient::new(channel(GRPC).await?);
+    let mut lines = LineItemServiceClient::new(channel(GRPC).await?);
+    let mut elapsed = Duration::ZERO;
+    for _ in 0..rounds {
+        let quote = quotes
+            .create_quote(authed(
+                &world.token,
+                CreateQuoteRequest {
+                    quote: Some(Quote {
+                        account_id: format!("acc_{:0>26}", 1),
+                        name: "Bulk".into(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await?
+            .into_inner();
+        let requests = (0..N)
+            .map(|i| CreateLineItemRequest {
+                line_item: Some(LineItem {
+                    quote_id: quote.id.clone(),
+                    quantity: Some(2.0),
+                    unit_price: Some(10.5 + i as f64),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .collect();
+        let start = Instant::now();
+        lines
+            .batch_create_line_items(authed(
+                &world.token,
+                BatchCreateLineItemsRequest {
+                    requests,
+                    request_id: String::new(),
+                },
+            ))
+            .await?;
+        elapsed += start.elapsed();
+    }
+    let line_items = per_second(elapsed);
+    let insert_cols = "tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, schema_version, version";
+    let script = format!(
+        "\\set n random(1, 999999999999)\n\
+         INSERT INTO accounts ({insert_cols}, name, external_id) \
+         SELECT '{TENANT}', 'acc_' || lpad((:n::bigint * 1000 + g)::text, 26, '0'), now(), now(), 'bench', 'bench', 'edm', 'api', 1, 1, \
+         'Bulk ' || g, 'pg-' || :n || '-' || g FROM generate_series(1, {N}) g;\n"
+    );
+    let pg = pgbench(&script, "prepared", 1, seconds)?;
+    Ok(Bulk {
+        singles,
+        batch_create,
+        batch_upsert_new,
+        batch_upsert_existing,
+        line_items,
+        pgbench: pg.throughput * N as f64,
+        rounds,
+    })
+}
+
 /// Runs a pgbench script at `clients` connections for `seconds`, as the
 /// owner; returns transactions per second.
 fn pgbench(script: &str, mode: &str, clients: usize, seconds: f64) -> anyhow::Result<Measured> {
@@ -1273,6 +1435,8 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("watch commit-to-delivery…");
     let watch = watch_latency(&world, args.clients / 2, duration).await?;
+    eprintln!("bulk: single creates, batches, upserts, line items, pgbench's multi-row INSERT…");
+    let bulk = bulk(&world, if args.smoke { 1 } else { 5 }, args.seconds).await?;
     let rss = peak_rss_mib(pid);
     drop(srv);
     let mut counter_rows = Vec::new();
@@ -1405,6 +1569,39 @@ async fn main() -> anyhow::Result<()> {
         ms(watch.1),
         ms(watch.2)
     )?;
+    writeln!(
+        report,
+        "\n#### Bulk writes\n\nOne connection, 1000 records per call, {} calls each (records/s over all of them); \
+         the single Creates are 1000 calls of one record. pgbench: one connection, one multi-row \
+         `INSERT … SELECT … FROM generate_series(1, 1000)` per transaction into the same table \
+         (its trigger included), `-M prepared`.\n",
+        bulk.rounds
+    )?;
+    writeln!(
+        report,
+        "| path | records/s | ÷ single Creates | ÷ pgbench's multi-row INSERT |\n|---|---:|---:|---:|"
+    )?;
+    for (label, value) in [
+        ("1000 single CreateAccount calls", bulk.singles),
+        ("BatchCreateAccounts (1000)", bulk.batch_create),
+        ("BatchUpsertAccounts (1000 new keys)", bulk.batch_upsert_new),
+        (
+            "BatchUpsertAccounts (the same 1000 keys, each changed)",
+            bulk.batch_upsert_existing,
+        ),
+        (
+            "BatchCreateLineItems (1000 on one quote, one rollup)",
+            bulk.line_items,
+        ),
+        ("pgbench: one INSERT of 1000 rows", bulk.pgbench),
+    ] {
+        writeln!(
+            report,
+            "| {label} | {value:.0} | **{:.1}×** | **{:.2}×** |",
+            value / bulk.singles,
+            value / bulk.pgbench
+        )?;
+    }
     writeln!(
         report,
         "\n<details><summary>The pgbench scripts</summary>\n"

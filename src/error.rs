@@ -42,6 +42,15 @@ impl Violations {
         });
     }
 
+    /// Adds `other`'s violations with `prefix` before their fields (a batch
+    /// item's `requests[3].`).
+    pub fn extend_prefixed(&mut self, prefix: &str, other: Violations) {
+        self.0.extend(other.0.into_iter().map(|v| Violation {
+            field: format!("{prefix}{}", v.field),
+            description: v.description,
+        }));
+    }
+
     /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -74,6 +74,22 @@ pub struct Statements {
     pub update: Arc<str>,
     /// `$3` ids (text[]) → the ids among them that name live records.
     pub live_ids: Arc<str>,
+    /// `$3` ids (text[]) → those rows as JSON, in no particular order.
+    pub select_many: Arc<str>,
+    /// Same, locking the rows in id order (`FOR NO KEY UPDATE`): batches
+    /// writing overlapping records lock them in one order and never deadlock.
+    pub select_many_for_update: Arc<str>,
+    /// `$3` external ids (text[]) → the live rows of the caller's namespace
+    /// (`$2`'s app, or none for a person) holding them, locked in id order.
+    pub select_external_for_update: Arc<str>,
+    /// `$3` external ids (text[]) → those held by live rows of the caller's
+    /// namespace.
+    pub taken_external_ids: Arc<str>,
+    /// `$3` JSON array of rows → the inserted rows as JSON (none when a row's
+    /// tenant or app differ from `$1`/`$2`). One statement for a batch.
+    pub insert_many: Arc<str>,
+    /// `$3` JSON array of rows → the overwritten rows as JSON, matched by id.
+    pub update_many: Arc<str>,
 }
 
 fn ident(name: &str) -> String {
@@ -94,6 +110,9 @@ impl Statements {
     pub fn new(table: &str, columns: &[Column], computed: &[(&str, &str)]) -> Self {
         let t = ident(table);
         let scope = "t.tenant_id = $1 AND ($2::text IS NULL OR t.app_id = $2)";
+        // External ids are unique per namespace: a person's records share
+        // the '' one, each app has its own (migration 0007's index).
+        let namespace = "t.tenant_id = $1 AND COALESCE(t.app_id, '') = COALESCE($2::text, '')";
         let value = |c: &Column| match (computed.iter().find(|(n, _)| *n == c.name), c.ty) {
             (Some((_, expr)), _) => format!("({expr})"),
             (None, ColumnType::Text) => format!("NULLIF(r.{0}, '')", ident(&c.name)),
@@ -131,6 +150,37 @@ impl Statements {
             .into(),
             live_ids: format!(
                 "SELECT t.id FROM {t} t WHERE {scope} AND t.id = ANY($3) AND NOT t.is_deleted"
+            )
+            .into(),
+            select_many: format!("{select} WHERE {scope} AND t.id = ANY($3)").into(),
+            select_many_for_update: format!(
+                "{select} WHERE {scope} AND t.id = ANY($3) ORDER BY t.id FOR NO KEY UPDATE"
+            )
+            .into(),
+            select_external_for_update: format!(
+                "{select} WHERE {namespace} AND t.external_id = ANY($3) AND NOT t.is_deleted \
+                 ORDER BY t.id FOR NO KEY UPDATE"
+            )
+            .into(),
+            taken_external_ids: format!(
+                "SELECT t.external_id FROM {t} t WHERE {namespace} AND t.external_id = ANY($3) \
+                 AND NOT t.is_deleted"
+            )
+            .into(),
+            insert_many: format!(
+                "INSERT INTO {t} AS t ({}) SELECT {} FROM jsonb_populate_recordset(NULL::{t}, $3::jsonb) r \
+                 WHERE r.tenant_id = $1 AND r.app_id IS NOT DISTINCT FROM $2::text \
+                 RETURNING row_to_json(t)::text",
+                all.join(", "),
+                all_values.join(", ")
+            )
+            .into(),
+            update_many: format!(
+                "UPDATE {t} AS t SET ({}) = (SELECT {}) \
+                 FROM jsonb_populate_recordset(NULL::{t}, $3::jsonb) r \
+                 WHERE {scope} AND t.id = r.id RETURNING row_to_json(t)::text",
+                mutable_names.join(", "),
+                mutable_values.join(", ")
             )
             .into(),
         }

@@ -87,33 +87,60 @@ impl Entity for Deal {
     }
 
     async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
-        super::keep_number(
+        Self::before_batch(tx, std::slice::from_mut(change), &[String::new()]).await
+    }
+
+    /// Numbers for the batch's new deals from one counter update, then each
+    /// deal's stage history.
+    async fn before_batch(
+        tx: &mut TenantTx,
+        changes: &mut [Change<Self>],
+        _prefixes: &[String],
+    ) -> Result<(), Error> {
+        let mut numbers: Vec<(Option<&str>, &mut String)> = changes
+            .iter_mut()
+            .map(|c| {
+                (
+                    c.old.as_ref().map(|o| o.deal_number.as_str()),
+                    &mut c.new.deal_number,
+                )
+            })
+            .collect();
+        super::keep_numbers(
             tx,
             "deal",
             "DEAL",
-            "SELECT EXISTS (SELECT 1 FROM deals WHERE tenant_id = $1 AND deal_number = $2)",
-            change.old.as_ref().map(|o| o.deal_number.as_str()),
-            &mut change.new.deal_number,
+            "SELECT deal_number FROM deals WHERE tenant_id = $1 AND deal_number = ANY($2)",
+            &mut numbers,
         )
         .await?;
-        let from = change
-            .old
-            .as_ref()
-            .map(|o| o.stage.clone())
-            .unwrap_or_default();
-        if from != change.new.stage {
-            // The write's own time, so the history and the record agree.
-            let at: Timestamp = change.new.updated_at.unwrap_or_else(now);
-            if closed(&change.new.stage) && change.new.actual_close_date.is_none() {
-                change.new.actual_close_date = Some(at);
-            }
-            change.new.audit_log.push(StageChange {
-                from_stage: from,
-                to_stage: change.new.stage.clone(),
-                changed_at: Some(at),
-                changed_by: tx.caller().sub().to_owned(),
-            });
+        let sub = tx.caller().sub().to_owned();
+        for change in changes {
+            record_stage(change, &sub);
         }
         Ok(())
+    }
+}
+
+/// Appends a stage change to the deal's history (and sets its close date)
+/// when the write moves it to another stage.
+fn record_stage(change: &mut Change<Deal>, sub: &str) {
+    let from = change
+        .old
+        .as_ref()
+        .map(|o| o.stage.clone())
+        .unwrap_or_default();
+    if from != change.new.stage {
+        // The write's own time, so the history and the record agree.
+        let at: Timestamp = change.new.updated_at.unwrap_or_else(now);
+        if closed(&change.new.stage) && change.new.actual_close_date.is_none() {
+            change.new.actual_close_date = Some(at);
+        }
+        change.new.audit_log.push(StageChange {
+            from_stage: from,
+            to_stage: change.new.stage.clone(),
+            changed_at: Some(at),
+            changed_by: sub.to_owned(),
+        });
     }
 }

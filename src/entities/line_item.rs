@@ -4,8 +4,10 @@
 //! `total` is computed by Postgres in exact decimals; every write rolls the
 //! quote's totals up in the same transaction.
 
+use std::collections::HashMap;
+
 use crate::db::TenantTx;
-use crate::error::{Error, invalid};
+use crate::error::{Error, Violations};
 use crate::proto::LineItem;
 use crate::records::{Change, Checker, Entity, Kind, Reference};
 
@@ -53,65 +55,134 @@ impl Entity for LineItem {
     }
 
     async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
-        let caller = tx.caller().clone();
-        let new = &mut change.new;
-        // Lock the quote first: line-item writes on one quote then run one
-        // at a time, and each rollup sees every committed line.
-        tx.lift_app_scope().await?;
-        let quote: Option<(Option<String>, bool)> = sqlx::query_as(
-            "SELECT currency, is_deleted FROM quotes WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-        )
-        .bind(caller.tenant_id())
-        .bind(&new.quote_id)
-        .fetch_optional(tx.conn())
-        .await?;
-        tx.restore_app_scope().await?;
-        let Some((currency, deleted)) = quote else {
-            return Err(invalid(
-                "line_item.quote_id",
-                "must name an existing quote of this tenant",
-            ));
-        };
-        if deleted && change.old.is_none() {
-            return Err(invalid("line_item.quote_id", "names a deleted quote"));
-        }
-        let currency = currency.unwrap_or_default();
-        if new.currency.is_empty() {
-            new.currency = currency.clone();
-        } else if new.currency != currency {
-            return Err(invalid(
-                "line_item.currency",
-                format!("must equal the quote's currency ({currency})"),
-            ));
-        }
-        let (q, p, d) = (
-            new.quantity.unwrap_or_default(),
-            new.unit_price.unwrap_or_default(),
-            new.discount.unwrap_or_default(),
-        );
-        if new.discount_type == "amount" && d > 0.0 {
-            // Compared in exact decimals, as the total will be computed
-            // (no discount cannot exceed anything: no round trip).
-            let exceeds: bool =
-                sqlx::query_scalar("SELECT $3::numeric > $1::numeric * $2::numeric")
-                    .bind(q.to_string())
-                    .bind(p.to_string())
-                    .bind(d.to_string())
-                    .fetch_one(tx.conn())
-                    .await?;
-            if exceeds {
-                return Err(invalid(
-                    "line_item.discount",
-                    "must not exceed quantity × unit_price",
-                ));
-            }
-        }
-        Ok(())
+        Self::before_batch(tx, std::slice::from_mut(change), &[String::new()]).await
     }
 
     async fn after_write(tx: &mut TenantTx, change: &Change<Self>) -> Result<(), Error> {
+        Self::after_batch(tx, std::slice::from_ref(change), &[String::new()]).await
+    }
+
+    /// Locks the batch's quotes (in id order: line-item writes on one quote
+    /// then run one at a time, and each rollup sees every committed line),
+    /// takes each line's currency from its quote, and compares amount
+    /// discounts with their lines in exact decimals: three statements for
+    /// any number of lines.
+    async fn before_batch(
+        tx: &mut TenantTx,
+        changes: &mut [Change<Self>],
+        prefixes: &[String],
+    ) -> Result<(), Error> {
+        let caller = tx.caller().clone();
+        let mut ids: Vec<&str> = changes.iter().map(|c| c.new.quote_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
         tx.lift_app_scope().await?;
-        super::quote::rollup(tx, &change.new.quote_id).await?;
+        let quotes: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT id, currency, is_deleted FROM quotes WHERE tenant_id = $1 AND id = ANY($2) \
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(caller.tenant_id())
+        .bind(&ids)
+        .fetch_all(tx.conn())
+        .await?;
+        tx.restore_app_scope().await?;
+        let quotes: HashMap<String, (String, bool)> = quotes
+            .into_iter()
+            .map(|(id, currency, deleted)| (id, (currency.unwrap_or_default(), deleted)))
+            .collect();
+        let mut all = Violations::new();
+        // Lines with an amount discount: (item, quantity, unit price, discount).
+        let mut amounts: Vec<(i32, String, String, String)> = Vec::new();
+        for (i, (change, prefix)) in changes.iter_mut().zip(prefixes).enumerate() {
+            let is_new = change.old.is_none();
+            let new = &mut change.new;
+            let Some((currency, deleted)) = quotes.get(&new.quote_id) else {
+                all.add(
+                    format!("{prefix}line_item.quote_id"),
+                    "must name an existing quote of this tenant",
+                );
+                continue;
+            };
+            if *deleted && is_new {
+                all.add(
+                    format!("{prefix}line_item.quote_id"),
+                    "names a deleted quote",
+                );
+                continue;
+            }
+            if new.currency.is_empty() {
+                new.currency = currency.clone();
+            } else if &new.currency != currency {
+                all.add(
+                    format!("{prefix}line_item.currency"),
+                    format!("must equal the quote's currency ({currency})"),
+                );
+            }
+            let d = new.discount.unwrap_or_default();
+            if new.discount_type == "amount" && d > 0.0 {
+                amounts.push((
+                    i as i32,
+                    new.quantity.unwrap_or_default().to_string(),
+                    new.unit_price.unwrap_or_default().to_string(),
+                    d.to_string(),
+                ));
+            }
+        }
+        if !amounts.is_empty() {
+            // Compared in exact decimals, as the total will be computed (no
+            // discount cannot exceed anything: no round trip).
+            let (items, q, p, d): (Vec<i32>, Vec<String>, Vec<String>, Vec<String>) = amounts
+                .into_iter()
+                .fold(Default::default(), |mut acc, (i, q, p, d)| {
+                    acc.0.push(i);
+                    acc.1.push(q);
+                    acc.2.push(p);
+                    acc.3.push(d);
+                    acc
+                });
+            let exceeding: Vec<i32> = sqlx::query_scalar(
+                "SELECT u.i FROM unnest($1::int[], $2::text[]::numeric[], $3::text[]::numeric[], \
+                 $4::text[]::numeric[]) AS u(i, q, p, d) WHERE u.d > u.q * u.p ORDER BY u.i",
+            )
+            .bind(&items)
+            .bind(&q)
+            .bind(&p)
+            .bind(&d)
+            .fetch_all(tx.conn())
+            .await?;
+            for i in exceeding {
+                all.add(
+                    format!("{}line_item.discount", prefixes[i as usize]),
+                    "must not exceed quantity × unit_price",
+                );
+            }
+        }
+        all.into_result()
+    }
+
+    /// Rolls the batch's quotes up in one statement, each once, however
+    /// many of its lines the batch wrote.
+    async fn after_batch(
+        tx: &mut TenantTx,
+        changes: &[Change<Self>],
+        prefixes: &[String],
+    ) -> Result<(), Error> {
+        let mut quotes: Vec<&str> = changes.iter().map(|c| c.new.quote_id.as_str()).collect();
+        quotes.sort_unstable();
+        quotes.dedup();
+        tx.lift_app_scope().await?;
+        super::quote::rollup(tx, &quotes)
+            .await
+            .map_err(|e| match e {
+                // A quote's total out of range: one statement cannot say which
+                // quote, so the error names the batch's first item.
+                Error::Invalid(v) => {
+                    let mut all = Violations::new();
+                    all.extend_prefixed(prefixes.first().map_or("", String::as_str), v);
+                    Error::Invalid(all)
+                }
+                e => e,
+            })?;
         tx.restore_app_scope().await
     }
 }

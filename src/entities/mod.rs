@@ -32,65 +32,110 @@ pub fn kind_of(resource: &str) -> Option<&'static Kind> {
 }
 
 /// Keeps a record's human-readable number (`deal_number`, `quote_number`):
-/// generates one on create when the client gave none ([`next_number`]); when
-/// the client sets one (on create, or changes it), takes the same per-tenant
-/// lock the generator holds until commit, so a generator running at the same
-/// moment sees the client's number and skips it instead of colliding with it.
+/// generates one on create when the client gave none; when the client sets
+/// one (on create, or changes it), takes the same per-tenant lock the
+/// generator holds until commit, so a generator running at the same moment
+/// sees the client's number and skips it instead of colliding with it.
+/// `taken` is a query taking (tenant, numbers) and returning those in use.
 pub async fn keep_number(
     tx: &mut TenantTx,
     sequence: &'static str,
     prefix: &str,
-    exists: impl SqlSafeStr + Copy,
+    taken: impl SqlSafeStr + Copy,
     old: Option<&str>,
     new: &mut String,
 ) -> Result<(), Error> {
-    if old.is_none() && new.is_empty() {
-        *new = next_number(tx, sequence, prefix, exists).await?;
-    } else if old != Some(new.as_str()) {
-        lock(tx, &format!("number:{sequence}")).await?;
+    keep_numbers(tx, sequence, prefix, taken, &mut [(old, new)]).await
+}
+
+/// [`keep_number`] for the records of a batch, each given as (stored number
+/// if any, number to store): one lock, and numbers for every record that
+/// needs one from a few statements, whatever the batch size.
+pub async fn keep_numbers(
+    tx: &mut TenantTx,
+    sequence: &'static str,
+    prefix: &str,
+    taken: impl SqlSafeStr + Copy,
+    items: &mut [(Option<&str>, &mut String)],
+) -> Result<(), Error> {
+    let generate = |old: &Option<&str>, new: &String| old.is_none() && new.is_empty();
+    let wanted = items.iter().filter(|(o, n)| generate(o, n)).count();
+    let chosen = items
+        .iter()
+        .any(|(o, n)| !generate(o, n) && *o != Some(n.as_str()));
+    if wanted == 0 && !chosen {
+        return Ok(());
+    }
+    // Held until commit: clients choosing numbers and generators wait for
+    // each other.
+    lock(tx, &format!("number:{sequence}")).await?;
+    if wanted == 0 {
+        return Ok(());
+    }
+    // Numbers the batch's other records bring are not in the table yet.
+    let chosen: std::collections::HashSet<String> = items
+        .iter()
+        .filter(|(o, n)| !generate(o, n))
+        .map(|(_, n)| n.to_string())
+        .collect();
+    let numbers = next_numbers(tx, sequence, prefix, taken, &chosen, wanted).await?;
+    let mut numbers = numbers.into_iter();
+    for (old, new) in items.iter_mut() {
+        if generate(old, new) {
+            **new = numbers.next().unwrap_or_default();
+        }
     }
     Ok(())
 }
 
-/// The next human-readable number `<prefix>-<year>-<n, 5 digits>` from the
-/// tenant's counter for `sequence`, skipping numbers a client already used.
-/// The counter row is locked until commit, so concurrent creates get distinct
-/// numbers. `exists` is a query taking (tenant, number).
-pub async fn next_number(
+/// The next `n` human-readable numbers `<prefix>-<year>-<n, 5 digits>` from
+/// the tenant's counter for `sequence`, skipping numbers a client already
+/// used (and `also_taken`, those of the batch being written). The caller holds the number lock and the counter row stays locked
+/// until commit, so concurrent creates get distinct numbers.
+async fn next_numbers(
     tx: &mut TenantTx,
     sequence: &'static str,
     prefix: &str,
-    exists: impl SqlSafeStr + Copy,
-) -> Result<String, Error> {
+    taken: impl SqlSafeStr + Copy,
+    also_taken: &std::collections::HashSet<String>,
+    n: usize,
+) -> Result<Vec<String>, Error> {
     let tenant = tx.caller().tenant_id().to_owned();
     let year = chrono::Datelike::year(&chrono::Utc::now());
-    // Held until commit: clients choosing numbers wait (see keep_number).
-    lock(tx, &format!("number:{sequence}")).await?;
     // Numbers are unique per tenant, across apps.
     tx.lift_app_scope().await?;
-    let number = loop {
-        let n: i32 = sqlx::query_scalar(
-            "INSERT INTO number_sequences AS s (tenant_id, kind, year, last_value) VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (tenant_id, kind, year) DO UPDATE SET last_value = s.last_value + 1 \
+    let mut numbers = Vec::with_capacity(n);
+    while numbers.len() < n {
+        let k = (n - numbers.len()) as i32;
+        let last: i32 = sqlx::query_scalar(
+            "INSERT INTO number_sequences AS s (tenant_id, kind, year, last_value) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, kind, year) DO UPDATE SET last_value = s.last_value + $4 \
              RETURNING last_value",
         )
         .bind(&tenant)
         .bind(sequence)
         .bind(year)
+        .bind(k)
         .fetch_one(tx.conn())
         .await?;
-        let number = format!("{prefix}-{year}-{n:05}");
-        let taken: bool = sqlx::query_scalar(exists)
+        let candidates: Vec<String> = (last - k + 1..=last)
+            .map(|i| format!("{prefix}-{year}-{i:05}"))
+            .collect();
+        let used: std::collections::HashSet<String> = sqlx::query_scalar(taken)
             .bind(&tenant)
-            .bind(&number)
-            .fetch_one(tx.conn())
-            .await?;
-        if !taken {
-            break number;
-        }
-    };
+            .bind(&candidates)
+            .fetch_all(tx.conn())
+            .await?
+            .into_iter()
+            .collect();
+        numbers.extend(
+            candidates
+                .into_iter()
+                .filter(|c| !used.contains(c) && !also_taken.contains(c)),
+        );
+    }
     tx.restore_app_scope().await?;
-    Ok(number)
+    Ok(numbers)
 }
 
 /// Where a record's exclusive flag (`is_primary`) lives: the record's id, its

@@ -133,7 +133,7 @@ impl Entity for Quote {
             tx,
             "quote",
             "Q",
-            "SELECT EXISTS (SELECT 1 FROM quotes WHERE tenant_id = $1 AND quote_number = $2)",
+            "SELECT quote_number FROM quotes WHERE tenant_id = $1 AND quote_number = ANY($2)",
             old.map(|o| o.quote_number.as_str()),
             &mut new.quote_number,
         )
@@ -200,27 +200,30 @@ impl Entity for Quote {
     }
 }
 
-/// Recomputes `value`, `total` and `line_items` of quote `quote_id` from its
-/// live line items, exactly, and bumps its version. The caller must hold the
-/// quote's row lock (see `line_item`), so the sum sees every committed line.
-pub async fn rollup(tx: &mut TenantTx, quote_id: &str) -> Result<(), Error> {
+/// Recomputes `value`, `total` and `line_items` of the quotes `quote_ids`
+/// from their live line items, exactly, and bumps their versions: one
+/// statement for any number of quotes. The caller must hold the quotes' row
+/// locks (see `line_item`), so each sum sees every committed line.
+pub async fn rollup(tx: &mut TenantTx, quote_ids: &[&str]) -> Result<(), Error> {
     let caller = tx.caller().clone();
     sqlx::query(
         "UPDATE quotes q SET value = s.total, total = s.total, line_items = s.items, \
              version = q.version + 1, updated_at = now(), updated_by = $3 \
-         FROM (SELECT COALESCE(sum(li.total), 0) AS total, \
+         FROM (SELECT w.id, COALESCE(sum(li.total), 0) AS total, \
                       COALESCE(jsonb_agg(jsonb_build_object( \
                           'id', li.id, 'description', COALESCE(li.description, ''), \
                           'quantity', li.quantity, 'unit_price', li.unit_price, \
                           'discount', COALESCE(li.discount, 0), 'discount_type', li.discount_type, \
                           'total', li.total, 'currency', COALESCE(li.currency, '')) \
-                        ORDER BY li.created_at, li.id), '[]'::jsonb) AS items \
-               FROM line_items li \
-               WHERE li.tenant_id = $1 AND li.quote_id = $2 AND NOT li.is_deleted) s \
-         WHERE q.tenant_id = $1 AND q.id = $2",
+                        ORDER BY li.created_at, li.id) FILTER (WHERE li.id IS NOT NULL), '[]'::jsonb) AS items \
+               FROM unnest($2::text[]) AS w(id) \
+               LEFT JOIN line_items li \
+                 ON li.tenant_id = $1 AND li.quote_id = w.id AND NOT li.is_deleted \
+               GROUP BY w.id) s \
+         WHERE q.tenant_id = $1 AND q.id = s.id",
     )
     .bind(caller.tenant_id())
-    .bind(quote_id)
+    .bind(quote_ids)
     .bind(caller.sub())
     .execute(tx.conn())
     .await

@@ -11,8 +11,9 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::changes::feed::Feed;
-use crate::error::{Error, invalid};
+use crate::error::{Error, Violations, invalid};
 use crate::proto::*;
+use crate::records::batch::check_count;
 use crate::records::{Idempotency, ListParams, Store};
 
 /// The implementation of every `crm.v1` service.
@@ -89,15 +90,50 @@ fn required<T>(field: &str, value: Option<T>) -> Result<T, Error> {
     value.ok_or_else(|| invalid(field, "is required"))
 }
 
-/// Implements List, Get and Create of one service; with `full`, also Update,
-/// Delete and Undelete.
+/// The records and masks of a batch request's items: each item's record is
+/// required, and its own `request_id` must be empty (the batch has one).
+/// `split` takes an item apart into (record, request_id, update_mask).
+fn batch_items<T, E>(
+    requests: Vec<T>,
+    field: &str,
+    split: impl Fn(T) -> (Option<E>, String, Vec<String>),
+) -> Result<Vec<(E, Vec<String>)>, Error> {
+    check_count("requests", requests.len())?;
+    let mut all = Violations::new();
+    let mut items = Vec::with_capacity(requests.len());
+    for (i, request) in requests.into_iter().enumerate() {
+        let (rec, request_id, mask) = split(request);
+        if !request_id.is_empty() {
+            all.add(
+                format!("requests[{i}].request_id"),
+                "must be empty: request_id is set once, on the batch",
+            );
+        }
+        match rec {
+            Some(rec) => items.push((rec, mask)),
+            None => all.add(format!("requests[{i}].{field}"), "is required"),
+        }
+    }
+    all.into_result()?;
+    Ok(items)
+}
+
+/// Implements List, Get, Create, BatchGet and BatchCreate of one service;
+/// with `full`, also Update, Delete, Undelete, BatchUpdate, BatchDelete,
+/// Upsert and BatchUpsert.
 macro_rules! service {
     (
         $trait:path, $entity:ty, $field:ident, $items:ident,
         $list:ident($list_req:ty) -> $list_resp:ident,
         $get:ident($get_req:ty),
-        $create:ident($create_req:ty)
-        $(, full: $update:ident($update_req:ty), $delete:ident($delete_req:ty), $undelete:ident($undelete_req:ty))?
+        $create:ident($create_req:ty),
+        $batch_get:ident($batch_get_req:ty) -> $batch_get_resp:ident,
+        $batch_create:ident($batch_create_req:ty) -> $batch_create_resp:ident
+        $(, full: $update:ident($update_req:ty), $delete:ident($delete_req:ty), $undelete:ident($undelete_req:ty),
+            $batch_update:ident($batch_update_req:ty) -> $batch_update_resp:ident,
+            $batch_delete:ident($batch_delete_req:ty) -> $batch_delete_resp:ident,
+            $upsert:ident($upsert_req:ty) -> $upsert_resp:ident,
+            $batch_upsert:ident($batch_upsert_req:ty) -> $batch_upsert_resp:ident)?
     ) => {
         #[tonic::async_trait]
         impl $trait for Api {
@@ -138,6 +174,29 @@ macro_rules! service {
                 ctx.reply(result)
             }
 
+            async fn $batch_get(&self, request: Request<$batch_get_req>) -> Result<Response<$batch_get_resp>, Status> {
+                let ctx = Ctx::of(&request)?;
+                let r = request.into_inner();
+                let items = self.store.batch_get::<$entity>(&ctx.caller, &r.ids).await;
+                ctx.reply(items.map(|$items| $batch_get_resp { $items }))
+            }
+
+            async fn $batch_create(&self, request: Request<$batch_create_req>) -> Result<Response<$batch_create_resp>, Status> {
+                let ctx = Ctx::of(&request)?;
+                let mut r = request.into_inner();
+                check_count("requests", r.requests.len()).map_err(|e| ctx.status(e))?;
+                let request_id = std::mem::take(&mut r.request_id);
+                let idem = ctx.idempotency(&request_id, stringify!($batch_create), &r)?;
+                let result = async {
+                    let items = batch_items(r.requests, stringify!($field), |i| (i.$field, i.request_id, vec![]))?;
+                    let recs = items.into_iter().map(|(rec, _)| rec).collect();
+                    let $items = self.store.batch_create::<$entity>(&ctx.caller, recs, idem).await?;
+                    Ok($batch_create_resp { $items })
+                }
+                .await;
+                ctx.reply(result)
+            }
+
             $(
             async fn $update(&self, request: Request<$update_req>) -> Result<Response<$entity>, Status> {
                 let ctx = Ctx::of(&request)?;
@@ -166,6 +225,68 @@ macro_rules! service {
                 let r = request.into_inner();
                 ctx.reply(self.store.undelete::<$entity>(&ctx.caller, &r.id, r.version).await)
             }
+
+            async fn $batch_update(&self, request: Request<$batch_update_req>) -> Result<Response<$batch_update_resp>, Status> {
+                let ctx = Ctx::of(&request)?;
+                let mut r = request.into_inner();
+                check_count("requests", r.requests.len()).map_err(|e| ctx.status(e))?;
+                let request_id = std::mem::take(&mut r.request_id);
+                let idem = ctx.idempotency(&request_id, stringify!($batch_update), &r)?;
+                let result = async {
+                    let items = batch_items(r.requests, stringify!($field), |i| {
+                        (i.$field, i.request_id, i.update_mask.map(|m| m.paths).unwrap_or_default())
+                    })?;
+                    let $items = self.store.batch_update::<$entity>(&ctx.caller, items, idem).await?;
+                    Ok($batch_update_resp { $items })
+                }
+                .await;
+                ctx.reply(result)
+            }
+
+            async fn $batch_delete(&self, request: Request<$batch_delete_req>) -> Result<Response<$batch_delete_resp>, Status> {
+                let ctx = Ctx::of(&request)?;
+                let mut r = request.into_inner();
+                check_count("ids", r.ids.len()).map_err(|e| ctx.status(e))?;
+                let request_id = std::mem::take(&mut r.request_id);
+                let idem = ctx.idempotency(&request_id, stringify!($batch_delete), &r)?;
+                let result = self.store.batch_delete::<$entity>(&ctx.caller, &r.ids, idem).await;
+                ctx.reply(result.map(|$items| $batch_delete_resp { $items }))
+            }
+
+            async fn $upsert(&self, request: Request<$upsert_req>) -> Result<Response<$upsert_resp>, Status> {
+                let ctx = Ctx::of(&request)?;
+                let mut r = request.into_inner();
+                let request_id = std::mem::take(&mut r.request_id);
+                let idem = ctx.idempotency(&request_id, stringify!($upsert), &r)?;
+                let result = async {
+                    let rec = required(stringify!($field), r.$field)?;
+                    let mask = r.update_mask.map(|m| m.paths).unwrap_or_default();
+                    let mut b = self.store.upsert::<$entity>(&ctx.caller, vec![(rec, mask)], true, idem).await?;
+                    Ok($upsert_resp {
+                        $field: b.items.pop(),
+                        created: b.created.pop().unwrap_or_default(),
+                    })
+                }
+                .await;
+                ctx.reply(result)
+            }
+
+            async fn $batch_upsert(&self, request: Request<$batch_upsert_req>) -> Result<Response<$batch_upsert_resp>, Status> {
+                let ctx = Ctx::of(&request)?;
+                let mut r = request.into_inner();
+                check_count("requests", r.requests.len()).map_err(|e| ctx.status(e))?;
+                let request_id = std::mem::take(&mut r.request_id);
+                let idem = ctx.idempotency(&request_id, stringify!($batch_upsert), &r)?;
+                let result = async {
+                    let items = batch_items(r.requests, stringify!($field), |i| {
+                        (i.$field, i.request_id, i.update_mask.map(|m| m.paths).unwrap_or_default())
+                    })?;
+                    let b = self.store.upsert::<$entity>(&ctx.caller, items, false, idem).await?;
+                    Ok($batch_upsert_resp { $items: b.items, created: b.created })
+                }
+                .await;
+                ctx.reply(result)
+            }
             )?
         }
     };
@@ -176,39 +297,71 @@ service!(
     list_accounts(ListAccountsRequest) -> ListAccountsResponse,
     get_account(GetAccountRequest),
     create_account(CreateAccountRequest),
-    full: update_account(UpdateAccountRequest), delete_account(DeleteAccountRequest), undelete_account(UndeleteAccountRequest)
+    batch_get_accounts(BatchGetAccountsRequest) -> BatchGetAccountsResponse,
+    batch_create_accounts(BatchCreateAccountsRequest) -> BatchCreateAccountsResponse,
+    full: update_account(UpdateAccountRequest), delete_account(DeleteAccountRequest), undelete_account(UndeleteAccountRequest),
+    batch_update_accounts(BatchUpdateAccountsRequest) -> BatchUpdateAccountsResponse,
+    batch_delete_accounts(BatchDeleteAccountsRequest) -> BatchDeleteAccountsResponse,
+    upsert_account(UpsertAccountRequest) -> UpsertAccountResponse,
+    batch_upsert_accounts(BatchUpsertAccountsRequest) -> BatchUpsertAccountsResponse
 );
 service!(
     contact_service_server::ContactService, Contact, contact, contacts,
     list_contacts(ListContactsRequest) -> ListContactsResponse,
     get_contact(GetContactRequest),
     create_contact(CreateContactRequest),
-    full: update_contact(UpdateContactRequest), delete_contact(DeleteContactRequest), undelete_contact(UndeleteContactRequest)
+    batch_get_contacts(BatchGetContactsRequest) -> BatchGetContactsResponse,
+    batch_create_contacts(BatchCreateContactsRequest) -> BatchCreateContactsResponse,
+    full: update_contact(UpdateContactRequest), delete_contact(DeleteContactRequest), undelete_contact(UndeleteContactRequest),
+    batch_update_contacts(BatchUpdateContactsRequest) -> BatchUpdateContactsResponse,
+    batch_delete_contacts(BatchDeleteContactsRequest) -> BatchDeleteContactsResponse,
+    upsert_contact(UpsertContactRequest) -> UpsertContactResponse,
+    batch_upsert_contacts(BatchUpsertContactsRequest) -> BatchUpsertContactsResponse
 );
 service!(
     deal_service_server::DealService, Deal, deal, deals,
     list_deals(ListDealsRequest) -> ListDealsResponse,
     get_deal(GetDealRequest),
     create_deal(CreateDealRequest),
-    full: update_deal(UpdateDealRequest), delete_deal(DeleteDealRequest), undelete_deal(UndeleteDealRequest)
+    batch_get_deals(BatchGetDealsRequest) -> BatchGetDealsResponse,
+    batch_create_deals(BatchCreateDealsRequest) -> BatchCreateDealsResponse,
+    full: update_deal(UpdateDealRequest), delete_deal(DeleteDealRequest), undelete_deal(UndeleteDealRequest),
+    batch_update_deals(BatchUpdateDealsRequest) -> BatchUpdateDealsResponse,
+    batch_delete_deals(BatchDeleteDealsRequest) -> BatchDeleteDealsResponse,
+    upsert_deal(UpsertDealRequest) -> UpsertDealResponse,
+    batch_upsert_deals(BatchUpsertDealsRequest) -> BatchUpsertDealsResponse
 );
 service!(
     activity_service_server::ActivityService, Activity, activity, activities,
     list_activities(ListActivitiesRequest) -> ListActivitiesResponse,
     get_activity(GetActivityRequest),
-    create_activity(CreateActivityRequest)
+    create_activity(CreateActivityRequest),
+    batch_get_activities(BatchGetActivitiesRequest) -> BatchGetActivitiesResponse,
+    batch_create_activities(BatchCreateActivitiesRequest) -> BatchCreateActivitiesResponse
 );
 service!(
     quote_service_server::QuoteService, Quote, quote, quotes,
     list_quotes(ListQuotesRequest) -> ListQuotesResponse,
     get_quote(GetQuoteRequest),
     create_quote(CreateQuoteRequest),
-    full: update_quote(UpdateQuoteRequest), delete_quote(DeleteQuoteRequest), undelete_quote(UndeleteQuoteRequest)
+    batch_get_quotes(BatchGetQuotesRequest) -> BatchGetQuotesResponse,
+    batch_create_quotes(BatchCreateQuotesRequest) -> BatchCreateQuotesResponse,
+    full: update_quote(UpdateQuoteRequest), delete_quote(DeleteQuoteRequest), undelete_quote(UndeleteQuoteRequest),
+    batch_update_quotes(BatchUpdateQuotesRequest) -> BatchUpdateQuotesResponse,
+    batch_delete_quotes(BatchDeleteQuotesRequest) -> BatchDeleteQuotesResponse,
+    upsert_quote(UpsertQuoteRequest) -> UpsertQuoteResponse,
+    batch_upsert_quotes(BatchUpsertQuotesRequest) -> BatchUpsertQuotesResponse
 );
 service!(
     line_item_service_server::LineItemService, LineItem, line_item, line_items,
     list_line_items(ListLineItemsRequest) -> ListLineItemsResponse,
     get_line_item(GetLineItemRequest),
     create_line_item(CreateLineItemRequest),
-    full: update_line_item(UpdateLineItemRequest), delete_line_item(DeleteLineItemRequest), undelete_line_item(UndeleteLineItemRequest)
+    batch_get_line_items(BatchGetLineItemsRequest) -> BatchGetLineItemsResponse,
+    batch_create_line_items(BatchCreateLineItemsRequest) -> BatchCreateLineItemsResponse,
+    full: update_line_item(UpdateLineItemRequest), delete_line_item(DeleteLineItemRequest), undelete_line_item(UndeleteLineItemRequest),
+    batch_update_line_items(BatchUpdateLineItemsRequest) -> BatchUpdateLineItemsResponse,
+    batch_delete_line_items(BatchDeleteLineItemsRequest) -> BatchDeleteLineItemsResponse,
+    upsert_line_item(UpsertLineItemRequest) -> UpsertLineItemResponse,
+    batch_upsert_line_items(BatchUpsertLineItemsRequest) -> BatchUpsertLineItemsResponse
 );

@@ -23,6 +23,8 @@ pub const MAX_TEXT_CHARS: usize = 1_024;
 pub const MAX_TEXT_BYTES: usize = 2_048;
 /// Longest free-text field (descriptions, notes), in characters.
 pub const MAX_LONG_TEXT_CHARS: usize = 65_536;
+/// Longest `external_id`, in characters.
+pub const MAX_EXTERNAL_ID_CHARS: usize = 255;
 /// Most entries in a string list (tags, ids), as sent.
 pub const MAX_LIST_LEN: usize = 1_000;
 /// Largest free-form JSON field (custom_fields, addresses, ...), encoded.
@@ -61,6 +63,11 @@ impl Checker {
             prefix: prefix.to_owned(),
             violations,
         }
+    }
+
+    /// The prefix of this checker's paths.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Reports that `field` (relative to the resource) is invalid.
@@ -355,6 +362,12 @@ pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker)
                 }
                 if !s.is_empty() && !f.allowed.is_empty() && !f.allowed.contains(s) {
                     v.add(&f.name, format!("must be one of {}", f.allowed.join(", ")));
+                }
+                if f.name == "external_id" && s.chars().count() > MAX_EXTERNAL_ID_CHARS {
+                    v.add(
+                        &f.name,
+                        format!("must be at most {MAX_EXTERNAL_ID_CHARS} characters"),
+                    );
                 }
             }
             (Shape::StringList, Value::List(items)) if f.writable() => {

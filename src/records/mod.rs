@@ -15,6 +15,7 @@
 //! An entity plugs in with its proto, its migration and an [`Entity`] impl
 //! holding only its own rules (`crate::entities`).
 
+pub mod batch;
 pub mod convert;
 pub mod fields;
 pub mod filter;
@@ -178,6 +179,8 @@ pub trait Record {
     fn id(&self) -> &str;
     /// The record's version.
     fn version(&self) -> i32;
+    /// The caller's own key for the record (empty: none).
+    fn external_id(&self) -> &str;
     /// Whether it is soft-deleted.
     fn is_deleted(&self) -> bool;
     /// When it was created.
@@ -191,6 +194,7 @@ macro_rules! impl_record {
         impl Record for $t {
             fn id(&self) -> &str { &self.id }
             fn version(&self) -> i32 { self.version }
+            fn external_id(&self) -> &str { &self.external_id }
             fn is_deleted(&self) -> bool { self.is_deleted }
             fn created_at(&self) -> Option<&Timestamp> { self.created_at.as_ref() }
             fn header(&mut self) -> Header<'_> {
@@ -248,5 +252,49 @@ pub trait Entity:
         _change: &Change<Self>,
     ) -> impl Future<Output = Result<(), Error>> + Send {
         async { Ok(()) }
+    }
+
+    /// [`Entity::before_write`] for the changes of a batch (all of one
+    /// [`Op`], or creates and updates of an upsert). `prefixes[i]` starts the
+    /// request paths of item `i` (`requests[3].`). The default runs the
+    /// single hook per item and collects every item's violations; entities
+    /// whose hook queries override it with set-based statements.
+    fn before_batch(
+        tx: &mut TenantTx,
+        changes: &mut [Change<Self>],
+        prefixes: &[String],
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        async move {
+            let mut all = crate::error::Violations::new();
+            for (change, prefix) in changes.iter_mut().zip(prefixes) {
+                match Self::before_write(tx, change).await {
+                    Ok(()) => {}
+                    Err(Error::Invalid(v)) => all.extend_prefixed(prefix, v),
+                    Err(e) => return Err(e),
+                }
+            }
+            all.into_result()
+        }
+    }
+
+    /// [`Entity::after_write`] for the stored changes of a batch: side
+    /// effects on other records, once per batch where the entity overrides
+    /// it (the default runs the single hook per item).
+    fn after_batch(
+        tx: &mut TenantTx,
+        changes: &[Change<Self>],
+        prefixes: &[String],
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        async move {
+            let mut all = crate::error::Violations::new();
+            for (change, prefix) in changes.iter().zip(prefixes) {
+                match Self::after_write(tx, change).await {
+                    Ok(()) => {}
+                    Err(Error::Invalid(v)) => all.extend_prefixed(prefix, v),
+                    Err(e) => return Err(e),
+                }
+            }
+            all.into_result()
+        }
     }
 }

@@ -22,7 +22,7 @@ pub const DEFAULT_PAGE_SIZE: i32 = 50;
 /// Largest page size; larger requests are served this many.
 pub const MAX_PAGE_SIZE: i32 = 1000;
 /// Attempts of a write that hit a deadlock.
-const WRITE_ATTEMPTS: usize = 3;
+pub(super) const WRITE_ATTEMPTS: usize = 3;
 
 /// The parameters of a List call.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +58,25 @@ pub struct Store {
     hub: Option<std::sync::Arc<crate::changes::Hub>>,
 }
 
+/// A write's answer, as its idempotency entry stores it (a retry with the
+/// same `request_id` gets it back).
+pub trait Replay: Sized {
+    /// The answer as bytes.
+    fn to_bytes(&self) -> Vec<u8>;
+    /// The answer of `to_bytes`.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, Error>;
+}
+
+impl<E: Entity> Replay for E {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        E::decode(bytes).map_err(Error::internal)
+    }
+}
+
 /// The current time, at the microsecond precision Postgres stores.
 pub fn now() -> Timestamp {
     let now = Utc::now();
@@ -86,7 +105,7 @@ pub fn parse_id<E: Entity>(field: &str, value: &str) -> Result<String, Error> {
     })
 }
 
-fn not_found<E: Entity>(id: &str) -> Error {
+pub(super) fn not_found<E: Entity>(id: &str) -> Error {
     Error::NotFound {
         resource: E::kind().resource,
         id: id.to_owned(),
@@ -99,7 +118,7 @@ pub const NUMBER_RULE: &str = "must be finite, below 10^15 in magnitude and have
 /// Maps a database error of a write on `E`'s table: named unique and foreign
 /// key constraints (`<table>_<field>_key`, `<table>_<field>_fkey`) become
 /// errors on that field; deadlocks become [`Error::Contention`].
-fn db_error<E: Entity>(e: sqlx::Error) -> Error {
+pub(super) fn db_error<E: Entity>(e: sqlx::Error) -> Error {
     let kind = E::kind();
     if let sqlx::Error::Database(d) = &e {
         let code = d.code();
@@ -235,13 +254,26 @@ async fn check_references<E: Entity>(
     change: &Change<E>,
     v: &mut Checker,
 ) -> Result<(), Error> {
+    check_references_many(tx, &[change], std::slice::from_mut(v)).await
+}
+
+/// [`check_references`] for the changes of a batch, each reporting on its
+/// own checker: one query per reference field for the whole batch.
+pub(super) async fn check_references_many<E: Entity>(
+    tx: &mut TenantTx,
+    changes: &[&Change<E>],
+    checkers: &mut [Checker],
+) -> Result<(), Error> {
     use std::collections::HashSet;
     let kind = E::kind();
-    if kind.references.is_empty() {
+    if kind.references.is_empty() || changes.is_empty() {
         return Ok(());
     }
-    let new = to_dynamic(&change.new);
-    let old = change.old.as_ref().map(to_dynamic);
+    let news: Vec<_> = changes.iter().map(|c| to_dynamic(&c.new)).collect();
+    let olds: Vec<_> = changes
+        .iter()
+        .map(|c| c.old.as_ref().map(to_dynamic))
+        .collect();
     for r in kind.references {
         // The ids in the field, with their positions when it is a list.
         let ids = |m: &prost_reflect::DynamicMessage| -> (bool, Vec<String>) {
@@ -257,26 +289,33 @@ async fn check_references<E: Entity>(
                 _ => (false, vec![]),
             }
         };
-        let (list, now) = ids(&new);
-        if now.len() > fields::MAX_LIST_LEN {
-            continue;
+        // Per item: whether the field is a list, its ids, and the ids it
+        // held before (those need no check).
+        let mut items = Vec::with_capacity(news.len());
+        let mut wanted: HashSet<String> = HashSet::new();
+        for (new, old) in news.iter().zip(&olds) {
+            let (list, now) = ids(new);
+            if now.len() > fields::MAX_LIST_LEN {
+                items.push((list, Vec::new(), HashSet::new()));
+                continue;
+            }
+            let before: HashSet<String> = old
+                .as_ref()
+                .map(|o| ids(o).1)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            wanted.extend(
+                now.iter()
+                    .filter(|id| !before.contains(*id) && fields::is_id_of(r.target, id))
+                    .cloned(),
+            );
+            items.push((list, now, before));
         }
-        let before: HashSet<String> = old
-            .as_ref()
-            .map(|o| ids(o).1)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let wanted: Vec<String> = now
-            .iter()
-            .filter(|id| !before.contains(*id) && fields::is_id_of(r.target, id))
-            .cloned()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
         if wanted.is_empty() {
             continue;
         }
+        let wanted: Vec<String> = wanted.into_iter().collect();
         let caller = tx.caller().clone();
         let found: HashSet<String> =
             sqlx::query_scalar(sqlx::AssertSqlSafe(r.target.meta().sql.live_ids.clone()))
@@ -287,22 +326,24 @@ async fn check_references<E: Entity>(
                 .await?
                 .into_iter()
                 .collect();
-        for (i, id) in now.iter().enumerate() {
-            if before.contains(id) || found.contains(id) || !fields::is_id_of(r.target, id) {
-                continue;
+        for ((list, now, before), v) in items.iter().zip(checkers.iter_mut()) {
+            for (i, id) in now.iter().enumerate() {
+                if before.contains(id) || found.contains(id) || !fields::is_id_of(r.target, id) {
+                    continue;
+                }
+                let field = if *list {
+                    format!("{}[{i}]", r.field)
+                } else {
+                    r.field.to_owned()
+                };
+                v.add(
+                    &field,
+                    format!(
+                        "must name an existing {} of this tenant ({id} was not found)",
+                        r.target.resource
+                    ),
+                );
             }
-            let field = if list {
-                format!("{}[{i}]", r.field)
-            } else {
-                r.field.to_owned()
-            };
-            v.add(
-                &field,
-                format!(
-                    "must name an existing {} of this tenant ({id} was not found)",
-                    r.target.resource
-                ),
-            );
         }
     }
     Ok(())
@@ -311,7 +352,7 @@ async fn check_references<E: Entity>(
 /// Normalizes and validates a record about to be written: generic rules,
 /// then the entity's own. Violations are reported on `v`, so that the
 /// reference checks can add theirs and every problem is reported at once.
-fn prepare<E: Entity>(rec: E, old: Option<&E>, v: &mut Checker) -> E {
+pub(super) fn prepare<E: Entity>(rec: E, old: Option<&E>, v: &mut Checker) -> E {
     let kind = E::kind();
     let meta = kind.meta();
     let mut msg = to_dynamic(&rec);
@@ -335,7 +376,99 @@ async fn store_change<E: Entity>(tx: &mut TenantTx, mut change: Change<E>) -> Re
     Ok(change.new)
 }
 
-fn check_version<E: Entity>(stored: &E, expected: i32) -> Result<(), Error> {
+/// A new record from a create request's `rec`: output-only fields cleared,
+/// the header stamped for `caller` at `at`, then normalized and checked
+/// (violations on `v`). A record over the size limits is refused at once,
+/// before any work proportional to it.
+pub(super) fn new_record<E: Entity>(
+    caller: &Caller,
+    rec: E,
+    at: Timestamp,
+    v: &mut Checker,
+) -> Result<E, Error> {
+    let kind = E::kind();
+    let meta = kind.meta();
+    let mut msg = to_dynamic(&rec);
+    fields::precheck(&msg, meta, v.prefix())?;
+    for f in meta
+        .fields
+        .iter()
+        .filter(|f| !f.writable() && f.name != "version")
+    {
+        msg.clear_field(&f.desc);
+    }
+    let mut rec: E = from_dynamic(&msg);
+    {
+        let h = rec.header();
+        *h.id = format!("{}_{}", kind.prefix, ulid::Ulid::generate());
+        *h.tenant_id = caller.tenant_id().to_owned();
+        *h.app_id = caller.app_id().map(str::to_owned);
+        *h.created_at = Some(at);
+        *h.updated_at = Some(at);
+        *h.created_by = caller.sub().to_owned();
+        *h.updated_by = caller.sub().to_owned();
+        *h.is_deleted = false;
+        *h.deleted_at = None;
+        *h.deleted_by = None;
+        *h.schema_version = 1;
+        *h.version = 1;
+    }
+    // Stamped first, so that rules may use the id and creation time.
+    Ok(prepare::<E>(rec, None, v))
+}
+
+/// `old` with the fields `paths` of `patch` applied, normalized, checked
+/// (violations on `v`, immutable fields included) and stamped as a change by
+/// `caller` at `at`; `None` when nothing would change (no write, no new
+/// version).
+pub(super) fn merge<E: Entity>(
+    old: &E,
+    patch: &prost_reflect::DynamicMessage,
+    paths: &[mask::Path],
+    caller: &Caller,
+    at: &Timestamp,
+    v: &mut Checker,
+) -> Option<E> {
+    let meta = E::kind().meta();
+    let old_msg = to_dynamic(old);
+    let merged = mask::apply(meta, &old_msg, patch, paths);
+    for f in meta.fields.iter().filter(|f| f.behavior.immutable) {
+        if merged.get_field(&f.desc) != old_msg.get_field(&f.desc) {
+            v.add(&f.name, "cannot be changed");
+        }
+    }
+    let mut new = prepare::<E>(from_dynamic(&merged), Some(old), v);
+    if new == *old && v.is_empty() {
+        return None;
+    }
+    stamp_change(&mut new, caller, at, old.version());
+    Some(new)
+}
+
+/// The change that soft-deletes (`deleted`) or restores `old`, by `caller`
+/// at `at`.
+pub(super) fn deletion<E: Entity>(
+    old: E,
+    deleted: bool,
+    caller: &Caller,
+    at: &Timestamp,
+) -> Change<E> {
+    let mut new = old.clone();
+    {
+        let h = new.header();
+        *h.is_deleted = deleted;
+        *h.deleted_at = deleted.then_some(*at);
+        *h.deleted_by = deleted.then(|| caller.sub().to_owned());
+    }
+    stamp_change(&mut new, caller, at, old.version());
+    Change {
+        op: if deleted { Op::Delete } else { Op::Undelete },
+        old: Some(old),
+        new,
+    }
+}
+
+pub(super) fn check_version<E: Entity>(stored: &E, expected: i32) -> Result<(), Error> {
     if expected != 0 && expected != stored.version() {
         return Err(Error::VersionMismatch {
             resource: E::kind().resource,
@@ -347,7 +480,12 @@ fn check_version<E: Entity>(stored: &E, expected: i32) -> Result<(), Error> {
     Ok(())
 }
 
-fn stamp_change<E: Entity>(rec: &mut E, caller: &Caller, at: &Timestamp, old_version: i32) {
+pub(super) fn stamp_change<E: Entity>(
+    rec: &mut E,
+    caller: &Caller,
+    at: &Timestamp,
+    old_version: i32,
+) {
     let h = rec.header();
     *h.updated_at = Some(*at);
     *h.updated_by = caller.sub().to_owned();
@@ -377,16 +515,16 @@ impl Store {
     }
 
     /// Runs a write transaction, retrying it when it lost a deadlock.
-    async fn write_tx<E, F, Fut>(
+    pub(super) async fn write_tx<R, F, Fut>(
         &self,
         caller: &Caller,
         idem: Option<&Idempotency>,
         mut body: F,
-    ) -> Result<E, Error>
+    ) -> Result<R, Error>
     where
-        E: Entity,
+        R: Replay,
         F: FnMut(TenantTx) -> Fut,
-        Fut: Future<Output = Result<(E, TenantTx), Error>>,
+        Fut: Future<Output = Result<(R, TenantTx), Error>>,
     {
         self.db.failpoints().pause("before_db").await;
         let mut attempt = 0;
@@ -399,11 +537,11 @@ impl Store {
                     && let Some(bytes) = idempotency::claim(&mut tx, key).await?
                 {
                     tx.commit().await?;
-                    return E::decode(bytes.as_slice()).map_err(Error::internal);
+                    return R::from_bytes(&bytes);
                 }
                 let (rec, mut tx) = body(tx).await?;
                 if let Some(key) = idem {
-                    idempotency::record(&mut tx, key, &rec.encode_to_vec()).await?;
+                    idempotency::record(&mut tx, key, &rec.to_bytes()).await?;
                 }
                 tx.commit().await?;
                 if let Some(hub) = &self.hub {
@@ -509,36 +647,8 @@ impl Store {
         idem: Option<Idempotency>,
     ) -> Result<E, Error> {
         let kind = E::kind();
-        let meta = kind.meta();
-        let mut msg = to_dynamic(&rec);
-        fields::precheck(&msg, meta, kind.resource)?;
-        for f in meta
-            .fields
-            .iter()
-            .filter(|f| !f.writable() && f.name != "version")
-        {
-            msg.clear_field(&f.desc);
-        }
-        let mut rec: E = from_dynamic(&msg);
-        let at = now();
-        {
-            let h = rec.header();
-            *h.id = format!("{}_{}", kind.prefix, ulid::Ulid::generate());
-            *h.tenant_id = caller.tenant_id().to_owned();
-            *h.app_id = caller.app_id().map(str::to_owned);
-            *h.created_at = Some(at);
-            *h.updated_at = Some(at);
-            *h.created_by = caller.sub().to_owned();
-            *h.updated_by = caller.sub().to_owned();
-            *h.is_deleted = false;
-            *h.deleted_at = None;
-            *h.deleted_by = None;
-            *h.schema_version = 1;
-            *h.version = 1;
-        }
-        // Stamped first, so that rules may use the id and creation time.
         let mut v = Checker::new(kind.resource);
-        let rec = prepare::<E>(rec, None, &mut v);
+        let rec = new_record(caller, rec, now(), &mut v)?;
         let violations = v.into_violations();
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let (rec, violations) = (rec.clone(), violations.clone());
@@ -585,20 +695,12 @@ impl Store {
                     });
                 }
                 check_version(&old, expected)?;
-                let old_msg = to_dynamic(&old);
-                let merged = mask::apply(meta, &old_msg, &patch_msg, &paths);
                 let mut v = Checker::new(kind.resource);
-                for f in meta.fields.iter().filter(|f| f.behavior.immutable) {
-                    if merged.get_field(&f.desc) != old_msg.get_field(&f.desc) {
-                        v.add(&f.name, "cannot be changed");
-                    }
-                }
-                let mut new = prepare::<E>(from_dynamic(&merged), Some(&old), &mut v);
-                if new == old && v.is_empty() {
+                let caller = tx.caller().clone();
+                let Some(new) = merge(&old, &patch_msg, &paths, &caller, &now(), &mut v) else {
                     // Nothing changes: no write, no new version.
                     return Ok((old, tx));
-                }
-                stamp_change(&mut new, tx.caller(), &now(), old.version());
+                };
                 let change = Change {
                     op: Op::Update,
                     new,
@@ -655,21 +757,7 @@ impl Store {
                     _ => {}
                 }
                 check_version(&old, version)?;
-                let at = now();
-                let mut new = old.clone();
-                {
-                    let h = new.header();
-                    *h.is_deleted = deleted;
-                    *h.deleted_at = deleted.then_some(at);
-                    *h.deleted_by = deleted.then(|| tx.caller().sub().to_owned());
-                }
-                stamp_change(&mut new, tx.caller(), &at, old.version());
-                let op = if deleted { Op::Delete } else { Op::Undelete };
-                let change = Change {
-                    op,
-                    old: Some(old),
-                    new,
-                };
+                let change = deletion(old, deleted, tx.caller(), &now());
                 let stored = store_change(&mut tx, change).await?;
                 Ok((stored, tx))
             }

@@ -4,6 +4,7 @@
 mod accounts;
 mod activities;
 mod auth;
+mod batch;
 mod changes;
 mod cluster;
 mod contacts;

@@ -5,6 +5,8 @@
 //   const { items, nextPageToken } = await client.customer.accounts.list({ filter: "tags:vip", pageSize: 20 });
 //   for await (const a of client.customer.accounts.listAll({ filter: "tags:vip" })) console.log(a.name);
 //   for await (const e of client.changes.watch({ afterSequence: 0n })) console.log(e.sequence, e.operation);
+//   const [a, b] = await client.customer.accounts.batchCreate([{ name: "A" }, { name: "B" }]);
+//   const { record, created } = await client.customer.accounts.upsert({ externalId: "erp-1", name: "A" });
 import type { DescService, MessageInitShape } from "@bufbuild/protobuf";
 import {
   Code as ConnectCode,
@@ -166,7 +168,55 @@ export interface DeleteOptions extends CallOptions {
   requestId?: string;
 }
 
-/** List/get/create: what every entity supports (activities stop here). */
+/**
+ * Options of the batch writes. A batch is one transaction (all or none) of at
+ * most 1000 items; `requestId` makes the whole batch idempotent (the items
+ * carry none of their own).
+ */
+export interface BatchOptions extends CallOptions {
+  requestId?: string;
+}
+
+/** One item of `batchUpdate`: the arguments of `update(id, patch, { version, updateMask })`. */
+export interface BatchUpdateItem<I> {
+  id: string;
+  patch: I;
+  /** Non-zero: must equal the stored version, else the batch fails with ABORTED. */
+  version?: number;
+  /** As in UpdateOptions (absent: the fields populated in the patch). */
+  updateMask?: string[];
+}
+
+export interface UpsertOptions extends CallOptions {
+  /** Fields to write when the record exists (as in UpdateOptions); a create uses the whole record. */
+  updateMask?: string[];
+  requestId?: string;
+}
+
+/** One item of `batchUpsert`: the arguments of `upsert(record, { updateMask })`. */
+export interface BatchUpsertItem<I> {
+  /** Must carry `externalId`. */
+  record: I;
+  updateMask?: string[];
+}
+
+/** What `upsert` returns. */
+export interface UpsertResult<T> {
+  /** The record as stored. */
+  record: T;
+  /** True when the call created it, false when it updated (or left unchanged) an existing one. */
+  created: boolean;
+}
+
+/** What `batchUpsert` returns. */
+export interface BatchUpsertResult<T> {
+  /** The records as stored, in the order of the items. */
+  items: T[];
+  /** Parallel to `items`: true where the item created its record. */
+  created: boolean[];
+}
+
+/** List/get/create and their batch forms: what every entity supports (activities stop here). */
 export interface ReadCreateResource<T, I> {
   /** One page. `await resource.list()` returns the first page with defaults. */
   list(params?: ListParams, opts?: CallOptions): Promise<Page<T>>;
@@ -174,6 +224,17 @@ export interface ReadCreateResource<T, I> {
   listAll(params?: Omit<ListParams, "pageToken">, opts?: CallOptions): AsyncIterable<T>;
   get(id: string, opts?: CallOptions): Promise<T>;
   create(record: I, opts?: CreateOptions): Promise<T>;
+  /**
+   * Up to 1000 records by id, in the order asked (an id twice is returned
+   * twice; soft-deleted records too). Any unknown id: CrmError NOT_FOUND.
+   */
+  batchGet(ids: string[], opts?: CallOptions): Promise<T[]>;
+  /**
+   * Creates up to 1000 records in one transaction (all or none) and returns
+   * them in order. A rejected batch lists every violation of every item, each
+   * field prefixed with its item: "requests[3].account.website".
+   */
+  batchCreate(records: I[], opts?: BatchOptions): Promise<T[]>;
 }
 
 export interface Resource<T, I> extends ReadCreateResource<T, I> {
@@ -181,6 +242,25 @@ export interface Resource<T, I> extends ReadCreateResource<T, I> {
   /** Soft delete; returns the record with isDeleted set. */
   delete(id: string, opts?: DeleteOptions): Promise<T>;
   undelete(id: string, opts?: { version?: number } & CallOptions): Promise<T>;
+  /**
+   * Updates up to 1000 records (each a different id) in one transaction, each
+   * as `update` does: all or none. A stale version is CrmError ABORTED and
+   * changes nothing. Returns the records as stored, in order.
+   */
+  batchUpdate(items: BatchUpdateItem<I>[], opts?: BatchOptions): Promise<T[]>;
+  /**
+   * Soft-deletes up to 1000 records in one transaction (all or none: an id
+   * missing or already deleted fails the batch); returns them in order.
+   */
+  batchDelete(ids: string[], opts?: BatchOptions): Promise<T[]>;
+  /**
+   * Creates the record with `record.externalId` (required), or updates the
+   * live one that has it (the `updateMask` fields, or the populated ones).
+   * `record.version`, when non-zero, is checked on update.
+   */
+  upsert(record: I, opts?: UpsertOptions): Promise<UpsertResult<T>>;
+  /** Upserts up to 1000 records (each a different externalId) in one transaction: all or none. */
+  batchUpsert(items: BatchUpsertItem<I>[], opts?: BatchOptions): Promise<BatchUpsertResult<T>>;
 }
 
 /** Turns "legalName.x" into "legal_name.x" (only the first segment: map keys stay as given). */
@@ -195,12 +275,24 @@ interface ReadCreateOps<T, I> {
   list(req: ListParams, o?: CallOptions): Promise<Page<T>>;
   get(id: string, o?: CallOptions): Promise<T>;
   create(record: I, requestId: string, o?: CallOptions): Promise<T>;
+  batchGet(ids: string[], o?: CallOptions): Promise<T[]>;
+  batchCreate(records: I[], requestId: string, o?: CallOptions): Promise<T[]>;
+}
+
+/** A record with the field paths to write (undefined: no mask). */
+interface Masked<I> {
+  record: I;
+  paths: string[] | undefined;
 }
 
 interface WriteOps<T, I> {
   update(record: I, paths: string[] | undefined, requestId: string, o?: CallOptions): Promise<T>;
   delete(id: string, version: number, requestId: string, o?: CallOptions): Promise<T>;
   undelete(id: string, version: number, o?: CallOptions): Promise<T>;
+  batchUpdate(items: Masked<I>[], requestId: string, o?: CallOptions): Promise<T[]>;
+  batchDelete(ids: string[], requestId: string, o?: CallOptions): Promise<T[]>;
+  upsert(record: I, paths: string[] | undefined, requestId: string, o?: CallOptions): Promise<UpsertResult<T>>;
+  batchUpsert(items: Masked<I>[], requestId: string, o?: CallOptions): Promise<BatchUpsertResult<T>>;
 }
 
 function readCreate<T, I>(ops: ReadCreateOps<T, I>): ReadCreateResource<T, I> {
@@ -216,6 +308,8 @@ function readCreate<T, I>(ops: ReadCreateOps<T, I>): ReadCreateResource<T, I> {
     },
     get: (id, o) => call(() => ops.get(id, o)),
     create: (record, o = {}) => call(() => ops.create(record, o.requestId ?? "", o)),
+    batchGet: (ids, o) => call(() => ops.batchGet(ids, o)),
+    batchCreate: (records, o = {}) => call(() => ops.batchCreate(records, o.requestId ?? "", o)),
   };
 }
 
@@ -235,6 +329,28 @@ function resource<T, I extends { id?: string; version?: number }>(
       ),
     delete: (id, o = {}) => call(() => ops.delete(id, o.version ?? 0, o.requestId ?? "", o)),
     undelete: (id, o = {}) => call(() => ops.undelete(id, o.version ?? 0, o)),
+    batchUpdate: (items, o = {}) =>
+      call(() =>
+        ops.batchUpdate(
+          items.map((u) => ({
+            record: { ...u.patch, id: u.id, version: u.version ?? u.patch.version ?? 0 },
+            paths: u.updateMask?.map(toProtoPath),
+          })),
+          o.requestId ?? "",
+          o,
+        ),
+      ),
+    batchDelete: (ids, o = {}) => call(() => ops.batchDelete(ids, o.requestId ?? "", o)),
+    upsert: (record, o = {}) =>
+      call(() => ops.upsert(record, o.updateMask?.map(toProtoPath), o.requestId ?? "", o)),
+    batchUpsert: (items, o = {}) =>
+      call(() =>
+        ops.batchUpsert(
+          items.map((u) => ({ record: u.record, paths: u.updateMask?.map(toProtoPath) })),
+          o.requestId ?? "",
+          o,
+        ),
+      ),
   };
 }
 
@@ -245,8 +361,10 @@ type Rpc = (request: object, o?: CallOptions) => Promise<Record<string, unknown>
 /**
  * The operations of one crm.v1 service, read from its descriptor, so that the
  * six entities share this one adapter: the methods by verb (`ListAccounts`,
- * `GetAccount`, ...), the request field that carries the record (the one of the
- * record's type) and the response field that lists records (its one list).
+ * `GetAccount`, `BatchGetAccounts`, ...), the request field that carries the
+ * record (the one of the record's type) and the response field that lists
+ * records (its one list; the batch responses use the same name). A method the
+ * service lacks (activities: no update, delete, upsert) throws when called.
  */
 function opsOf<T, I>(service: DescService, transport: Transport): ReadCreateOps<T, I> & WriteOps<T, I> {
   const client = createConnectClient(service, transport) as unknown as Record<string, Rpc>;
@@ -262,6 +380,8 @@ function opsOf<T, I>(service: DescService, transport: Transport): ReadCreateOps<
   )!.localName;
   const items = method("List").output.fields.find((f) => f.fieldKind === "list")!.localName;
   const one = async (p: Promise<Record<string, unknown>>) => (await p) as T;
+  const many = async (p: Promise<Record<string, unknown>>) => (await p)[items] as T[];
+  const masked = (m: Masked<I>) => ({ [record]: m.record, updateMask: mask(m.paths) });
   return {
     list: async (r, o) => {
       const res = await rpc("List")(r, o);
@@ -273,6 +393,19 @@ function opsOf<T, I>(service: DescService, transport: Transport): ReadCreateOps<
       one(rpc("Update")({ [record]: rec, updateMask: mask(paths), requestId }, o)),
     delete: (id, version, requestId, o) => one(rpc("Delete")({ id, version, requestId }, o)),
     undelete: (id, version, o) => one(rpc("Undelete")({ id, version }, o)),
+    batchGet: (ids, o) => many(rpc("BatchGet")({ ids }, o)),
+    batchCreate: (recs, requestId, o) =>
+      many(rpc("BatchCreate")({ requests: recs.map((r) => ({ [record]: r })), requestId }, o)),
+    batchUpdate: (ms, requestId, o) => many(rpc("BatchUpdate")({ requests: ms.map(masked), requestId }, o)),
+    batchDelete: (ids, requestId, o) => many(rpc("BatchDelete")({ ids, requestId }, o)),
+    upsert: async (rec, paths, requestId, o) => {
+      const res = await rpc("Upsert")({ ...masked({ record: rec, paths }), requestId }, o);
+      return { record: res[record] as T, created: res["created"] as boolean };
+    },
+    batchUpsert: async (ms, requestId, o) => {
+      const res = await rpc("BatchUpsert")({ requests: ms.map(masked), requestId }, o);
+      return { items: res[items] as T[], created: res["created"] as boolean[] };
+    },
   };
 }
 
@@ -482,7 +615,7 @@ export interface CrmClient {
     accounts: Resource<Account, AccountInput>;
     contacts: Resource<Contact, ContactInput>;
     deals: Resource<Deal, DealInput>;
-    /** Activities are append-only: list, get, create. */
+    /** Activities are append-only: list, get, create, batchGet, batchCreate. */
     activities: ReadCreateResource<Activity, ActivityInput>;
     quotes: Resource<Quote, QuoteInput>;
     lineItems: Resource<LineItem, LineItemInput>;

@@ -3,6 +3,8 @@
     import crm_client
     client = crm_client.connect("localhost:50051", token)
     page = client.customer.accounts.list(page_size=10)
+    accounts = client.customer.accounts.batch_create([{"name": "A"}, {"name": "B"}])
+    result = client.customer.accounts.upsert({"external_id": "erp-1", "name": "A"})
     for event in client.changes.watch(after_sequence=0):   # the change feed
         ...
 
@@ -11,6 +13,7 @@ Generated message and stub modules live in ``crm_client.v1``
 """
 
 from crm_client.client import (
+    BatchUpsertResult,
     Changes,
     ChangeWatch,
     Client,
@@ -18,12 +21,16 @@ from crm_client.client import (
     ListResource,
     ReconnectInfo,
     Resource,
+    UpdateItem,
+    UpsertItem,
+    UpsertResult,
     connect,
     is_transient,
 )
 from crm_client.errors import CrmError
 
 __all__ = [
+    "BatchUpsertResult",
     "ChangeWatch",
     "Changes",
     "Client",
@@ -32,6 +39,9 @@ __all__ = [
     "ListResource",
     "ReconnectInfo",
     "Resource",
+    "UpdateItem",
+    "UpsertItem",
+    "UpsertResult",
     "connect",
     "is_transient",
 ]

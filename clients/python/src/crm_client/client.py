@@ -8,6 +8,9 @@
     acc = client.customer.accounts.update(acc.id, {"legal_name": "Globex Corp"}, version=acc.version)
     client.customer.accounts.delete(acc.id, version=acc.version)
 
+    a, b = client.customer.accounts.batch_create([{"name": "A"}, {"name": "B"}])   # all or none
+    res = client.customer.accounts.upsert({"external_id": "erp-1", "name": "A"})   # res.record, res.created
+
     page = client.changes.list(after_sequence=0)        # page.changes, page.last_sequence
     with client.changes.watch(after_sequence=page.last_sequence) as events:
         for event in events:                            # resumes by itself after a drop
@@ -61,6 +64,46 @@ _NOT_MASKED = frozenset({"id", "version"})
 Token = Union[str, Callable[[], str], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class UpdateItem(Generic[M]):
+    """One item of ``batch_update``: the arguments of ``update(id, data,
+    version=..., update_mask=...)``, with the same meaning."""
+
+    id: str
+    data: Data[M]
+    version: int | None = None
+    update_mask: Sequence[str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsertItem(Generic[M]):
+    """One item of ``batch_upsert`` with an explicit ``update_mask`` (a bare
+    message or dict is an item without one)."""
+
+    data: Data[M]
+    update_mask: Sequence[str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsertResult(Generic[M]):
+    """What ``upsert`` returns."""
+
+    #: The record as stored.
+    record: M
+    #: True when the call created it, False when it updated (or left unchanged) an existing one.
+    created: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchUpsertResult(Generic[M]):
+    """What ``batch_upsert`` returns."""
+
+    #: The records as stored, in the order of the items.
+    records: list[M]
+    #: Parallel to ``records``: True where the item created its record.
+    created: list[bool]
+
+
 class _Caller:
     """Calls one stub method with the bearer token and default timeout."""
 
@@ -87,7 +130,8 @@ class _Caller:
 
 
 class ListResource(Generic[M, L]):
-    """list / list_all / get / create of one crm.v1 resource (all Activities offer)."""
+    """list / list_all / get / create / batch_get / batch_create of one crm.v1
+    resource (all Activities offer)."""
 
     def __init__(
         self,
@@ -194,9 +238,36 @@ class ListResource(Generic[M, L]):
         result: M = self._call(method, request)
         return result
 
+    def batch_get(self, ids: Sequence[str]) -> builtins.list[M]:
+        """Up to 1000 records by id, in the order asked (an id asked twice is
+        returned twice; soft-deleted records too). Any id that names no record
+        of the caller is CrmError NOT_FOUND."""
+        method, req = self._rpc("BatchGet", plural=True)
+        return self._records(self._call(method, req(ids=list(ids))))
+
+    def batch_create(self, items: Sequence[Data[M]], *, request_id: str | None = None) -> builtins.list[M]:
+        """Creates up to 1000 records in one transaction (all or none) and
+        returns them in order. A rejected batch is CrmError INVALID_ARGUMENT
+        listing every violation of every item, each field prefixed with its
+        item (``"requests[1].account.website"``). ``request_id`` makes the
+        whole batch idempotent."""
+        method, req = self._rpc("BatchCreate", plural=True)
+        _, item_req = self._rpc("Create")
+        requests = []
+        for data in items:
+            item = item_req()
+            getattr(item, self._field).CopyFrom(self._to_message(data))
+            requests.append(item)
+        return self._records(self._call(method, req(requests=requests, request_id=request_id or "")))
+
+    def _records(self, response: Any) -> builtins.list[M]:
+        """The records of a batch response (its field named as the list's)."""
+        return list(getattr(response, self._list_field))
+
 
 class Resource(ListResource[M, L]):
-    """A resource with the full set: also update / delete / undelete."""
+    """A resource with the full set: also update / delete / undelete and
+    batch_update / batch_delete / upsert / batch_upsert."""
 
     def update(
         self,
@@ -217,19 +288,35 @@ class Resource(ListResource[M, L]):
         no mask is sent and the server writes the populated fields.
         """
         method, req = self._rpc("Update")
+        request = self._masked(req, data, update_mask, id=id, version=version)
+        request.request_id = request_id or ""
+        result: M = self._call(method, request)
+        return result
+
+    def _masked(
+        self,
+        req: type[Message],
+        data: Data[M],
+        update_mask: Sequence[str] | None,
+        *,
+        id: str | None = None,
+        version: int | None = None,
+    ) -> Any:
+        """An Update/Upsert request: the record (with ``id`` / ``version`` if
+        given) and the mask: ``update_mask``, else a dict's keys, else none."""
         msg = self._to_message(data)
-        msg.id = id  # type: ignore[attr-defined]
+        if id is not None:
+            msg.id = id  # type: ignore[attr-defined]
         if version is not None:
             msg.version = version  # type: ignore[attr-defined]
         paths: list[str] | None = list(update_mask) if update_mask is not None else None
         if paths is None and not isinstance(data, Message):
             paths = [self._proto_name(k) for k in data if self._proto_name(k) not in _NOT_MASKED]
-        request: Any = req(request_id=request_id or "")
+        request: Any = req()
         getattr(request, self._field).CopyFrom(msg)
         if paths is not None:
             request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=paths))
-        result: M = self._call(method, request)
-        return result
+        return request
 
     def delete(self, id: str, *, version: int = 0, request_id: str | None = None) -> M:
         """Soft-deletes; returns the record with is_deleted set."""
@@ -241,6 +328,73 @@ class Resource(ListResource[M, L]):
         method, req = self._rpc("Undelete")
         result: M = self._call(method, req(id=id, version=version))
         return result
+
+    def batch_update(
+        self, items: Sequence[UpdateItem[M]], *, request_id: str | None = None
+    ) -> builtins.list[M]:
+        """Updates up to 1000 records (each a different id) in one
+        transaction, each as ``update`` does (its own ``version`` check and
+        ``update_mask``, or a dict's keys): all or none. A stale version is
+        CrmError ABORTED and changes nothing. Returns the records as stored,
+        in order. ``request_id`` makes the whole batch idempotent.
+
+            accounts.batch_update([UpdateItem(a.id, {"industry": "saas"}, version=a.version),
+                                   UpdateItem(b.id, b_patch, update_mask=["phone"])])
+        """
+        method, req = self._rpc("BatchUpdate", plural=True)
+        _, item_req = self._rpc("Update")
+        requests = [
+            self._masked(item_req, u.data, u.update_mask, id=u.id, version=u.version) for u in items
+        ]
+        return self._records(self._call(method, req(requests=requests, request_id=request_id or "")))
+
+    def batch_delete(self, ids: Sequence[str], *, request_id: str | None = None) -> builtins.list[M]:
+        """Soft-deletes up to 1000 records in one transaction and returns them
+        in order: all or none (an id that is missing or already deleted fails
+        the batch)."""
+        method, req = self._rpc("BatchDelete", plural=True)
+        return self._records(self._call(method, req(ids=list(ids), request_id=request_id or "")))
+
+    def upsert(
+        self,
+        data: Data[M],
+        *,
+        update_mask: Sequence[str] | None = None,
+        request_id: str | None = None,
+    ) -> UpsertResult[M]:
+        """Creates the record with ``data``'s external_id (required), or
+        updates the live one that has it: the ``update_mask`` fields, else (as
+        in ``update``) a dict's keys, else a message's populated fields. A
+        create uses the whole record. A non-zero ``version`` in ``data`` is
+        checked on update (CrmError ABORTED if stale). Returns
+        ``UpsertResult(record, created)``."""
+        method, req = self._rpc("Upsert")
+        request = self._masked(req, data, update_mask)
+        request.request_id = request_id or ""
+        response: Any = self._call(method, request)
+        return UpsertResult(getattr(response, self._field), bool(response.created))
+
+    def batch_upsert(
+        self,
+        items: Sequence[Data[M] | UpsertItem[M]],
+        *,
+        request_id: str | None = None,
+    ) -> BatchUpsertResult[M]:
+        """Upserts up to 1000 records (each a different external_id) in one
+        transaction, each as ``upsert``: all or none. An item is a record
+        (message or dict) or an ``UpsertItem(data, update_mask=...)``.
+        Returns ``BatchUpsertResult(records, created)``, ``created`` parallel
+        to ``records``."""
+        method, req = self._rpc("BatchUpsert", plural=True)
+        _, item_req = self._rpc("Upsert")
+        requests = [
+            self._masked(item_req, u.data, u.update_mask)
+            if isinstance(u, UpsertItem)
+            else self._masked(item_req, u, None)
+            for u in items
+        ]
+        response: Any = self._call(method, req(requests=requests, request_id=request_id or ""))
+        return BatchUpsertResult(self._records(response), list(response.created))
 
     def _proto_name(self, key: str) -> str:
         desc = self.message.DESCRIPTOR

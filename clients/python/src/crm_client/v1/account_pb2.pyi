@@ -16,7 +16,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Account(_message.Message):
-    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "owner_id", "name", "legal_name", "industry", "sub_industry", "website", "domain", "phone", "addresses", "annual_revenue", "employee_count", "lifecycle_stage", "lead_source", "health_score", "parent_account_id", "description", "last_activity_at", "first_contacted_at", "custom_fields", "tags")
+    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "external_id", "owner_id", "name", "legal_name", "industry", "sub_industry", "website", "domain", "phone", "addresses", "annual_revenue", "employee_count", "lifecycle_stage", "lead_source", "health_score", "parent_account_id", "description", "last_activity_at", "first_contacted_at", "custom_fields", "tags")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Account(_message.Message):
     DELETED_BY_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     LEGAL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +66,7 @@ class Account(_message.Message):
     deleted_by: str
     schema_version: int
     version: int
+    external_id: str
     owner_id: str
     name: str
     legal_name: str
@@ -85,7 +87,7 @@ class Account(_message.Message):
     first_contacted_at: _timestamp_pb2.Timestamp
     custom_fields: _struct_pb2.Struct
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., legal_name: _Optional[str] = ..., industry: _Optional[str] = ..., sub_industry: _Optional[str] = ..., website: _Optional[str] = ..., domain: _Optional[str] = ..., phone: _Optional[str] = ..., addresses: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., annual_revenue: _Optional[float] = ..., employee_count: _Optional[int] = ..., lifecycle_stage: _Optional[str] = ..., lead_source: _Optional[str] = ..., health_score: _Optional[str] = ..., parent_account_id: _Optional[str] = ..., description: _Optional[str] = ..., last_activity_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_contacted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., custom_fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., external_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., legal_name: _Optional[str] = ..., industry: _Optional[str] = ..., sub_industry: _Optional[str] = ..., website: _Optional[str] = ..., domain: _Optional[str] = ..., phone: _Optional[str] = ..., addresses: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., annual_revenue: _Optional[float] = ..., employee_count: _Optional[int] = ..., lifecycle_stage: _Optional[str] = ..., lead_source: _Optional[str] = ..., health_score: _Optional[str] = ..., parent_account_id: _Optional[str] = ..., description: _Optional[str] = ..., last_activity_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_contacted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., custom_fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListAccountsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "filter", "order_by", "search", "show_deleted")
@@ -152,3 +154,91 @@ class UndeleteAccountRequest(_message.Message):
     id: str
     version: int
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class BatchGetAccountsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateAccountsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateAccountRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateAccountRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchCreateAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ...) -> None: ...
+
+class BatchUpdateAccountsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpdateAccountRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpdateAccountRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpdateAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ...) -> None: ...
+
+class BatchDeleteAccountsRequest(_message.Message):
+    __slots__ = ("ids", "request_id")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    request_id: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchDeleteAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ...) -> None: ...
+
+class UpsertAccountRequest(_message.Message):
+    __slots__ = ("account", "update_mask", "request_id")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpsertAccountResponse(_message.Message):
+    __slots__ = ("account", "created")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    account: Account
+    created: bool
+    def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class BatchUpsertAccountsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpsertAccountRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpsertAccountRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpsertAccountsResponse(_message.Message):
+    __slots__ = ("accounts", "created")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    created: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ..., created: _Optional[_Iterable[bool]] = ...) -> None: ...

@@ -65,6 +65,36 @@ class AccountServiceStub:
                 request_serializer=crm_dot_v1_dot_account__pb2.UndeleteAccountRequest.SerializeToString,
                 response_deserializer=crm_dot_v1_dot_account__pb2.Account.FromString,
                 _registered_method=True)
+        self.BatchGetAccounts = channel.unary_unary(
+                '/crm.v1.AccountService/BatchGetAccounts',
+                request_serializer=crm_dot_v1_dot_account__pb2.BatchGetAccountsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_account__pb2.BatchGetAccountsResponse.FromString,
+                _registered_method=True)
+        self.BatchCreateAccounts = channel.unary_unary(
+                '/crm.v1.AccountService/BatchCreateAccounts',
+                request_serializer=crm_dot_v1_dot_account__pb2.BatchCreateAccountsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_account__pb2.BatchCreateAccountsResponse.FromString,
+                _registered_method=True)
+        self.BatchUpdateAccounts = channel.unary_unary(
+                '/crm.v1.AccountService/BatchUpdateAccounts',
+                request_serializer=crm_dot_v1_dot_account__pb2.BatchUpdateAccountsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_account__pb2.BatchUpdateAccountsResponse.FromString,
+                _registered_method=True)
+        self.BatchDeleteAccounts = channel.unary_unary(
+                '/crm.v1.AccountService/BatchDeleteAccounts',
+                request_serializer=crm_dot_v1_dot_account__pb2.BatchDeleteAccountsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_account__pb2.BatchDeleteAccountsResponse.FromString,
+                _registered_method=True)
+        self.UpsertAccount = channel.unary_unary(
+                '/crm.v1.AccountService/UpsertAccount',
+                request_serializer=crm_dot_v1_dot_account__pb2.UpsertAccountRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_account__pb2.UpsertAccountResponse.FromString,
+                _registered_method=True)
+        self.BatchUpsertAccounts = channel.unary_unary(
+                '/crm.v1.AccountService/BatchUpsertAccounts',
+                request_serializer=crm_dot_v1_dot_account__pb2.BatchUpsertAccountsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_account__pb2.BatchUpsertAccountsResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -118,6 +148,62 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetAccounts(self, request, context):
+        """Returns up to 1000 accounts by id, in the order asked (an id asked twice
+        is returned twice; soft-deleted records too, as Get). Any id that names
+        no account of the caller is NOT_FOUND naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateAccounts(self, request, context):
+        """Creates up to 1000 accounts in one transaction: all or none. A rejected
+        batch lists every violation of every item, each field prefixed with its
+        item ("requests[3].account.external_id"). References name records that exist
+        before the batch (ids are assigned by the server, so an item cannot name
+        another item of the same batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpdateAccounts(self, request, context):
+        """Updates up to 1000 accounts in one transaction, each as UpdateAccount does
+        (its own update_mask and version check): all or none. A stale version is
+        ABORTED and changes nothing; an id twice in one batch is
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDeleteAccounts(self, request, context):
+        """Soft-deletes up to 1000 accounts in one transaction and returns them:
+        all or none (an id that is missing or already deleted fails the batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertAccount(self, request, context):
+        """Creates the account with account.external_id (required), or updates the live
+        one that has it (with update_mask, or the populated fields). Concurrent
+        upserts of one external_id never create two records. An update that
+        changes nothing keeps the version and records no change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpsertAccounts(self, request, context):
+        """Upserts up to 1000 accounts in one transaction, each as UpsertAccount: all
+        or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +236,36 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.UndeleteAccount,
                     request_deserializer=crm_dot_v1_dot_account__pb2.UndeleteAccountRequest.FromString,
                     response_serializer=crm_dot_v1_dot_account__pb2.Account.SerializeToString,
+            ),
+            'BatchGetAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetAccounts,
+                    request_deserializer=crm_dot_v1_dot_account__pb2.BatchGetAccountsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_account__pb2.BatchGetAccountsResponse.SerializeToString,
+            ),
+            'BatchCreateAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateAccounts,
+                    request_deserializer=crm_dot_v1_dot_account__pb2.BatchCreateAccountsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_account__pb2.BatchCreateAccountsResponse.SerializeToString,
+            ),
+            'BatchUpdateAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpdateAccounts,
+                    request_deserializer=crm_dot_v1_dot_account__pb2.BatchUpdateAccountsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_account__pb2.BatchUpdateAccountsResponse.SerializeToString,
+            ),
+            'BatchDeleteAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDeleteAccounts,
+                    request_deserializer=crm_dot_v1_dot_account__pb2.BatchDeleteAccountsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_account__pb2.BatchDeleteAccountsResponse.SerializeToString,
+            ),
+            'UpsertAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertAccount,
+                    request_deserializer=crm_dot_v1_dot_account__pb2.UpsertAccountRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_account__pb2.UpsertAccountResponse.SerializeToString,
+            ),
+            'BatchUpsertAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpsertAccounts,
+                    request_deserializer=crm_dot_v1_dot_account__pb2.BatchUpsertAccountsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_account__pb2.BatchUpsertAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +431,168 @@ class AccountService:
             '/crm.v1.AccountService/UndeleteAccount',
             crm_dot_v1_dot_account__pb2.UndeleteAccountRequest.SerializeToString,
             crm_dot_v1_dot_account__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.AccountService/BatchGetAccounts',
+            crm_dot_v1_dot_account__pb2.BatchGetAccountsRequest.SerializeToString,
+            crm_dot_v1_dot_account__pb2.BatchGetAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.AccountService/BatchCreateAccounts',
+            crm_dot_v1_dot_account__pb2.BatchCreateAccountsRequest.SerializeToString,
+            crm_dot_v1_dot_account__pb2.BatchCreateAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpdateAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.AccountService/BatchUpdateAccounts',
+            crm_dot_v1_dot_account__pb2.BatchUpdateAccountsRequest.SerializeToString,
+            crm_dot_v1_dot_account__pb2.BatchUpdateAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDeleteAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.AccountService/BatchDeleteAccounts',
+            crm_dot_v1_dot_account__pb2.BatchDeleteAccountsRequest.SerializeToString,
+            crm_dot_v1_dot_account__pb2.BatchDeleteAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.AccountService/UpsertAccount',
+            crm_dot_v1_dot_account__pb2.UpsertAccountRequest.SerializeToString,
+            crm_dot_v1_dot_account__pb2.UpsertAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpsertAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.AccountService/BatchUpsertAccounts',
+            crm_dot_v1_dot_account__pb2.BatchUpsertAccountsRequest.SerializeToString,
+            crm_dot_v1_dot_account__pb2.BatchUpsertAccountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

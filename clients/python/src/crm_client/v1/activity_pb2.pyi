@@ -15,7 +15,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Activity(_message.Message):
-    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "account_id", "deal_id", "contact_id", "contact_ids", "activity_type", "subject", "description", "activity_date", "due_date", "completed_at", "status", "priority", "direction", "outcome", "actor_type", "performed_by_user_id", "participants", "linked_trace_id", "attachment_refs", "recurrence", "reminder_sent", "custom_fields", "tags", "type", "owner_id", "notes", "occurred_at")
+    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "external_id", "account_id", "deal_id", "contact_id", "contact_ids", "activity_type", "subject", "description", "activity_date", "due_date", "completed_at", "status", "priority", "direction", "outcome", "actor_type", "performed_by_user_id", "participants", "linked_trace_id", "attachment_refs", "recurrence", "reminder_sent", "custom_fields", "tags", "type", "owner_id", "notes", "occurred_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class Activity(_message.Message):
     DELETED_BY_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     DEAL_ID_FIELD_NUMBER: _ClassVar[int]
     CONTACT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +72,7 @@ class Activity(_message.Message):
     deleted_by: str
     schema_version: int
     version: int
+    external_id: str
     account_id: str
     deal_id: str
     contact_id: str
@@ -98,7 +100,7 @@ class Activity(_message.Message):
     owner_id: str
     notes: str
     occurred_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., account_id: _Optional[str] = ..., deal_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_ids: _Optional[_Iterable[str]] = ..., activity_type: _Optional[str] = ..., subject: _Optional[str] = ..., description: _Optional[str] = ..., activity_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[str] = ..., priority: _Optional[str] = ..., direction: _Optional[str] = ..., outcome: _Optional[str] = ..., actor_type: _Optional[str] = ..., performed_by_user_id: _Optional[str] = ..., participants: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., linked_trace_id: _Optional[str] = ..., attachment_refs: _Optional[_Iterable[str]] = ..., recurrence: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reminder_sent: _Optional[bool] = ..., custom_fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., owner_id: _Optional[str] = ..., notes: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., external_id: _Optional[str] = ..., account_id: _Optional[str] = ..., deal_id: _Optional[str] = ..., contact_id: _Optional[str] = ..., contact_ids: _Optional[_Iterable[str]] = ..., activity_type: _Optional[str] = ..., subject: _Optional[str] = ..., description: _Optional[str] = ..., activity_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[str] = ..., priority: _Optional[str] = ..., direction: _Optional[str] = ..., outcome: _Optional[str] = ..., actor_type: _Optional[str] = ..., performed_by_user_id: _Optional[str] = ..., participants: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., linked_trace_id: _Optional[str] = ..., attachment_refs: _Optional[_Iterable[str]] = ..., recurrence: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reminder_sent: _Optional[bool] = ..., custom_fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., owner_id: _Optional[str] = ..., notes: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListActivitiesRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "filter", "order_by", "search", "show_deleted")
@@ -137,3 +139,29 @@ class CreateActivityRequest(_message.Message):
     activity: Activity
     request_id: str
     def __init__(self, activity: _Optional[_Union[Activity, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchGetActivitiesRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetActivitiesResponse(_message.Message):
+    __slots__ = ("activities",)
+    ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
+    activities: _containers.RepeatedCompositeFieldContainer[Activity]
+    def __init__(self, activities: _Optional[_Iterable[_Union[Activity, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateActivitiesRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateActivityRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateActivityRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchCreateActivitiesResponse(_message.Message):
+    __slots__ = ("activities",)
+    ACTIVITIES_FIELD_NUMBER: _ClassVar[int]
+    activities: _containers.RepeatedCompositeFieldContainer[Activity]
+    def __init__(self, activities: _Optional[_Iterable[_Union[Activity, _Mapping]]] = ...) -> None: ...

@@ -50,6 +50,16 @@ class ActivityServiceStub:
                 request_serializer=crm_dot_v1_dot_activity__pb2.CreateActivityRequest.SerializeToString,
                 response_deserializer=crm_dot_v1_dot_activity__pb2.Activity.FromString,
                 _registered_method=True)
+        self.BatchGetActivities = channel.unary_unary(
+                '/crm.v1.ActivityService/BatchGetActivities',
+                request_serializer=crm_dot_v1_dot_activity__pb2.BatchGetActivitiesRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_activity__pb2.BatchGetActivitiesResponse.FromString,
+                _registered_method=True)
+        self.BatchCreateActivities = channel.unary_unary(
+                '/crm.v1.ActivityService/BatchCreateActivities',
+                request_serializer=crm_dot_v1_dot_activity__pb2.BatchCreateActivitiesRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_activity__pb2.BatchCreateActivitiesResponse.FromString,
+                _registered_method=True)
 
 
 class ActivityServiceServicer:
@@ -79,6 +89,26 @@ class ActivityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetActivities(self, request, context):
+        """Returns up to 1000 activities by id, in the order asked (an id asked twice
+        is returned twice; soft-deleted records too, as Get). Any id that names
+        no activity of the caller is NOT_FOUND naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateActivities(self, request, context):
+        """Creates up to 1000 activities in one transaction: all or none. A rejected
+        batch lists every violation of every item, each field prefixed with its
+        item ("requests[3].activity.external_id"). References name records that exist
+        before the batch (ids are assigned by the server, so an item cannot name
+        another item of the same batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActivityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +126,16 @@ def add_ActivityServiceServicer_to_server(servicer, server):
                     servicer.CreateActivity,
                     request_deserializer=crm_dot_v1_dot_activity__pb2.CreateActivityRequest.FromString,
                     response_serializer=crm_dot_v1_dot_activity__pb2.Activity.SerializeToString,
+            ),
+            'BatchGetActivities': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetActivities,
+                    request_deserializer=crm_dot_v1_dot_activity__pb2.BatchGetActivitiesRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_activity__pb2.BatchGetActivitiesResponse.SerializeToString,
+            ),
+            'BatchCreateActivities': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateActivities,
+                    request_deserializer=crm_dot_v1_dot_activity__pb2.BatchCreateActivitiesRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_activity__pb2.BatchCreateActivitiesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +220,60 @@ class ActivityService:
             '/crm.v1.ActivityService/CreateActivity',
             crm_dot_v1_dot_activity__pb2.CreateActivityRequest.SerializeToString,
             crm_dot_v1_dot_activity__pb2.Activity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetActivities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.ActivityService/BatchGetActivities',
+            crm_dot_v1_dot_activity__pb2.BatchGetActivitiesRequest.SerializeToString,
+            crm_dot_v1_dot_activity__pb2.BatchGetActivitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateActivities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.ActivityService/BatchCreateActivities',
+            crm_dot_v1_dot_activity__pb2.BatchCreateActivitiesRequest.SerializeToString,
+            crm_dot_v1_dot_activity__pb2.BatchCreateActivitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

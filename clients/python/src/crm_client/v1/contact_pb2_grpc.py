@@ -65,6 +65,36 @@ class ContactServiceStub:
                 request_serializer=crm_dot_v1_dot_contact__pb2.UndeleteContactRequest.SerializeToString,
                 response_deserializer=crm_dot_v1_dot_contact__pb2.Contact.FromString,
                 _registered_method=True)
+        self.BatchGetContacts = channel.unary_unary(
+                '/crm.v1.ContactService/BatchGetContacts',
+                request_serializer=crm_dot_v1_dot_contact__pb2.BatchGetContactsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_contact__pb2.BatchGetContactsResponse.FromString,
+                _registered_method=True)
+        self.BatchCreateContacts = channel.unary_unary(
+                '/crm.v1.ContactService/BatchCreateContacts',
+                request_serializer=crm_dot_v1_dot_contact__pb2.BatchCreateContactsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_contact__pb2.BatchCreateContactsResponse.FromString,
+                _registered_method=True)
+        self.BatchUpdateContacts = channel.unary_unary(
+                '/crm.v1.ContactService/BatchUpdateContacts',
+                request_serializer=crm_dot_v1_dot_contact__pb2.BatchUpdateContactsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_contact__pb2.BatchUpdateContactsResponse.FromString,
+                _registered_method=True)
+        self.BatchDeleteContacts = channel.unary_unary(
+                '/crm.v1.ContactService/BatchDeleteContacts',
+                request_serializer=crm_dot_v1_dot_contact__pb2.BatchDeleteContactsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_contact__pb2.BatchDeleteContactsResponse.FromString,
+                _registered_method=True)
+        self.UpsertContact = channel.unary_unary(
+                '/crm.v1.ContactService/UpsertContact',
+                request_serializer=crm_dot_v1_dot_contact__pb2.UpsertContactRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_contact__pb2.UpsertContactResponse.FromString,
+                _registered_method=True)
+        self.BatchUpsertContacts = channel.unary_unary(
+                '/crm.v1.ContactService/BatchUpsertContacts',
+                request_serializer=crm_dot_v1_dot_contact__pb2.BatchUpsertContactsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_contact__pb2.BatchUpsertContactsResponse.FromString,
+                _registered_method=True)
 
 
 class ContactServiceServicer:
@@ -118,6 +148,62 @@ class ContactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetContacts(self, request, context):
+        """Returns up to 1000 contacts by id, in the order asked (an id asked twice
+        is returned twice; soft-deleted records too, as Get). Any id that names
+        no contact of the caller is NOT_FOUND naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateContacts(self, request, context):
+        """Creates up to 1000 contacts in one transaction: all or none. A rejected
+        batch lists every violation of every item, each field prefixed with its
+        item ("requests[3].contact.external_id"). References name records that exist
+        before the batch (ids are assigned by the server, so an item cannot name
+        another item of the same batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpdateContacts(self, request, context):
+        """Updates up to 1000 contacts in one transaction, each as UpdateContact does
+        (its own update_mask and version check): all or none. A stale version is
+        ABORTED and changes nothing; an id twice in one batch is
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDeleteContacts(self, request, context):
+        """Soft-deletes up to 1000 contacts in one transaction and returns them:
+        all or none (an id that is missing or already deleted fails the batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertContact(self, request, context):
+        """Creates the contact with contact.external_id (required), or updates the live
+        one that has it (with update_mask, or the populated fields). Concurrent
+        upserts of one external_id never create two records. An update that
+        changes nothing keeps the version and records no change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpsertContacts(self, request, context):
+        """Upserts up to 1000 contacts in one transaction, each as UpsertContact: all
+        or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +236,36 @@ def add_ContactServiceServicer_to_server(servicer, server):
                     servicer.UndeleteContact,
                     request_deserializer=crm_dot_v1_dot_contact__pb2.UndeleteContactRequest.FromString,
                     response_serializer=crm_dot_v1_dot_contact__pb2.Contact.SerializeToString,
+            ),
+            'BatchGetContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetContacts,
+                    request_deserializer=crm_dot_v1_dot_contact__pb2.BatchGetContactsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_contact__pb2.BatchGetContactsResponse.SerializeToString,
+            ),
+            'BatchCreateContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateContacts,
+                    request_deserializer=crm_dot_v1_dot_contact__pb2.BatchCreateContactsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_contact__pb2.BatchCreateContactsResponse.SerializeToString,
+            ),
+            'BatchUpdateContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpdateContacts,
+                    request_deserializer=crm_dot_v1_dot_contact__pb2.BatchUpdateContactsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_contact__pb2.BatchUpdateContactsResponse.SerializeToString,
+            ),
+            'BatchDeleteContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDeleteContacts,
+                    request_deserializer=crm_dot_v1_dot_contact__pb2.BatchDeleteContactsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_contact__pb2.BatchDeleteContactsResponse.SerializeToString,
+            ),
+            'UpsertContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertContact,
+                    request_deserializer=crm_dot_v1_dot_contact__pb2.UpsertContactRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_contact__pb2.UpsertContactResponse.SerializeToString,
+            ),
+            'BatchUpsertContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpsertContacts,
+                    request_deserializer=crm_dot_v1_dot_contact__pb2.BatchUpsertContactsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_contact__pb2.BatchUpsertContactsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +431,168 @@ class ContactService:
             '/crm.v1.ContactService/UndeleteContact',
             crm_dot_v1_dot_contact__pb2.UndeleteContactRequest.SerializeToString,
             crm_dot_v1_dot_contact__pb2.Contact.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.ContactService/BatchGetContacts',
+            crm_dot_v1_dot_contact__pb2.BatchGetContactsRequest.SerializeToString,
+            crm_dot_v1_dot_contact__pb2.BatchGetContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.ContactService/BatchCreateContacts',
+            crm_dot_v1_dot_contact__pb2.BatchCreateContactsRequest.SerializeToString,
+            crm_dot_v1_dot_contact__pb2.BatchCreateContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpdateContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.ContactService/BatchUpdateContacts',
+            crm_dot_v1_dot_contact__pb2.BatchUpdateContactsRequest.SerializeToString,
+            crm_dot_v1_dot_contact__pb2.BatchUpdateContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDeleteContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.ContactService/BatchDeleteContacts',
+            crm_dot_v1_dot_contact__pb2.BatchDeleteContactsRequest.SerializeToString,
+            crm_dot_v1_dot_contact__pb2.BatchDeleteContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.ContactService/UpsertContact',
+            crm_dot_v1_dot_contact__pb2.UpsertContactRequest.SerializeToString,
+            crm_dot_v1_dot_contact__pb2.UpsertContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpsertContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.ContactService/BatchUpsertContacts',
+            crm_dot_v1_dot_contact__pb2.BatchUpsertContactsRequest.SerializeToString,
+            crm_dot_v1_dot_contact__pb2.BatchUpsertContactsResponse.FromString,
             options,
             channel_credentials,
             insecure,

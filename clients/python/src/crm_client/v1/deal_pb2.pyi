@@ -16,7 +16,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Deal(_message.Message):
-    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "account_id", "owner_id", "name", "deal_number", "pipeline_id", "stage", "value", "currency", "probability", "forecast_category", "expected_close_date", "actual_close_date", "next_followup_date", "deal_type", "deal_source", "competitors", "loss_reason", "loss_category", "closure_notes", "primary_contact_id", "contact_ids", "rfp_record_id", "quote_ids", "proposal_ids", "attachment_refs", "linked_task_ids", "audit_log", "custom_fields", "tags")
+    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "external_id", "account_id", "owner_id", "name", "deal_number", "pipeline_id", "stage", "value", "currency", "probability", "forecast_category", "expected_close_date", "actual_close_date", "next_followup_date", "deal_type", "deal_source", "competitors", "loss_reason", "loss_category", "closure_notes", "primary_contact_id", "contact_ids", "rfp_record_id", "quote_ids", "proposal_ids", "attachment_refs", "linked_task_ids", "audit_log", "custom_fields", "tags")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Deal(_message.Message):
     DELETED_BY_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +75,7 @@ class Deal(_message.Message):
     deleted_by: str
     schema_version: int
     version: int
+    external_id: str
     account_id: str
     owner_id: str
     name: str
@@ -103,7 +105,7 @@ class Deal(_message.Message):
     audit_log: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageChange]
     custom_fields: _struct_pb2.Struct
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., account_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., deal_number: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., stage: _Optional[str] = ..., value: _Optional[float] = ..., currency: _Optional[str] = ..., probability: _Optional[float] = ..., forecast_category: _Optional[str] = ..., expected_close_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actual_close_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_followup_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deal_type: _Optional[str] = ..., deal_source: _Optional[str] = ..., competitors: _Optional[_Iterable[str]] = ..., loss_reason: _Optional[str] = ..., loss_category: _Optional[str] = ..., closure_notes: _Optional[str] = ..., primary_contact_id: _Optional[str] = ..., contact_ids: _Optional[_Iterable[str]] = ..., rfp_record_id: _Optional[str] = ..., quote_ids: _Optional[_Iterable[str]] = ..., proposal_ids: _Optional[_Iterable[str]] = ..., attachment_refs: _Optional[_Iterable[str]] = ..., linked_task_ids: _Optional[_Iterable[str]] = ..., audit_log: _Optional[_Iterable[_Union[_common_pb2.StageChange, _Mapping]]] = ..., custom_fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., external_id: _Optional[str] = ..., account_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., deal_number: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., stage: _Optional[str] = ..., value: _Optional[float] = ..., currency: _Optional[str] = ..., probability: _Optional[float] = ..., forecast_category: _Optional[str] = ..., expected_close_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actual_close_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_followup_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deal_type: _Optional[str] = ..., deal_source: _Optional[str] = ..., competitors: _Optional[_Iterable[str]] = ..., loss_reason: _Optional[str] = ..., loss_category: _Optional[str] = ..., closure_notes: _Optional[str] = ..., primary_contact_id: _Optional[str] = ..., contact_ids: _Optional[_Iterable[str]] = ..., rfp_record_id: _Optional[str] = ..., quote_ids: _Optional[_Iterable[str]] = ..., proposal_ids: _Optional[_Iterable[str]] = ..., attachment_refs: _Optional[_Iterable[str]] = ..., linked_task_ids: _Optional[_Iterable[str]] = ..., audit_log: _Optional[_Iterable[_Union[_common_pb2.StageChange, _Mapping]]] = ..., custom_fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListDealsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "filter", "order_by", "search", "show_deleted")
@@ -170,3 +172,91 @@ class UndeleteDealRequest(_message.Message):
     id: str
     version: int
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class BatchGetDealsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetDealsResponse(_message.Message):
+    __slots__ = ("deals",)
+    DEALS_FIELD_NUMBER: _ClassVar[int]
+    deals: _containers.RepeatedCompositeFieldContainer[Deal]
+    def __init__(self, deals: _Optional[_Iterable[_Union[Deal, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateDealsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateDealRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateDealRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchCreateDealsResponse(_message.Message):
+    __slots__ = ("deals",)
+    DEALS_FIELD_NUMBER: _ClassVar[int]
+    deals: _containers.RepeatedCompositeFieldContainer[Deal]
+    def __init__(self, deals: _Optional[_Iterable[_Union[Deal, _Mapping]]] = ...) -> None: ...
+
+class BatchUpdateDealsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpdateDealRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpdateDealRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpdateDealsResponse(_message.Message):
+    __slots__ = ("deals",)
+    DEALS_FIELD_NUMBER: _ClassVar[int]
+    deals: _containers.RepeatedCompositeFieldContainer[Deal]
+    def __init__(self, deals: _Optional[_Iterable[_Union[Deal, _Mapping]]] = ...) -> None: ...
+
+class BatchDeleteDealsRequest(_message.Message):
+    __slots__ = ("ids", "request_id")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    request_id: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchDeleteDealsResponse(_message.Message):
+    __slots__ = ("deals",)
+    DEALS_FIELD_NUMBER: _ClassVar[int]
+    deals: _containers.RepeatedCompositeFieldContainer[Deal]
+    def __init__(self, deals: _Optional[_Iterable[_Union[Deal, _Mapping]]] = ...) -> None: ...
+
+class UpsertDealRequest(_message.Message):
+    __slots__ = ("deal", "update_mask", "request_id")
+    DEAL_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    deal: Deal
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, deal: _Optional[_Union[Deal, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpsertDealResponse(_message.Message):
+    __slots__ = ("deal", "created")
+    DEAL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    deal: Deal
+    created: bool
+    def __init__(self, deal: _Optional[_Union[Deal, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class BatchUpsertDealsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpsertDealRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpsertDealRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpsertDealsResponse(_message.Message):
+    __slots__ = ("deals", "created")
+    DEALS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    deals: _containers.RepeatedCompositeFieldContainer[Deal]
+    created: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, deals: _Optional[_Iterable[_Union[Deal, _Mapping]]] = ..., created: _Optional[_Iterable[bool]] = ...) -> None: ...

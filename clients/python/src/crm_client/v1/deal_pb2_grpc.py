@@ -65,6 +65,36 @@ class DealServiceStub:
                 request_serializer=crm_dot_v1_dot_deal__pb2.UndeleteDealRequest.SerializeToString,
                 response_deserializer=crm_dot_v1_dot_deal__pb2.Deal.FromString,
                 _registered_method=True)
+        self.BatchGetDeals = channel.unary_unary(
+                '/crm.v1.DealService/BatchGetDeals',
+                request_serializer=crm_dot_v1_dot_deal__pb2.BatchGetDealsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_deal__pb2.BatchGetDealsResponse.FromString,
+                _registered_method=True)
+        self.BatchCreateDeals = channel.unary_unary(
+                '/crm.v1.DealService/BatchCreateDeals',
+                request_serializer=crm_dot_v1_dot_deal__pb2.BatchCreateDealsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_deal__pb2.BatchCreateDealsResponse.FromString,
+                _registered_method=True)
+        self.BatchUpdateDeals = channel.unary_unary(
+                '/crm.v1.DealService/BatchUpdateDeals',
+                request_serializer=crm_dot_v1_dot_deal__pb2.BatchUpdateDealsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_deal__pb2.BatchUpdateDealsResponse.FromString,
+                _registered_method=True)
+        self.BatchDeleteDeals = channel.unary_unary(
+                '/crm.v1.DealService/BatchDeleteDeals',
+                request_serializer=crm_dot_v1_dot_deal__pb2.BatchDeleteDealsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_deal__pb2.BatchDeleteDealsResponse.FromString,
+                _registered_method=True)
+        self.UpsertDeal = channel.unary_unary(
+                '/crm.v1.DealService/UpsertDeal',
+                request_serializer=crm_dot_v1_dot_deal__pb2.UpsertDealRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_deal__pb2.UpsertDealResponse.FromString,
+                _registered_method=True)
+        self.BatchUpsertDeals = channel.unary_unary(
+                '/crm.v1.DealService/BatchUpsertDeals',
+                request_serializer=crm_dot_v1_dot_deal__pb2.BatchUpsertDealsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_deal__pb2.BatchUpsertDealsResponse.FromString,
+                _registered_method=True)
 
 
 class DealServiceServicer:
@@ -118,6 +148,62 @@ class DealServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetDeals(self, request, context):
+        """Returns up to 1000 deals by id, in the order asked (an id asked twice
+        is returned twice; soft-deleted records too, as Get). Any id that names
+        no deal of the caller is NOT_FOUND naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateDeals(self, request, context):
+        """Creates up to 1000 deals in one transaction: all or none. A rejected
+        batch lists every violation of every item, each field prefixed with its
+        item ("requests[3].deal.external_id"). References name records that exist
+        before the batch (ids are assigned by the server, so an item cannot name
+        another item of the same batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpdateDeals(self, request, context):
+        """Updates up to 1000 deals in one transaction, each as UpdateDeal does
+        (its own update_mask and version check): all or none. A stale version is
+        ABORTED and changes nothing; an id twice in one batch is
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDeleteDeals(self, request, context):
+        """Soft-deletes up to 1000 deals in one transaction and returns them:
+        all or none (an id that is missing or already deleted fails the batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertDeal(self, request, context):
+        """Creates the deal with deal.external_id (required), or updates the live
+        one that has it (with update_mask, or the populated fields). Concurrent
+        upserts of one external_id never create two records. An update that
+        changes nothing keeps the version and records no change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpsertDeals(self, request, context):
+        """Upserts up to 1000 deals in one transaction, each as UpsertDeal: all
+        or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DealServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +236,36 @@ def add_DealServiceServicer_to_server(servicer, server):
                     servicer.UndeleteDeal,
                     request_deserializer=crm_dot_v1_dot_deal__pb2.UndeleteDealRequest.FromString,
                     response_serializer=crm_dot_v1_dot_deal__pb2.Deal.SerializeToString,
+            ),
+            'BatchGetDeals': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetDeals,
+                    request_deserializer=crm_dot_v1_dot_deal__pb2.BatchGetDealsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_deal__pb2.BatchGetDealsResponse.SerializeToString,
+            ),
+            'BatchCreateDeals': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateDeals,
+                    request_deserializer=crm_dot_v1_dot_deal__pb2.BatchCreateDealsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_deal__pb2.BatchCreateDealsResponse.SerializeToString,
+            ),
+            'BatchUpdateDeals': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpdateDeals,
+                    request_deserializer=crm_dot_v1_dot_deal__pb2.BatchUpdateDealsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_deal__pb2.BatchUpdateDealsResponse.SerializeToString,
+            ),
+            'BatchDeleteDeals': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDeleteDeals,
+                    request_deserializer=crm_dot_v1_dot_deal__pb2.BatchDeleteDealsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_deal__pb2.BatchDeleteDealsResponse.SerializeToString,
+            ),
+            'UpsertDeal': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertDeal,
+                    request_deserializer=crm_dot_v1_dot_deal__pb2.UpsertDealRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_deal__pb2.UpsertDealResponse.SerializeToString,
+            ),
+            'BatchUpsertDeals': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpsertDeals,
+                    request_deserializer=crm_dot_v1_dot_deal__pb2.BatchUpsertDealsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_deal__pb2.BatchUpsertDealsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +431,168 @@ class DealService:
             '/crm.v1.DealService/UndeleteDeal',
             crm_dot_v1_dot_deal__pb2.UndeleteDealRequest.SerializeToString,
             crm_dot_v1_dot_deal__pb2.Deal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetDeals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.DealService/BatchGetDeals',
+            crm_dot_v1_dot_deal__pb2.BatchGetDealsRequest.SerializeToString,
+            crm_dot_v1_dot_deal__pb2.BatchGetDealsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateDeals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.DealService/BatchCreateDeals',
+            crm_dot_v1_dot_deal__pb2.BatchCreateDealsRequest.SerializeToString,
+            crm_dot_v1_dot_deal__pb2.BatchCreateDealsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpdateDeals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.DealService/BatchUpdateDeals',
+            crm_dot_v1_dot_deal__pb2.BatchUpdateDealsRequest.SerializeToString,
+            crm_dot_v1_dot_deal__pb2.BatchUpdateDealsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDeleteDeals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.DealService/BatchDeleteDeals',
+            crm_dot_v1_dot_deal__pb2.BatchDeleteDealsRequest.SerializeToString,
+            crm_dot_v1_dot_deal__pb2.BatchDeleteDealsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertDeal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.DealService/UpsertDeal',
+            crm_dot_v1_dot_deal__pb2.UpsertDealRequest.SerializeToString,
+            crm_dot_v1_dot_deal__pb2.UpsertDealResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpsertDeals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.DealService/BatchUpsertDeals',
+            crm_dot_v1_dot_deal__pb2.BatchUpsertDealsRequest.SerializeToString,
+            crm_dot_v1_dot_deal__pb2.BatchUpsertDealsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,7 +15,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LineItem(_message.Message):
-    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "quote_id", "description", "quantity", "unit_price", "discount", "total", "currency", "discount_type")
+    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "external_id", "quote_id", "description", "quantity", "unit_price", "discount", "total", "currency", "discount_type")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class LineItem(_message.Message):
     DELETED_BY_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     QUOTE_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +53,7 @@ class LineItem(_message.Message):
     deleted_by: str
     schema_version: int
     version: int
+    external_id: str
     quote_id: str
     description: str
     quantity: float
@@ -60,7 +62,7 @@ class LineItem(_message.Message):
     total: float
     currency: str
     discount_type: str
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., quote_id: _Optional[str] = ..., description: _Optional[str] = ..., quantity: _Optional[float] = ..., unit_price: _Optional[float] = ..., discount: _Optional[float] = ..., total: _Optional[float] = ..., currency: _Optional[str] = ..., discount_type: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., external_id: _Optional[str] = ..., quote_id: _Optional[str] = ..., description: _Optional[str] = ..., quantity: _Optional[float] = ..., unit_price: _Optional[float] = ..., discount: _Optional[float] = ..., total: _Optional[float] = ..., currency: _Optional[str] = ..., discount_type: _Optional[str] = ...) -> None: ...
 
 class ListLineItemsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "filter", "order_by", "search", "show_deleted")
@@ -127,3 +129,91 @@ class UndeleteLineItemRequest(_message.Message):
     id: str
     version: int
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class BatchGetLineItemsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetLineItemsResponse(_message.Message):
+    __slots__ = ("line_items",)
+    LINE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    line_items: _containers.RepeatedCompositeFieldContainer[LineItem]
+    def __init__(self, line_items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateLineItemsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateLineItemRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateLineItemRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchCreateLineItemsResponse(_message.Message):
+    __slots__ = ("line_items",)
+    LINE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    line_items: _containers.RepeatedCompositeFieldContainer[LineItem]
+    def __init__(self, line_items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ...) -> None: ...
+
+class BatchUpdateLineItemsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpdateLineItemRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpdateLineItemRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpdateLineItemsResponse(_message.Message):
+    __slots__ = ("line_items",)
+    LINE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    line_items: _containers.RepeatedCompositeFieldContainer[LineItem]
+    def __init__(self, line_items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ...) -> None: ...
+
+class BatchDeleteLineItemsRequest(_message.Message):
+    __slots__ = ("ids", "request_id")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    request_id: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchDeleteLineItemsResponse(_message.Message):
+    __slots__ = ("line_items",)
+    LINE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    line_items: _containers.RepeatedCompositeFieldContainer[LineItem]
+    def __init__(self, line_items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ...) -> None: ...
+
+class UpsertLineItemRequest(_message.Message):
+    __slots__ = ("line_item", "update_mask", "request_id")
+    LINE_ITEM_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    line_item: LineItem
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, line_item: _Optional[_Union[LineItem, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpsertLineItemResponse(_message.Message):
+    __slots__ = ("line_item", "created")
+    LINE_ITEM_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    line_item: LineItem
+    created: bool
+    def __init__(self, line_item: _Optional[_Union[LineItem, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class BatchUpsertLineItemsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpsertLineItemRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpsertLineItemRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpsertLineItemsResponse(_message.Message):
+    __slots__ = ("line_items", "created")
+    LINE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    line_items: _containers.RepeatedCompositeFieldContainer[LineItem]
+    created: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, line_items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ..., created: _Optional[_Iterable[bool]] = ...) -> None: ...

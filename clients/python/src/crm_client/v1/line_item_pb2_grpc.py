@@ -65,6 +65,36 @@ class LineItemServiceStub:
                 request_serializer=crm_dot_v1_dot_line__item__pb2.UndeleteLineItemRequest.SerializeToString,
                 response_deserializer=crm_dot_v1_dot_line__item__pb2.LineItem.FromString,
                 _registered_method=True)
+        self.BatchGetLineItems = channel.unary_unary(
+                '/crm.v1.LineItemService/BatchGetLineItems',
+                request_serializer=crm_dot_v1_dot_line__item__pb2.BatchGetLineItemsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_line__item__pb2.BatchGetLineItemsResponse.FromString,
+                _registered_method=True)
+        self.BatchCreateLineItems = channel.unary_unary(
+                '/crm.v1.LineItemService/BatchCreateLineItems',
+                request_serializer=crm_dot_v1_dot_line__item__pb2.BatchCreateLineItemsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_line__item__pb2.BatchCreateLineItemsResponse.FromString,
+                _registered_method=True)
+        self.BatchUpdateLineItems = channel.unary_unary(
+                '/crm.v1.LineItemService/BatchUpdateLineItems',
+                request_serializer=crm_dot_v1_dot_line__item__pb2.BatchUpdateLineItemsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_line__item__pb2.BatchUpdateLineItemsResponse.FromString,
+                _registered_method=True)
+        self.BatchDeleteLineItems = channel.unary_unary(
+                '/crm.v1.LineItemService/BatchDeleteLineItems',
+                request_serializer=crm_dot_v1_dot_line__item__pb2.BatchDeleteLineItemsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_line__item__pb2.BatchDeleteLineItemsResponse.FromString,
+                _registered_method=True)
+        self.UpsertLineItem = channel.unary_unary(
+                '/crm.v1.LineItemService/UpsertLineItem',
+                request_serializer=crm_dot_v1_dot_line__item__pb2.UpsertLineItemRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_line__item__pb2.UpsertLineItemResponse.FromString,
+                _registered_method=True)
+        self.BatchUpsertLineItems = channel.unary_unary(
+                '/crm.v1.LineItemService/BatchUpsertLineItems',
+                request_serializer=crm_dot_v1_dot_line__item__pb2.BatchUpsertLineItemsRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_line__item__pb2.BatchUpsertLineItemsResponse.FromString,
+                _registered_method=True)
 
 
 class LineItemServiceServicer:
@@ -118,6 +148,62 @@ class LineItemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetLineItems(self, request, context):
+        """Returns up to 1000 line items by id, in the order asked (an id asked twice
+        is returned twice; soft-deleted records too, as Get). Any id that names
+        no line item of the caller is NOT_FOUND naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateLineItems(self, request, context):
+        """Creates up to 1000 line items in one transaction: all or none. A rejected
+        batch lists every violation of every item, each field prefixed with its
+        item ("requests[3].line_item.external_id"). References name records that exist
+        before the batch (ids are assigned by the server, so an item cannot name
+        another item of the same batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpdateLineItems(self, request, context):
+        """Updates up to 1000 line items in one transaction, each as UpdateLineItem does
+        (its own update_mask and version check): all or none. A stale version is
+        ABORTED and changes nothing; an id twice in one batch is
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDeleteLineItems(self, request, context):
+        """Soft-deletes up to 1000 line items in one transaction and returns them:
+        all or none (an id that is missing or already deleted fails the batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertLineItem(self, request, context):
+        """Creates the line item with line_item.external_id (required), or updates the live
+        one that has it (with update_mask, or the populated fields). Concurrent
+        upserts of one external_id never create two records. An update that
+        changes nothing keeps the version and records no change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpsertLineItems(self, request, context):
+        """Upserts up to 1000 line items in one transaction, each as UpsertLineItem: all
+        or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LineItemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +236,36 @@ def add_LineItemServiceServicer_to_server(servicer, server):
                     servicer.UndeleteLineItem,
                     request_deserializer=crm_dot_v1_dot_line__item__pb2.UndeleteLineItemRequest.FromString,
                     response_serializer=crm_dot_v1_dot_line__item__pb2.LineItem.SerializeToString,
+            ),
+            'BatchGetLineItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetLineItems,
+                    request_deserializer=crm_dot_v1_dot_line__item__pb2.BatchGetLineItemsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_line__item__pb2.BatchGetLineItemsResponse.SerializeToString,
+            ),
+            'BatchCreateLineItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateLineItems,
+                    request_deserializer=crm_dot_v1_dot_line__item__pb2.BatchCreateLineItemsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_line__item__pb2.BatchCreateLineItemsResponse.SerializeToString,
+            ),
+            'BatchUpdateLineItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpdateLineItems,
+                    request_deserializer=crm_dot_v1_dot_line__item__pb2.BatchUpdateLineItemsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_line__item__pb2.BatchUpdateLineItemsResponse.SerializeToString,
+            ),
+            'BatchDeleteLineItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDeleteLineItems,
+                    request_deserializer=crm_dot_v1_dot_line__item__pb2.BatchDeleteLineItemsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_line__item__pb2.BatchDeleteLineItemsResponse.SerializeToString,
+            ),
+            'UpsertLineItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertLineItem,
+                    request_deserializer=crm_dot_v1_dot_line__item__pb2.UpsertLineItemRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_line__item__pb2.UpsertLineItemResponse.SerializeToString,
+            ),
+            'BatchUpsertLineItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpsertLineItems,
+                    request_deserializer=crm_dot_v1_dot_line__item__pb2.BatchUpsertLineItemsRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_line__item__pb2.BatchUpsertLineItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +431,168 @@ class LineItemService:
             '/crm.v1.LineItemService/UndeleteLineItem',
             crm_dot_v1_dot_line__item__pb2.UndeleteLineItemRequest.SerializeToString,
             crm_dot_v1_dot_line__item__pb2.LineItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetLineItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.LineItemService/BatchGetLineItems',
+            crm_dot_v1_dot_line__item__pb2.BatchGetLineItemsRequest.SerializeToString,
+            crm_dot_v1_dot_line__item__pb2.BatchGetLineItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateLineItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.LineItemService/BatchCreateLineItems',
+            crm_dot_v1_dot_line__item__pb2.BatchCreateLineItemsRequest.SerializeToString,
+            crm_dot_v1_dot_line__item__pb2.BatchCreateLineItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpdateLineItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.LineItemService/BatchUpdateLineItems',
+            crm_dot_v1_dot_line__item__pb2.BatchUpdateLineItemsRequest.SerializeToString,
+            crm_dot_v1_dot_line__item__pb2.BatchUpdateLineItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDeleteLineItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.LineItemService/BatchDeleteLineItems',
+            crm_dot_v1_dot_line__item__pb2.BatchDeleteLineItemsRequest.SerializeToString,
+            crm_dot_v1_dot_line__item__pb2.BatchDeleteLineItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertLineItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.LineItemService/UpsertLineItem',
+            crm_dot_v1_dot_line__item__pb2.UpsertLineItemRequest.SerializeToString,
+            crm_dot_v1_dot_line__item__pb2.UpsertLineItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpsertLineItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.LineItemService/BatchUpsertLineItems',
+            crm_dot_v1_dot_line__item__pb2.BatchUpsertLineItemsRequest.SerializeToString,
+            crm_dot_v1_dot_line__item__pb2.BatchUpsertLineItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

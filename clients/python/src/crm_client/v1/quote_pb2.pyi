@@ -16,7 +16,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Quote(_message.Message):
-    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "owner_id", "name", "quote_number", "account_id", "deal_id", "value", "currency", "status", "date_issued", "validity_date", "contract_duration", "is_primary", "notes", "line_items", "custom_fields", "tags", "total", "valid_until")
+    __slots__ = ("id", "tenant_id", "app_id", "created_at", "updated_at", "created_by", "updated_by", "source", "source_type", "is_deleted", "deleted_at", "deleted_by", "schema_version", "version", "external_id", "owner_id", "name", "quote_number", "account_id", "deal_id", "value", "currency", "status", "date_issued", "validity_date", "contract_duration", "is_primary", "notes", "line_items", "custom_fields", "tags", "total", "valid_until")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Quote(_message.Message):
     DELETED_BY_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     QUOTE_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +64,7 @@ class Quote(_message.Message):
     deleted_by: str
     schema_version: int
     version: int
+    external_id: str
     owner_id: str
     name: str
     quote_number: str
@@ -81,7 +83,7 @@ class Quote(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     total: float
     valid_until: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., quote_number: _Optional[str] = ..., account_id: _Optional[str] = ..., deal_id: _Optional[str] = ..., value: _Optional[float] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., date_issued: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validity_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contract_duration: _Optional[str] = ..., is_primary: _Optional[bool] = ..., notes: _Optional[str] = ..., line_items: _Optional[_Iterable[_Union[_common_pb2.LineItemSummary, _Mapping]]] = ..., custom_fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., total: _Optional[float] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., app_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ..., source: _Optional[str] = ..., source_type: _Optional[str] = ..., is_deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted_by: _Optional[str] = ..., schema_version: _Optional[int] = ..., version: _Optional[int] = ..., external_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., quote_number: _Optional[str] = ..., account_id: _Optional[str] = ..., deal_id: _Optional[str] = ..., value: _Optional[float] = ..., currency: _Optional[str] = ..., status: _Optional[str] = ..., date_issued: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., validity_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contract_duration: _Optional[str] = ..., is_primary: _Optional[bool] = ..., notes: _Optional[str] = ..., line_items: _Optional[_Iterable[_Union[_common_pb2.LineItemSummary, _Mapping]]] = ..., custom_fields: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., total: _Optional[float] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListQuotesRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "filter", "order_by", "search", "show_deleted")
@@ -148,3 +150,91 @@ class UndeleteQuoteRequest(_message.Message):
     id: str
     version: int
     def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class BatchGetQuotesRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetQuotesResponse(_message.Message):
+    __slots__ = ("quotes",)
+    QUOTES_FIELD_NUMBER: _ClassVar[int]
+    quotes: _containers.RepeatedCompositeFieldContainer[Quote]
+    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateQuotesRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateQuoteRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateQuoteRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchCreateQuotesResponse(_message.Message):
+    __slots__ = ("quotes",)
+    QUOTES_FIELD_NUMBER: _ClassVar[int]
+    quotes: _containers.RepeatedCompositeFieldContainer[Quote]
+    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ...) -> None: ...
+
+class BatchUpdateQuotesRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpdateQuoteRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpdateQuoteRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpdateQuotesResponse(_message.Message):
+    __slots__ = ("quotes",)
+    QUOTES_FIELD_NUMBER: _ClassVar[int]
+    quotes: _containers.RepeatedCompositeFieldContainer[Quote]
+    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ...) -> None: ...
+
+class BatchDeleteQuotesRequest(_message.Message):
+    __slots__ = ("ids", "request_id")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    request_id: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchDeleteQuotesResponse(_message.Message):
+    __slots__ = ("quotes",)
+    QUOTES_FIELD_NUMBER: _ClassVar[int]
+    quotes: _containers.RepeatedCompositeFieldContainer[Quote]
+    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ...) -> None: ...
+
+class UpsertQuoteRequest(_message.Message):
+    __slots__ = ("quote", "update_mask", "request_id")
+    QUOTE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    quote: Quote
+    update_mask: _field_mask_pb2.FieldMask
+    request_id: str
+    def __init__(self, quote: _Optional[_Union[Quote, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpsertQuoteResponse(_message.Message):
+    __slots__ = ("quote", "created")
+    QUOTE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    quote: Quote
+    created: bool
+    def __init__(self, quote: _Optional[_Union[Quote, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class BatchUpsertQuotesRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[UpsertQuoteRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[UpsertQuoteRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchUpsertQuotesResponse(_message.Message):
+    __slots__ = ("quotes", "created")
+    QUOTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    quotes: _containers.RepeatedCompositeFieldContainer[Quote]
+    created: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ..., created: _Optional[_Iterable[bool]] = ...) -> None: ...

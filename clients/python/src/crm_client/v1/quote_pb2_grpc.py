@@ -65,6 +65,36 @@ class QuoteServiceStub:
                 request_serializer=crm_dot_v1_dot_quote__pb2.UndeleteQuoteRequest.SerializeToString,
                 response_deserializer=crm_dot_v1_dot_quote__pb2.Quote.FromString,
                 _registered_method=True)
+        self.BatchGetQuotes = channel.unary_unary(
+                '/crm.v1.QuoteService/BatchGetQuotes',
+                request_serializer=crm_dot_v1_dot_quote__pb2.BatchGetQuotesRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_quote__pb2.BatchGetQuotesResponse.FromString,
+                _registered_method=True)
+        self.BatchCreateQuotes = channel.unary_unary(
+                '/crm.v1.QuoteService/BatchCreateQuotes',
+                request_serializer=crm_dot_v1_dot_quote__pb2.BatchCreateQuotesRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_quote__pb2.BatchCreateQuotesResponse.FromString,
+                _registered_method=True)
+        self.BatchUpdateQuotes = channel.unary_unary(
+                '/crm.v1.QuoteService/BatchUpdateQuotes',
+                request_serializer=crm_dot_v1_dot_quote__pb2.BatchUpdateQuotesRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_quote__pb2.BatchUpdateQuotesResponse.FromString,
+                _registered_method=True)
+        self.BatchDeleteQuotes = channel.unary_unary(
+                '/crm.v1.QuoteService/BatchDeleteQuotes',
+                request_serializer=crm_dot_v1_dot_quote__pb2.BatchDeleteQuotesRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_quote__pb2.BatchDeleteQuotesResponse.FromString,
+                _registered_method=True)
+        self.UpsertQuote = channel.unary_unary(
+                '/crm.v1.QuoteService/UpsertQuote',
+                request_serializer=crm_dot_v1_dot_quote__pb2.UpsertQuoteRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_quote__pb2.UpsertQuoteResponse.FromString,
+                _registered_method=True)
+        self.BatchUpsertQuotes = channel.unary_unary(
+                '/crm.v1.QuoteService/BatchUpsertQuotes',
+                request_serializer=crm_dot_v1_dot_quote__pb2.BatchUpsertQuotesRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_quote__pb2.BatchUpsertQuotesResponse.FromString,
+                _registered_method=True)
 
 
 class QuoteServiceServicer:
@@ -118,6 +148,62 @@ class QuoteServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetQuotes(self, request, context):
+        """Returns up to 1000 quotes by id, in the order asked (an id asked twice
+        is returned twice; soft-deleted records too, as Get). Any id that names
+        no quote of the caller is NOT_FOUND naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateQuotes(self, request, context):
+        """Creates up to 1000 quotes in one transaction: all or none. A rejected
+        batch lists every violation of every item, each field prefixed with its
+        item ("requests[3].quote.external_id"). References name records that exist
+        before the batch (ids are assigned by the server, so an item cannot name
+        another item of the same batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpdateQuotes(self, request, context):
+        """Updates up to 1000 quotes in one transaction, each as UpdateQuote does
+        (its own update_mask and version check): all or none. A stale version is
+        ABORTED and changes nothing; an id twice in one batch is
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDeleteQuotes(self, request, context):
+        """Soft-deletes up to 1000 quotes in one transaction and returns them:
+        all or none (an id that is missing or already deleted fails the batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertQuote(self, request, context):
+        """Creates the quote with quote.external_id (required), or updates the live
+        one that has it (with update_mask, or the populated fields). Concurrent
+        upserts of one external_id never create two records. An update that
+        changes nothing keeps the version and records no change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpsertQuotes(self, request, context):
+        """Upserts up to 1000 quotes in one transaction, each as UpsertQuote: all
+        or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuoteServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +236,36 @@ def add_QuoteServiceServicer_to_server(servicer, server):
                     servicer.UndeleteQuote,
                     request_deserializer=crm_dot_v1_dot_quote__pb2.UndeleteQuoteRequest.FromString,
                     response_serializer=crm_dot_v1_dot_quote__pb2.Quote.SerializeToString,
+            ),
+            'BatchGetQuotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetQuotes,
+                    request_deserializer=crm_dot_v1_dot_quote__pb2.BatchGetQuotesRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_quote__pb2.BatchGetQuotesResponse.SerializeToString,
+            ),
+            'BatchCreateQuotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateQuotes,
+                    request_deserializer=crm_dot_v1_dot_quote__pb2.BatchCreateQuotesRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_quote__pb2.BatchCreateQuotesResponse.SerializeToString,
+            ),
+            'BatchUpdateQuotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpdateQuotes,
+                    request_deserializer=crm_dot_v1_dot_quote__pb2.BatchUpdateQuotesRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_quote__pb2.BatchUpdateQuotesResponse.SerializeToString,
+            ),
+            'BatchDeleteQuotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDeleteQuotes,
+                    request_deserializer=crm_dot_v1_dot_quote__pb2.BatchDeleteQuotesRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_quote__pb2.BatchDeleteQuotesResponse.SerializeToString,
+            ),
+            'UpsertQuote': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertQuote,
+                    request_deserializer=crm_dot_v1_dot_quote__pb2.UpsertQuoteRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_quote__pb2.UpsertQuoteResponse.SerializeToString,
+            ),
+            'BatchUpsertQuotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpsertQuotes,
+                    request_deserializer=crm_dot_v1_dot_quote__pb2.BatchUpsertQuotesRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_quote__pb2.BatchUpsertQuotesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +431,168 @@ class QuoteService:
             '/crm.v1.QuoteService/UndeleteQuote',
             crm_dot_v1_dot_quote__pb2.UndeleteQuoteRequest.SerializeToString,
             crm_dot_v1_dot_quote__pb2.Quote.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetQuotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.QuoteService/BatchGetQuotes',
+            crm_dot_v1_dot_quote__pb2.BatchGetQuotesRequest.SerializeToString,
+            crm_dot_v1_dot_quote__pb2.BatchGetQuotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateQuotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.QuoteService/BatchCreateQuotes',
+            crm_dot_v1_dot_quote__pb2.BatchCreateQuotesRequest.SerializeToString,
+            crm_dot_v1_dot_quote__pb2.BatchCreateQuotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpdateQuotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.QuoteService/BatchUpdateQuotes',
+            crm_dot_v1_dot_quote__pb2.BatchUpdateQuotesRequest.SerializeToString,
+            crm_dot_v1_dot_quote__pb2.BatchUpdateQuotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDeleteQuotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.QuoteService/BatchDeleteQuotes',
+            crm_dot_v1_dot_quote__pb2.BatchDeleteQuotesRequest.SerializeToString,
+            crm_dot_v1_dot_quote__pb2.BatchDeleteQuotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertQuote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.QuoteService/UpsertQuote',
+            crm_dot_v1_dot_quote__pb2.UpsertQuoteRequest.SerializeToString,
+            crm_dot_v1_dot_quote__pb2.UpsertQuoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpsertQuotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.QuoteService/BatchUpsertQuotes',
+            crm_dot_v1_dot_quote__pb2.BatchUpsertQuotesRequest.SerializeToString,
+            crm_dot_v1_dot_quote__pb2.BatchUpsertQuotesResponse.FromString,
             options,
             channel_credentials,
             insecure,

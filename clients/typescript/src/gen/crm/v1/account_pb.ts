@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/account.proto.
  */
 export const file_crm_v1_account: GenFile = /*@__PURE__*/
-  fileDesc("ChRjcm0vdjEvYWNjb3VudC5wcm90bxIGY3JtLnYxIs0JCgdBY2NvdW50EhAKAmlkGAEgASgJQgTiQQEIEhcKCXRlbmFudF9pZBgCIAEoCUIE4kEBAxIZCgZhcHBfaWQYAyABKAlCBOJBAQNIAIgBARI0CgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0Cgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpjcmVhdGVkX2J5GAYgASgJQgTiQQEDEhgKCnVwZGF0ZWRfYnkYByABKAlCBOJBAQMSGwoGc291cmNlGAggASgJQgviQQEBsrsYA2VkbRJSCgtzb3VyY2VfdHlwZRgJIAEoCUI94kEBAaq7GAhmcm9udGVuZKq7GAdiYWNrZW5kqrsYBnNlcnZlcqq7GAZzeXN0ZW2quxgDYXBpsrsYA2FwaRIYCgppc19kZWxldGVkGAogASgIQgTiQQEDEjQKCmRlbGV0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh0KCmRlbGV0ZWRfYnkYDCABKAlCBOJBAQNIAYgBARIcCg5zY2hlbWFfdmVyc2lvbhgNIAEoBUIE4kEBAxIVCgd2ZXJzaW9uGA4gASgFQgTiQQEBEhYKCG93bmVyX2lkGBQgASgJQgTiQQEBEhIKBG5hbWUYFSABKAlCBOJBAQISGAoKbGVnYWxfbmFtZRgWIAEoCUIE4kEBARIWCghpbmR1c3RyeRgXIAEoCUIE4kEBARIaCgxzdWJfaW5kdXN0cnkYGCABKAlCBOJBAQESFQoHd2Vic2l0ZRgZIAEoCUIE4kEBARIUCgZkb21haW4YGiABKAlCBOJBAQESEwoFcGhvbmUYGyABKAlCBOJBAQESLwoJYWRkcmVzc2VzGBwgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlQgTiQQEBEiEKDmFubnVhbF9yZXZlbnVlGB0gASgBQgTiQQEBSAKIAQESIQoOZW1wbG95ZWVfY291bnQYHiABKAVCBOJBAQFIA4gBARIdCg9saWZlY3ljbGVfc3RhZ2UYHyABKAlCBOJBAQESGQoLbGVhZF9zb3VyY2UYICABKAlCBOJBAQESGgoMaGVhbHRoX3Njb3JlGCEgASgJQgTiQQEBEh8KEXBhcmVudF9hY2NvdW50X2lkGCIgASgJQgTiQQEBEhkKC2Rlc2NyaXB0aW9uGCMgASgJQgTiQQEBEjoKEGxhc3RfYWN0aXZpdHlfYXQYJCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjwKEmZpcnN0X2NvbnRhY3RlZF9hdBglIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESNAoNY3VzdG9tX2ZpZWxkcxgmIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCBOJBAQESEgoEdGFncxgnIAMoCUIE4kEBAUIJCgdfYXBwX2lkQg0KC19kZWxldGVkX2J5QhEKD19hbm51YWxfcmV2ZW51ZUIRCg9fZW1wbG95ZWVfY291bnQiqAEKE0xpc3RBY2NvdW50c1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFAoGZmlsdGVyGAMgASgJQgTiQQEBEhYKCG9yZGVyX2J5GAQgASgJQgTiQQEBEhQKBnNlYXJjaBgFIAEoCUIE4kEBARIaCgxzaG93X2RlbGV0ZWQYBiABKAhCBOJBAQEiXgoUTGlzdEFjY291bnRzUmVzcG9uc2USJwoIYWNjb3VudHMYASADKAsyDy5jcm0udjEuQWNjb3VudEIE4kEBAxIdCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlCBOJBAQMiJQoRR2V0QWNjb3VudFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiYAoUQ3JlYXRlQWNjb3VudFJlcXVlc3QSJgoHYWNjb3VudBgBIAEoCzIPLmNybS52MS5BY2NvdW50QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASKXAQoUVXBkYXRlQWNjb3VudFJlcXVlc3QSJgoHYWNjb3VudBgBIAEoCzIPLmNybS52MS5BY2NvdW50QgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiYQoURGVsZXRlQWNjb3VudFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISFQoHdmVyc2lvbhgCIAEoBUIE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiQQoWVW5kZWxldGVBY2NvdW50UmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIVCgd2ZXJzaW9uGAIgASgFQgTiQQEBMocFCg5BY2NvdW50U2VydmljZRJnCgxMaXN0QWNjb3VudHMSGy5jcm0udjEuTGlzdEFjY291bnRzUmVxdWVzdBocLmNybS52MS5MaXN0QWNjb3VudHNSZXNwb25zZSIcgtPkkwIWEhQvYXBpL3YxL2NybS9hY2NvdW50cxJbCgpHZXRBY2NvdW50EhkuY3JtLnYxLkdldEFjY291bnRSZXF1ZXN0Gg8uY3JtLnYxLkFjY291bnQiIYLT5JMCGxIZL2FwaS92MS9jcm0vYWNjb3VudHMve2lkfRJlCg1DcmVhdGVBY2NvdW50EhwuY3JtLnYxLkNyZWF0ZUFjY291bnRSZXF1ZXN0Gg8uY3JtLnYxLkFjY291bnQiJYLT5JMCHzoHYWNjb3VudCIUL2FwaS92MS9jcm0vYWNjb3VudHMScgoNVXBkYXRlQWNjb3VudBIcLmNybS52MS5VcGRhdGVBY2NvdW50UmVxdWVzdBoPLmNybS52MS5BY2NvdW50IjKC0+STAiw6B2FjY291bnQyIS9hcGkvdjEvY3JtL2FjY291bnRzL3thY2NvdW50LmlkfRJhCg1EZWxldGVBY2NvdW50EhwuY3JtLnYxLkRlbGV0ZUFjY291bnRSZXF1ZXN0Gg8uY3JtLnYxLkFjY291bnQiIYLT5JMCGyoZL2FwaS92MS9jcm0vYWNjb3VudHMve2lkfRJxCg9VbmRlbGV0ZUFjY291bnQSHi5jcm0udjEuVW5kZWxldGVBY2NvdW50UmVxdWVzdBoPLmNybS52MS5BY2NvdW50Ii2C0+STAic6ASoiIi9hcGkvdjEvY3JtL2FjY291bnRzL3tpZH06dW5kZWxldGViBnByb3RvMw", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChRjcm0vdjEvYWNjb3VudC5wcm90bxIGY3JtLnYxIugJCgdBY2NvdW50EhAKAmlkGAEgASgJQgTiQQEIEhcKCXRlbmFudF9pZBgCIAEoCUIE4kEBAxIZCgZhcHBfaWQYAyABKAlCBOJBAQNIAIgBARI0CgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0Cgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpjcmVhdGVkX2J5GAYgASgJQgTiQQEDEhgKCnVwZGF0ZWRfYnkYByABKAlCBOJBAQMSGwoGc291cmNlGAggASgJQgviQQEBsrsYA2VkbRJSCgtzb3VyY2VfdHlwZRgJIAEoCUI94kEBAaq7GAhmcm9udGVuZKq7GAdiYWNrZW5kqrsYBnNlcnZlcqq7GAZzeXN0ZW2quxgDYXBpsrsYA2FwaRIYCgppc19kZWxldGVkGAogASgIQgTiQQEDEjQKCmRlbGV0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh0KCmRlbGV0ZWRfYnkYDCABKAlCBOJBAQNIAYgBARIcCg5zY2hlbWFfdmVyc2lvbhgNIAEoBUIE4kEBAxIVCgd2ZXJzaW9uGA4gASgFQgTiQQEBEhkKC2V4dGVybmFsX2lkGA8gASgJQgTiQQEBEhYKCG93bmVyX2lkGBQgASgJQgTiQQEBEhIKBG5hbWUYFSABKAlCBOJBAQISGAoKbGVnYWxfbmFtZRgWIAEoCUIE4kEBARIWCghpbmR1c3RyeRgXIAEoCUIE4kEBARIaCgxzdWJfaW5kdXN0cnkYGCABKAlCBOJBAQESFQoHd2Vic2l0ZRgZIAEoCUIE4kEBARIUCgZkb21haW4YGiABKAlCBOJBAQESEwoFcGhvbmUYGyABKAlCBOJBAQESLwoJYWRkcmVzc2VzGBwgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlQgTiQQEBEiEKDmFubnVhbF9yZXZlbnVlGB0gASgBQgTiQQEBSAKIAQESIQoOZW1wbG95ZWVfY291bnQYHiABKAVCBOJBAQFIA4gBARIdCg9saWZlY3ljbGVfc3RhZ2UYHyABKAlCBOJBAQESGQoLbGVhZF9zb3VyY2UYICABKAlCBOJBAQESGgoMaGVhbHRoX3Njb3JlGCEgASgJQgTiQQEBEh8KEXBhcmVudF9hY2NvdW50X2lkGCIgASgJQgTiQQEBEhkKC2Rlc2NyaXB0aW9uGCMgASgJQgTiQQEBEjoKEGxhc3RfYWN0aXZpdHlfYXQYJCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjwKEmZpcnN0X2NvbnRhY3RlZF9hdBglIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESNAoNY3VzdG9tX2ZpZWxkcxgmIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCBOJBAQESEgoEdGFncxgnIAMoCUIE4kEBAUIJCgdfYXBwX2lkQg0KC19kZWxldGVkX2J5QhEKD19hbm51YWxfcmV2ZW51ZUIRCg9fZW1wbG95ZWVfY291bnQiqAEKE0xpc3RBY2NvdW50c1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFAoGZmlsdGVyGAMgASgJQgTiQQEBEhYKCG9yZGVyX2J5GAQgASgJQgTiQQEBEhQKBnNlYXJjaBgFIAEoCUIE4kEBARIaCgxzaG93X2RlbGV0ZWQYBiABKAhCBOJBAQEiXgoUTGlzdEFjY291bnRzUmVzcG9uc2USJwoIYWNjb3VudHMYASADKAsyDy5jcm0udjEuQWNjb3VudEIE4kEBAxIdCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlCBOJBAQMiJQoRR2V0QWNjb3VudFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiYAoUQ3JlYXRlQWNjb3VudFJlcXVlc3QSJgoHYWNjb3VudBgBIAEoCzIPLmNybS52MS5BY2NvdW50QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASKXAQoUVXBkYXRlQWNjb3VudFJlcXVlc3QSJgoHYWNjb3VudBgBIAEoCzIPLmNybS52MS5BY2NvdW50QgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiYQoURGVsZXRlQWNjb3VudFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISFQoHdmVyc2lvbhgCIAEoBUIE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiQQoWVW5kZWxldGVBY2NvdW50UmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIVCgd2ZXJzaW9uGAIgASgFQgTiQQEBIiwKF0JhdGNoR2V0QWNjb3VudHNSZXF1ZXN0EhEKA2lkcxgBIAMoCUIE4kEBAiJDChhCYXRjaEdldEFjY291bnRzUmVzcG9uc2USJwoIYWNjb3VudHMYASADKAsyDy5jcm0udjEuQWNjb3VudEIE4kEBAyJ0ChpCYXRjaENyZWF0ZUFjY291bnRzUmVxdWVzdBI0CghyZXF1ZXN0cxgBIAMoCzIcLmNybS52MS5DcmVhdGVBY2NvdW50UmVxdWVzdEIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiRgobQmF0Y2hDcmVhdGVBY2NvdW50c1Jlc3BvbnNlEicKCGFjY291bnRzGAEgAygLMg8uY3JtLnYxLkFjY291bnRCBOJBAQMidAoaQmF0Y2hVcGRhdGVBY2NvdW50c1JlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyHC5jcm0udjEuVXBkYXRlQWNjb3VudFJlcXVlc3RCBOJBAQISIAoKcmVxdWVzdF9pZBgCIAEoCUIM4kEBAeKMz9cIAggBIkYKG0JhdGNoVXBkYXRlQWNjb3VudHNSZXNwb25zZRInCghhY2NvdW50cxgBIAMoCzIPLmNybS52MS5BY2NvdW50QgTiQQEDIlEKGkJhdGNoRGVsZXRlQWNjb3VudHNSZXF1ZXN0EhEKA2lkcxgBIAMoCUIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiRgobQmF0Y2hEZWxldGVBY2NvdW50c1Jlc3BvbnNlEicKCGFjY291bnRzGAEgAygLMg8uY3JtLnYxLkFjY291bnRCBOJBAQMilwEKFFVwc2VydEFjY291bnRSZXF1ZXN0EiYKB2FjY291bnQYASABKAsyDy5jcm0udjEuQWNjb3VudEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBIlYKFVVwc2VydEFjY291bnRSZXNwb25zZRImCgdhY2NvdW50GAEgASgLMg8uY3JtLnYxLkFjY291bnRCBOJBAQMSFQoHY3JlYXRlZBgCIAEoCEIE4kEBAyJ0ChpCYXRjaFVwc2VydEFjY291bnRzUmVxdWVzdBI0CghyZXF1ZXN0cxgBIAMoCzIcLmNybS52MS5VcHNlcnRBY2NvdW50UmVxdWVzdEIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiXQobQmF0Y2hVcHNlcnRBY2NvdW50c1Jlc3BvbnNlEicKCGFjY291bnRzGAEgAygLMg8uY3JtLnYxLkFjY291bnRCBOJBAQMSFQoHY3JlYXRlZBgCIAMoCEIE4kEBAzKzCwoOQWNjb3VudFNlcnZpY2USZwoMTGlzdEFjY291bnRzEhsuY3JtLnYxLkxpc3RBY2NvdW50c1JlcXVlc3QaHC5jcm0udjEuTGlzdEFjY291bnRzUmVzcG9uc2UiHILT5JMCFhIUL2FwaS92MS9jcm0vYWNjb3VudHMSWwoKR2V0QWNjb3VudBIZLmNybS52MS5HZXRBY2NvdW50UmVxdWVzdBoPLmNybS52MS5BY2NvdW50IiGC0+STAhsSGS9hcGkvdjEvY3JtL2FjY291bnRzL3tpZH0SZQoNQ3JlYXRlQWNjb3VudBIcLmNybS52MS5DcmVhdGVBY2NvdW50UmVxdWVzdBoPLmNybS52MS5BY2NvdW50IiWC0+STAh86B2FjY291bnQiFC9hcGkvdjEvY3JtL2FjY291bnRzEnIKDVVwZGF0ZUFjY291bnQSHC5jcm0udjEuVXBkYXRlQWNjb3VudFJlcXVlc3QaDy5jcm0udjEuQWNjb3VudCIygtPkkwIsOgdhY2NvdW50MiEvYXBpL3YxL2NybS9hY2NvdW50cy97YWNjb3VudC5pZH0SYQoNRGVsZXRlQWNjb3VudBIcLmNybS52MS5EZWxldGVBY2NvdW50UmVxdWVzdBoPLmNybS52MS5BY2NvdW50IiGC0+STAhsqGS9hcGkvdjEvY3JtL2FjY291bnRzL3tpZH0ScQoPVW5kZWxldGVBY2NvdW50Eh4uY3JtLnYxLlVuZGVsZXRlQWNjb3VudFJlcXVlc3QaDy5jcm0udjEuQWNjb3VudCItgtPkkwInOgEqIiIvYXBpL3YxL2NybS9hY2NvdW50cy97aWR9OnVuZGVsZXRlEnwKEEJhdGNoR2V0QWNjb3VudHMSHy5jcm0udjEuQmF0Y2hHZXRBY2NvdW50c1JlcXVlc3QaIC5jcm0udjEuQmF0Y2hHZXRBY2NvdW50c1Jlc3BvbnNlIiWC0+STAh8SHS9hcGkvdjEvY3JtL2FjY291bnRzOmJhdGNoR2V0EosBChNCYXRjaENyZWF0ZUFjY291bnRzEiIuY3JtLnYxLkJhdGNoQ3JlYXRlQWNjb3VudHNSZXF1ZXN0GiMuY3JtLnYxLkJhdGNoQ3JlYXRlQWNjb3VudHNSZXNwb25zZSIrgtPkkwIlOgEqIiAvYXBpL3YxL2NybS9hY2NvdW50czpiYXRjaENyZWF0ZRKLAQoTQmF0Y2hVcGRhdGVBY2NvdW50cxIiLmNybS52MS5CYXRjaFVwZGF0ZUFjY291bnRzUmVxdWVzdBojLmNybS52MS5CYXRjaFVwZGF0ZUFjY291bnRzUmVzcG9uc2UiK4LT5JMCJToBKiIgL2FwaS92MS9jcm0vYWNjb3VudHM6YmF0Y2hVcGRhdGUSiwEKE0JhdGNoRGVsZXRlQWNjb3VudHMSIi5jcm0udjEuQmF0Y2hEZWxldGVBY2NvdW50c1JlcXVlc3QaIy5jcm0udjEuQmF0Y2hEZWxldGVBY2NvdW50c1Jlc3BvbnNlIiuC0+STAiU6ASoiIC9hcGkvdjEvY3JtL2FjY291bnRzOmJhdGNoRGVsZXRlEnQKDVVwc2VydEFjY291bnQSHC5jcm0udjEuVXBzZXJ0QWNjb3VudFJlcXVlc3QaHS5jcm0udjEuVXBzZXJ0QWNjb3VudFJlc3BvbnNlIiaC0+STAiA6ASoiGy9hcGkvdjEvY3JtL2FjY291bnRzOnVwc2VydBKLAQoTQmF0Y2hVcHNlcnRBY2NvdW50cxIiLmNybS52MS5CYXRjaFVwc2VydEFjY291bnRzUmVxdWVzdBojLmNybS52MS5CYXRjaFVwc2VydEFjY291bnRzUmVzcG9uc2UiK4LT5JMCJToBKiIgL2FwaS92MS9jcm0vYWNjb3VudHM6YmF0Y2hVcHNlcnRiBnByb3RvMw", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A customer organization.
@@ -129,6 +129,18 @@ export type Account = Message<"crm.v1.Account"> & {
    * @generated from field: int32 version = 14;
    */
   version: number;
+
+  /**
+   * The caller's own key for the record (an ERP, billing or warehouse id), at
+   * most 255 characters, trimmed; empty = none. Unique among the tenant's live
+   * records of this entity, per namespace: records written with a person
+   * token share one, each integration app has its own. A clash is
+   * ALREADY_EXISTS naming this field; a deleted record frees its key.
+   * Filterable and sortable; the key Upsert matches on.
+   *
+   * @generated from field: string external_id = 15;
+   */
+  externalId: string;
 
   /**
    * Account owner / account executive (a person id, e.g. usr-<uuid>).
@@ -523,6 +535,324 @@ export const UndeleteAccountRequestSchema: GenMessage<UndeleteAccountRequest> = 
   messageDesc(file_crm_v1_account, 7);
 
 /**
+ * Request for BatchGetAccounts.
+ *
+ * @generated from message crm.v1.BatchGetAccountsRequest
+ */
+export type BatchGetAccountsRequest = Message<"crm.v1.BatchGetAccountsRequest"> & {
+  /**
+   * The ids (acc_...), at most 1000. Over REST: ?ids=a&ids=b.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetAccountsRequest.
+ * Use `create(BatchGetAccountsRequestSchema)` to create a new message.
+ */
+export const BatchGetAccountsRequestSchema: GenMessage<BatchGetAccountsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 8);
+
+/**
+ * Response of BatchGetAccounts.
+ *
+ * @generated from message crm.v1.BatchGetAccountsResponse
+ */
+export type BatchGetAccountsResponse = Message<"crm.v1.BatchGetAccountsResponse"> & {
+  /**
+   * The accounts, in the order of the ids asked.
+   *
+   * @generated from field: repeated crm.v1.Account accounts = 1;
+   */
+  accounts: Account[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetAccountsResponse.
+ * Use `create(BatchGetAccountsResponseSchema)` to create a new message.
+ */
+export const BatchGetAccountsResponseSchema: GenMessage<BatchGetAccountsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 9);
+
+/**
+ * Request for BatchCreateAccounts.
+ *
+ * @generated from message crm.v1.BatchCreateAccountsRequest
+ */
+export type BatchCreateAccountsRequest = Message<"crm.v1.BatchCreateAccountsRequest"> & {
+  /**
+   * The accounts to create, at most 1000.
+   *
+   * @generated from field: repeated crm.v1.CreateAccountRequest requests = 1;
+   */
+  requests: CreateAccountRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateAccountRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateAccountsRequest.
+ * Use `create(BatchCreateAccountsRequestSchema)` to create a new message.
+ */
+export const BatchCreateAccountsRequestSchema: GenMessage<BatchCreateAccountsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 10);
+
+/**
+ * Response of BatchCreateAccounts.
+ *
+ * @generated from message crm.v1.BatchCreateAccountsResponse
+ */
+export type BatchCreateAccountsResponse = Message<"crm.v1.BatchCreateAccountsResponse"> & {
+  /**
+   * The created accounts, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Account accounts = 1;
+   */
+  accounts: Account[];
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateAccountsResponse.
+ * Use `create(BatchCreateAccountsResponseSchema)` to create a new message.
+ */
+export const BatchCreateAccountsResponseSchema: GenMessage<BatchCreateAccountsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 11);
+
+/**
+ * Request for BatchUpdateAccounts.
+ *
+ * @generated from message crm.v1.BatchUpdateAccountsRequest
+ */
+export type BatchUpdateAccountsRequest = Message<"crm.v1.BatchUpdateAccountsRequest"> & {
+  /**
+   * The updates, at most 1000, each naming a different account.
+   *
+   * @generated from field: repeated crm.v1.UpdateAccountRequest requests = 1;
+   */
+  requests: UpdateAccountRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateAccountRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateAccountsRequest.
+ * Use `create(BatchUpdateAccountsRequestSchema)` to create a new message.
+ */
+export const BatchUpdateAccountsRequestSchema: GenMessage<BatchUpdateAccountsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 12);
+
+/**
+ * Response of BatchUpdateAccounts.
+ *
+ * @generated from message crm.v1.BatchUpdateAccountsResponse
+ */
+export type BatchUpdateAccountsResponse = Message<"crm.v1.BatchUpdateAccountsResponse"> & {
+  /**
+   * The accounts as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Account accounts = 1;
+   */
+  accounts: Account[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateAccountsResponse.
+ * Use `create(BatchUpdateAccountsResponseSchema)` to create a new message.
+ */
+export const BatchUpdateAccountsResponseSchema: GenMessage<BatchUpdateAccountsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 13);
+
+/**
+ * Request for BatchDeleteAccounts.
+ *
+ * @generated from message crm.v1.BatchDeleteAccountsRequest
+ */
+export type BatchDeleteAccountsRequest = Message<"crm.v1.BatchDeleteAccountsRequest"> & {
+  /**
+   * The ids (acc_...) to soft-delete, at most 1000, each once.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateAccountRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteAccountsRequest.
+ * Use `create(BatchDeleteAccountsRequestSchema)` to create a new message.
+ */
+export const BatchDeleteAccountsRequestSchema: GenMessage<BatchDeleteAccountsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 14);
+
+/**
+ * Response of BatchDeleteAccounts.
+ *
+ * @generated from message crm.v1.BatchDeleteAccountsResponse
+ */
+export type BatchDeleteAccountsResponse = Message<"crm.v1.BatchDeleteAccountsResponse"> & {
+  /**
+   * The soft-deleted accounts, in the order of the ids.
+   *
+   * @generated from field: repeated crm.v1.Account accounts = 1;
+   */
+  accounts: Account[];
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteAccountsResponse.
+ * Use `create(BatchDeleteAccountsResponseSchema)` to create a new message.
+ */
+export const BatchDeleteAccountsResponseSchema: GenMessage<BatchDeleteAccountsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 15);
+
+/**
+ * Request for UpsertAccount.
+ *
+ * @generated from message crm.v1.UpsertAccountRequest
+ */
+export type UpsertAccountRequest = Message<"crm.v1.UpsertAccountRequest"> & {
+  /**
+   * The account: external_id (required) finds the live record to update; when
+   * there is none, the account is created from this message, as CreateAccount
+   * would. `id`, when given, must name the record external_id finds;
+   * `version`, when non-zero, is checked against it (ABORTED if stale) and is
+   * ignored on create.
+   *
+   * @generated from field: crm.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+
+  /**
+   * Fields to update when the record exists, as in UpdateAccountRequest (absent:
+   * the populated fields). A create uses the whole message.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional idempotency key, as in CreateAccountRequest.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.UpsertAccountRequest.
+ * Use `create(UpsertAccountRequestSchema)` to create a new message.
+ */
+export const UpsertAccountRequestSchema: GenMessage<UpsertAccountRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 16);
+
+/**
+ * Response of UpsertAccount.
+ *
+ * @generated from message crm.v1.UpsertAccountResponse
+ */
+export type UpsertAccountResponse = Message<"crm.v1.UpsertAccountResponse"> & {
+  /**
+   * The account as stored.
+   *
+   * @generated from field: crm.v1.Account account = 1;
+   */
+  account?: Account | undefined;
+
+  /**
+   * True when the call created it, false when it updated (or left unchanged)
+   * an existing one.
+   *
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message crm.v1.UpsertAccountResponse.
+ * Use `create(UpsertAccountResponseSchema)` to create a new message.
+ */
+export const UpsertAccountResponseSchema: GenMessage<UpsertAccountResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 17);
+
+/**
+ * Request for BatchUpsertAccounts.
+ *
+ * @generated from message crm.v1.BatchUpsertAccountsRequest
+ */
+export type BatchUpsertAccountsRequest = Message<"crm.v1.BatchUpsertAccountsRequest"> & {
+  /**
+   * The upserts, at most 1000, each with a different external_id.
+   *
+   * @generated from field: repeated crm.v1.UpsertAccountRequest requests = 1;
+   */
+  requests: UpsertAccountRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateAccountRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertAccountsRequest.
+ * Use `create(BatchUpsertAccountsRequestSchema)` to create a new message.
+ */
+export const BatchUpsertAccountsRequestSchema: GenMessage<BatchUpsertAccountsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 18);
+
+/**
+ * Response of BatchUpsertAccounts.
+ *
+ * @generated from message crm.v1.BatchUpsertAccountsResponse
+ */
+export type BatchUpsertAccountsResponse = Message<"crm.v1.BatchUpsertAccountsResponse"> & {
+  /**
+   * The accounts as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Account accounts = 1;
+   */
+  accounts: Account[];
+
+  /**
+   * Parallel to accounts: true where the item created its record.
+   *
+   * @generated from field: repeated bool created = 2;
+   */
+  created: boolean[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertAccountsResponse.
+ * Use `create(BatchUpsertAccountsResponseSchema)` to create a new message.
+ */
+export const BatchUpsertAccountsResponseSchema: GenMessage<BatchUpsertAccountsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_account, 19);
+
+/**
  * Accounts: customer organizations.
  *
  * @generated from service crm.v1.AccountService
@@ -592,6 +922,80 @@ export const AccountService: GenService<{
     methodKind: "unary";
     input: typeof UndeleteAccountRequestSchema;
     output: typeof AccountSchema;
+  },
+  /**
+   * Returns up to 1000 accounts by id, in the order asked (an id asked twice
+   * is returned twice; soft-deleted records too, as Get). Any id that names
+   * no account of the caller is NOT_FOUND naming it.
+   *
+   * @generated from rpc crm.v1.AccountService.BatchGetAccounts
+   */
+  batchGetAccounts: {
+    methodKind: "unary";
+    input: typeof BatchGetAccountsRequestSchema;
+    output: typeof BatchGetAccountsResponseSchema;
+  },
+  /**
+   * Creates up to 1000 accounts in one transaction: all or none. A rejected
+   * batch lists every violation of every item, each field prefixed with its
+   * item ("requests[3].account.external_id"). References name records that exist
+   * before the batch (ids are assigned by the server, so an item cannot name
+   * another item of the same batch).
+   *
+   * @generated from rpc crm.v1.AccountService.BatchCreateAccounts
+   */
+  batchCreateAccounts: {
+    methodKind: "unary";
+    input: typeof BatchCreateAccountsRequestSchema;
+    output: typeof BatchCreateAccountsResponseSchema;
+  },
+  /**
+   * Updates up to 1000 accounts in one transaction, each as UpdateAccount does
+   * (its own update_mask and version check): all or none. A stale version is
+   * ABORTED and changes nothing; an id twice in one batch is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.AccountService.BatchUpdateAccounts
+   */
+  batchUpdateAccounts: {
+    methodKind: "unary";
+    input: typeof BatchUpdateAccountsRequestSchema;
+    output: typeof BatchUpdateAccountsResponseSchema;
+  },
+  /**
+   * Soft-deletes up to 1000 accounts in one transaction and returns them:
+   * all or none (an id that is missing or already deleted fails the batch).
+   *
+   * @generated from rpc crm.v1.AccountService.BatchDeleteAccounts
+   */
+  batchDeleteAccounts: {
+    methodKind: "unary";
+    input: typeof BatchDeleteAccountsRequestSchema;
+    output: typeof BatchDeleteAccountsResponseSchema;
+  },
+  /**
+   * Creates the account with account.external_id (required), or updates the live
+   * one that has it (with update_mask, or the populated fields). Concurrent
+   * upserts of one external_id never create two records. An update that
+   * changes nothing keeps the version and records no change.
+   *
+   * @generated from rpc crm.v1.AccountService.UpsertAccount
+   */
+  upsertAccount: {
+    methodKind: "unary";
+    input: typeof UpsertAccountRequestSchema;
+    output: typeof UpsertAccountResponseSchema;
+  },
+  /**
+   * Upserts up to 1000 accounts in one transaction, each as UpsertAccount: all
+   * or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.AccountService.BatchUpsertAccounts
+   */
+  batchUpsertAccounts: {
+    methodKind: "unary";
+    input: typeof BatchUpsertAccountsRequestSchema;
+    output: typeof BatchUpsertAccountsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crm_v1_account, 0);

@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/activity.proto.
  */
 export const file_crm_v1_activity: GenFile = /*@__PURE__*/
-  fileDesc("ChVjcm0vdjEvYWN0aXZpdHkucHJvdG8SBmNybS52MSLcCwoIQWN0aXZpdHkSEAoCaWQYASABKAlCBOJBAQgSFwoJdGVuYW50X2lkGAIgASgJQgTiQQEDEhkKBmFwcF9pZBgDIAEoCUIE4kEBA0gAiAEBEjQKCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhgKCmNyZWF0ZWRfYnkYBiABKAlCBOJBAQMSGAoKdXBkYXRlZF9ieRgHIAEoCUIE4kEBAxIbCgZzb3VyY2UYCCABKAlCC+JBAQGyuxgDZWRtElIKC3NvdXJjZV90eXBlGAkgASgJQj3iQQEBqrsYCGZyb250ZW5kqrsYB2JhY2tlbmSquxgGc2VydmVyqrsYBnN5c3Rlbaq7GANhcGmyuxgDYXBpEhgKCmlzX2RlbGV0ZWQYCiABKAhCBOJBAQMSNAoKZGVsZXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSHQoKZGVsZXRlZF9ieRgMIAEoCUIE4kEBA0gBiAEBEhwKDnNjaGVtYV92ZXJzaW9uGA0gASgFQgTiQQEDEhUKB3ZlcnNpb24YDiABKAVCBOJBAQESGAoKYWNjb3VudF9pZBgUIAEoCUIE4kEBARIVCgdkZWFsX2lkGBUgASgJQgTiQQEBEhgKCmNvbnRhY3RfaWQYFiABKAlCBOJBAQESGQoLY29udGFjdF9pZHMYFyADKAlCBOJBAQESGwoNYWN0aXZpdHlfdHlwZRgYIAEoCUIE4kEBARIVCgdzdWJqZWN0GBkgASgJQgTiQQEBEhkKC2Rlc2NyaXB0aW9uGBogASgJQgTiQQEBEjcKDWFjdGl2aXR5X2RhdGUYGyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEjIKCGR1ZV9kYXRlGBwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBARI2Cgxjb21wbGV0ZWRfYXQYHSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEhQKBnN0YXR1cxgeIAEoCUIE4kEBARIWCghwcmlvcml0eRgfIAEoCUIE4kEBARIXCglkaXJlY3Rpb24YICABKAlCBOJBAQESFQoHb3V0Y29tZRghIAEoCUIE4kEBARIYCgphY3Rvcl90eXBlGCIgASgJQgTiQQEBEiIKFHBlcmZvcm1lZF9ieV91c2VyX2lkGCMgASgJQgTiQQEBEjIKDHBhcnRpY2lwYW50cxgkIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUIE4kEBARIdCg9saW5rZWRfdHJhY2VfaWQYJSABKAlCBOJBAQESHQoPYXR0YWNobWVudF9yZWZzGCYgAygJQgTiQQEBEjEKCnJlY3VycmVuY2UYJyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEiAKDXJlbWluZGVyX3NlbnQYKCABKAhCBOJBAQFIAogBARI0Cg1jdXN0b21fZmllbGRzGCkgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBARISCgR0YWdzGCogAygJQgTiQQEBEj4KBHR5cGUYKyABKAlCMOJBAQKquxgEY2FsbKq7GAVlbWFpbKq7GAdtZWV0aW5nqrsYBG5vdGWquxgEdGFzaxIWCghvd25lcl9pZBgsIAEoCUIE4kEBARITCgVub3RlcxgtIAEoCUIE4kEBARI1CgtvY2N1cnJlZF9hdBguIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQFCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUIQCg5fcmVtaW5kZXJfc2VudCKqAQoVTGlzdEFjdGl2aXRpZXNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhQKBmZpbHRlchgDIAEoCUIE4kEBARIWCghvcmRlcl9ieRgEIAEoCUIE4kEBARIUCgZzZWFyY2gYBSABKAlCBOJBAQESGgoMc2hvd19kZWxldGVkGAYgASgIQgTiQQEBImMKFkxpc3RBY3Rpdml0aWVzUmVzcG9uc2USKgoKYWN0aXZpdGllcxgBIAMoCzIQLmNybS52MS5BY3Rpdml0eUIE4kEBAxIdCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlCBOJBAQMiJgoSR2V0QWN0aXZpdHlSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECImMKFUNyZWF0ZUFjdGl2aXR5UmVxdWVzdBIoCghhY3Rpdml0eRgBIAEoCzIQLmNybS52MS5BY3Rpdml0eUIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEy0QIKD0FjdGl2aXR5U2VydmljZRJvCg5MaXN0QWN0aXZpdGllcxIdLmNybS52MS5MaXN0QWN0aXZpdGllc1JlcXVlc3QaHi5jcm0udjEuTGlzdEFjdGl2aXRpZXNSZXNwb25zZSIegtPkkwIYEhYvYXBpL3YxL2NybS9hY3Rpdml0aWVzEmAKC0dldEFjdGl2aXR5EhouY3JtLnYxLkdldEFjdGl2aXR5UmVxdWVzdBoQLmNybS52MS5BY3Rpdml0eSIjgtPkkwIdEhsvYXBpL3YxL2NybS9hY3Rpdml0aWVzL3tpZH0SawoOQ3JlYXRlQWN0aXZpdHkSHS5jcm0udjEuQ3JlYXRlQWN0aXZpdHlSZXF1ZXN0GhAuY3JtLnYxLkFjdGl2aXR5IiiC0+STAiI6CGFjdGl2aXR5IhYvYXBpL3YxL2NybS9hY3Rpdml0aWVzYgZwcm90bzM", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChVjcm0vdjEvYWN0aXZpdHkucHJvdG8SBmNybS52MSL3CwoIQWN0aXZpdHkSEAoCaWQYASABKAlCBOJBAQgSFwoJdGVuYW50X2lkGAIgASgJQgTiQQEDEhkKBmFwcF9pZBgDIAEoCUIE4kEBA0gAiAEBEjQKCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhgKCmNyZWF0ZWRfYnkYBiABKAlCBOJBAQMSGAoKdXBkYXRlZF9ieRgHIAEoCUIE4kEBAxIbCgZzb3VyY2UYCCABKAlCC+JBAQGyuxgDZWRtElIKC3NvdXJjZV90eXBlGAkgASgJQj3iQQEBqrsYCGZyb250ZW5kqrsYB2JhY2tlbmSquxgGc2VydmVyqrsYBnN5c3Rlbaq7GANhcGmyuxgDYXBpEhgKCmlzX2RlbGV0ZWQYCiABKAhCBOJBAQMSNAoKZGVsZXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSHQoKZGVsZXRlZF9ieRgMIAEoCUIE4kEBA0gBiAEBEhwKDnNjaGVtYV92ZXJzaW9uGA0gASgFQgTiQQEDEhUKB3ZlcnNpb24YDiABKAVCBOJBAQESGQoLZXh0ZXJuYWxfaWQYDyABKAlCBOJBAQESGAoKYWNjb3VudF9pZBgUIAEoCUIE4kEBARIVCgdkZWFsX2lkGBUgASgJQgTiQQEBEhgKCmNvbnRhY3RfaWQYFiABKAlCBOJBAQESGQoLY29udGFjdF9pZHMYFyADKAlCBOJBAQESGwoNYWN0aXZpdHlfdHlwZRgYIAEoCUIE4kEBARIVCgdzdWJqZWN0GBkgASgJQgTiQQEBEhkKC2Rlc2NyaXB0aW9uGBogASgJQgTiQQEBEjcKDWFjdGl2aXR5X2RhdGUYGyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEjIKCGR1ZV9kYXRlGBwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBARI2Cgxjb21wbGV0ZWRfYXQYHSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEhQKBnN0YXR1cxgeIAEoCUIE4kEBARIWCghwcmlvcml0eRgfIAEoCUIE4kEBARIXCglkaXJlY3Rpb24YICABKAlCBOJBAQESFQoHb3V0Y29tZRghIAEoCUIE4kEBARIYCgphY3Rvcl90eXBlGCIgASgJQgTiQQEBEiIKFHBlcmZvcm1lZF9ieV91c2VyX2lkGCMgASgJQgTiQQEBEjIKDHBhcnRpY2lwYW50cxgkIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUIE4kEBARIdCg9saW5rZWRfdHJhY2VfaWQYJSABKAlCBOJBAQESHQoPYXR0YWNobWVudF9yZWZzGCYgAygJQgTiQQEBEjEKCnJlY3VycmVuY2UYJyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEiAKDXJlbWluZGVyX3NlbnQYKCABKAhCBOJBAQFIAogBARI0Cg1jdXN0b21fZmllbGRzGCkgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBARISCgR0YWdzGCogAygJQgTiQQEBEj4KBHR5cGUYKyABKAlCMOJBAQKquxgEY2FsbKq7GAVlbWFpbKq7GAdtZWV0aW5nqrsYBG5vdGWquxgEdGFzaxIWCghvd25lcl9pZBgsIAEoCUIE4kEBARITCgVub3RlcxgtIAEoCUIE4kEBARI1CgtvY2N1cnJlZF9hdBguIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQFCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUIQCg5fcmVtaW5kZXJfc2VudCKqAQoVTGlzdEFjdGl2aXRpZXNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhQKBmZpbHRlchgDIAEoCUIE4kEBARIWCghvcmRlcl9ieRgEIAEoCUIE4kEBARIUCgZzZWFyY2gYBSABKAlCBOJBAQESGgoMc2hvd19kZWxldGVkGAYgASgIQgTiQQEBImMKFkxpc3RBY3Rpdml0aWVzUmVzcG9uc2USKgoKYWN0aXZpdGllcxgBIAMoCzIQLmNybS52MS5BY3Rpdml0eUIE4kEBAxIdCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlCBOJBAQMiJgoSR2V0QWN0aXZpdHlSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECImMKFUNyZWF0ZUFjdGl2aXR5UmVxdWVzdBIoCghhY3Rpdml0eRgBIAEoCzIQLmNybS52MS5BY3Rpdml0eUIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiLgoZQmF0Y2hHZXRBY3Rpdml0aWVzUmVxdWVzdBIRCgNpZHMYASADKAlCBOJBAQIiSAoaQmF0Y2hHZXRBY3Rpdml0aWVzUmVzcG9uc2USKgoKYWN0aXZpdGllcxgBIAMoCzIQLmNybS52MS5BY3Rpdml0eUIE4kEBAyJ3ChxCYXRjaENyZWF0ZUFjdGl2aXRpZXNSZXF1ZXN0EjUKCHJlcXVlc3RzGAEgAygLMh0uY3JtLnYxLkNyZWF0ZUFjdGl2aXR5UmVxdWVzdEIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiSwodQmF0Y2hDcmVhdGVBY3Rpdml0aWVzUmVzcG9uc2USKgoKYWN0aXZpdGllcxgBIAMoCzIQLmNybS52MS5BY3Rpdml0eUIE4kEBAzLuBAoPQWN0aXZpdHlTZXJ2aWNlEm8KDkxpc3RBY3Rpdml0aWVzEh0uY3JtLnYxLkxpc3RBY3Rpdml0aWVzUmVxdWVzdBoeLmNybS52MS5MaXN0QWN0aXZpdGllc1Jlc3BvbnNlIh6C0+STAhgSFi9hcGkvdjEvY3JtL2FjdGl2aXRpZXMSYAoLR2V0QWN0aXZpdHkSGi5jcm0udjEuR2V0QWN0aXZpdHlSZXF1ZXN0GhAuY3JtLnYxLkFjdGl2aXR5IiOC0+STAh0SGy9hcGkvdjEvY3JtL2FjdGl2aXRpZXMve2lkfRJrCg5DcmVhdGVBY3Rpdml0eRIdLmNybS52MS5DcmVhdGVBY3Rpdml0eVJlcXVlc3QaEC5jcm0udjEuQWN0aXZpdHkiKILT5JMCIjoIYWN0aXZpdHkiFi9hcGkvdjEvY3JtL2FjdGl2aXRpZXMShAEKEkJhdGNoR2V0QWN0aXZpdGllcxIhLmNybS52MS5CYXRjaEdldEFjdGl2aXRpZXNSZXF1ZXN0GiIuY3JtLnYxLkJhdGNoR2V0QWN0aXZpdGllc1Jlc3BvbnNlIieC0+STAiESHy9hcGkvdjEvY3JtL2FjdGl2aXRpZXM6YmF0Y2hHZXQSkwEKFUJhdGNoQ3JlYXRlQWN0aXZpdGllcxIkLmNybS52MS5CYXRjaENyZWF0ZUFjdGl2aXRpZXNSZXF1ZXN0GiUuY3JtLnYxLkJhdGNoQ3JlYXRlQWN0aXZpdGllc1Jlc3BvbnNlIi2C0+STAic6ASoiIi9hcGkvdjEvY3JtL2FjdGl2aXRpZXM6YmF0Y2hDcmVhdGViBnByb3RvMw", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A logged interaction (call, email, meeting, note, task). At least one of
@@ -130,6 +130,18 @@ export type Activity = Message<"crm.v1.Activity"> & {
    * @generated from field: int32 version = 14;
    */
   version: number;
+
+  /**
+   * The caller's own key for the record (an ERP, billing or warehouse id), at
+   * most 255 characters, trimmed; empty = none. Unique among the tenant's live
+   * records of this entity, per namespace: records written with a person
+   * token share one, each integration app has its own. A clash is
+   * ALREADY_EXISTS naming this field; a deleted record frees its key.
+   * Filterable and sortable; the key Upsert matches on.
+   *
+   * @generated from field: string external_id = 15;
+   */
+  externalId: string;
 
   /**
    * Account this activity is logged against (acc_...).
@@ -470,6 +482,98 @@ export const CreateActivityRequestSchema: GenMessage<CreateActivityRequest> = /*
   messageDesc(file_crm_v1_activity, 4);
 
 /**
+ * Request for BatchGetActivities.
+ *
+ * @generated from message crm.v1.BatchGetActivitiesRequest
+ */
+export type BatchGetActivitiesRequest = Message<"crm.v1.BatchGetActivitiesRequest"> & {
+  /**
+   * The ids (act_...), at most 1000. Over REST: ?ids=a&ids=b.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetActivitiesRequest.
+ * Use `create(BatchGetActivitiesRequestSchema)` to create a new message.
+ */
+export const BatchGetActivitiesRequestSchema: GenMessage<BatchGetActivitiesRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_activity, 5);
+
+/**
+ * Response of BatchGetActivities.
+ *
+ * @generated from message crm.v1.BatchGetActivitiesResponse
+ */
+export type BatchGetActivitiesResponse = Message<"crm.v1.BatchGetActivitiesResponse"> & {
+  /**
+   * The activities, in the order of the ids asked.
+   *
+   * @generated from field: repeated crm.v1.Activity activities = 1;
+   */
+  activities: Activity[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetActivitiesResponse.
+ * Use `create(BatchGetActivitiesResponseSchema)` to create a new message.
+ */
+export const BatchGetActivitiesResponseSchema: GenMessage<BatchGetActivitiesResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_activity, 6);
+
+/**
+ * Request for BatchCreateActivities.
+ *
+ * @generated from message crm.v1.BatchCreateActivitiesRequest
+ */
+export type BatchCreateActivitiesRequest = Message<"crm.v1.BatchCreateActivitiesRequest"> & {
+  /**
+   * The activities to create, at most 1000.
+   *
+   * @generated from field: repeated crm.v1.CreateActivityRequest requests = 1;
+   */
+  requests: CreateActivityRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateActivityRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateActivitiesRequest.
+ * Use `create(BatchCreateActivitiesRequestSchema)` to create a new message.
+ */
+export const BatchCreateActivitiesRequestSchema: GenMessage<BatchCreateActivitiesRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_activity, 7);
+
+/**
+ * Response of BatchCreateActivities.
+ *
+ * @generated from message crm.v1.BatchCreateActivitiesResponse
+ */
+export type BatchCreateActivitiesResponse = Message<"crm.v1.BatchCreateActivitiesResponse"> & {
+  /**
+   * The created activities, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Activity activities = 1;
+   */
+  activities: Activity[];
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateActivitiesResponse.
+ * Use `create(BatchCreateActivitiesResponseSchema)` to create a new message.
+ */
+export const BatchCreateActivitiesResponseSchema: GenMessage<BatchCreateActivitiesResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_activity, 8);
+
+/**
  * Activities: an append-only log of interactions. Activities cannot be updated or deleted.
  *
  * @generated from service crm.v1.ActivityService
@@ -506,6 +610,32 @@ export const ActivityService: GenService<{
     methodKind: "unary";
     input: typeof CreateActivityRequestSchema;
     output: typeof ActivitySchema;
+  },
+  /**
+   * Returns up to 1000 activities by id, in the order asked (an id asked twice
+   * is returned twice; soft-deleted records too, as Get). Any id that names
+   * no activity of the caller is NOT_FOUND naming it.
+   *
+   * @generated from rpc crm.v1.ActivityService.BatchGetActivities
+   */
+  batchGetActivities: {
+    methodKind: "unary";
+    input: typeof BatchGetActivitiesRequestSchema;
+    output: typeof BatchGetActivitiesResponseSchema;
+  },
+  /**
+   * Creates up to 1000 activities in one transaction: all or none. A rejected
+   * batch lists every violation of every item, each field prefixed with its
+   * item ("requests[3].activity.external_id"). References name records that exist
+   * before the batch (ids are assigned by the server, so an item cannot name
+   * another item of the same batch).
+   *
+   * @generated from rpc crm.v1.ActivityService.BatchCreateActivities
+   */
+  batchCreateActivities: {
+    methodKind: "unary";
+    input: typeof BatchCreateActivitiesRequestSchema;
+    output: typeof BatchCreateActivitiesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crm_v1_activity, 0);

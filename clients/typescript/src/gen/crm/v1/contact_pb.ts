@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/contact.proto.
  */
 export const file_crm_v1_contact: GenFile = /*@__PURE__*/
-  fileDesc("ChRjcm0vdjEvY29udGFjdC5wcm90bxIGY3JtLnYxIo4JCgdDb250YWN0EhAKAmlkGAEgASgJQgTiQQEIEhcKCXRlbmFudF9pZBgCIAEoCUIE4kEBAxIZCgZhcHBfaWQYAyABKAlCBOJBAQNIAIgBARI0CgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0Cgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpjcmVhdGVkX2J5GAYgASgJQgTiQQEDEhgKCnVwZGF0ZWRfYnkYByABKAlCBOJBAQMSGwoGc291cmNlGAggASgJQgviQQEBsrsYA2VkbRJSCgtzb3VyY2VfdHlwZRgJIAEoCUI94kEBAaq7GAhmcm9udGVuZKq7GAdiYWNrZW5kqrsYBnNlcnZlcqq7GAZzeXN0ZW2quxgDYXBpsrsYA2FwaRIYCgppc19kZWxldGVkGAogASgIQgTiQQEDEjQKCmRlbGV0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh0KCmRlbGV0ZWRfYnkYDCABKAlCBOJBAQNIAYgBARIcCg5zY2hlbWFfdmVyc2lvbhgNIAEoBUIE4kEBAxIVCgd2ZXJzaW9uGA4gASgFQgTiQQEBEhgKCmFjY291bnRfaWQYFCABKAlCBOJBAQESGAoKZmlyc3RfbmFtZRgVIAEoCUIE4kEBARIXCglsYXN0X25hbWUYFiABKAlCBOJBAQESGgoMZGlzcGxheV9uYW1lGBcgASgJQgTiQQEBEhMKBWVtYWlsGBggASgJQgTiQQEBEhMKBXBob25lGBkgASgJQgTiQQEBEhcKCWpvYl90aXRsZRgaIAEoCUIE4kEBARIXCglzZW5pb3JpdHkYGyABKAlCBOJBAQESGwoNZGVjaXNpb25fcm9sZRgcIAEoCUIE4kEBARIdCgppc19wcmltYXJ5GB0gASgIQgTiQQEBSAKIAQESGgoMbGlua2VkaW5fdXJsGB4gASgJQgTiQQEBEiMKFXJlcG9ydHNfdG9fY29udGFjdF9pZBgfIAEoCUIE4kEBARI9ChNsYXN0X2ludGVyYWN0aW9uX2F0GCAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIbCghvcHRlZF9pbhghIAEoCEIE4kEBAUgDiAEBEjUKC29wdGVkX2luX2F0GCIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBARIzCgxnZHByX2NvbnNlbnQYIyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEjQKDWN1c3RvbV9maWVsZHMYJCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEhIKBHRhZ3MYJSADKAlCBOJBAQFCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUINCgtfaXNfcHJpbWFyeUILCglfb3B0ZWRfaW4iqAEKE0xpc3RDb250YWN0c1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFAoGZmlsdGVyGAMgASgJQgTiQQEBEhYKCG9yZGVyX2J5GAQgASgJQgTiQQEBEhQKBnNlYXJjaBgFIAEoCUIE4kEBARIaCgxzaG93X2RlbGV0ZWQYBiABKAhCBOJBAQEiXgoUTGlzdENvbnRhY3RzUmVzcG9uc2USJwoIY29udGFjdHMYASADKAsyDy5jcm0udjEuQ29udGFjdEIE4kEBAxIdCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlCBOJBAQMiJQoRR2V0Q29udGFjdFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiYAoUQ3JlYXRlQ29udGFjdFJlcXVlc3QSJgoHY29udGFjdBgBIAEoCzIPLmNybS52MS5Db250YWN0QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASKXAQoUVXBkYXRlQ29udGFjdFJlcXVlc3QSJgoHY29udGFjdBgBIAEoCzIPLmNybS52MS5Db250YWN0QgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiYQoURGVsZXRlQ29udGFjdFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISFQoHdmVyc2lvbhgCIAEoBUIE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiQQoWVW5kZWxldGVDb250YWN0UmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIVCgd2ZXJzaW9uGAIgASgFQgTiQQEBMocFCg5Db250YWN0U2VydmljZRJnCgxMaXN0Q29udGFjdHMSGy5jcm0udjEuTGlzdENvbnRhY3RzUmVxdWVzdBocLmNybS52MS5MaXN0Q29udGFjdHNSZXNwb25zZSIcgtPkkwIWEhQvYXBpL3YxL2NybS9jb250YWN0cxJbCgpHZXRDb250YWN0EhkuY3JtLnYxLkdldENvbnRhY3RSZXF1ZXN0Gg8uY3JtLnYxLkNvbnRhY3QiIYLT5JMCGxIZL2FwaS92MS9jcm0vY29udGFjdHMve2lkfRJlCg1DcmVhdGVDb250YWN0EhwuY3JtLnYxLkNyZWF0ZUNvbnRhY3RSZXF1ZXN0Gg8uY3JtLnYxLkNvbnRhY3QiJYLT5JMCHzoHY29udGFjdCIUL2FwaS92MS9jcm0vY29udGFjdHMScgoNVXBkYXRlQ29udGFjdBIcLmNybS52MS5VcGRhdGVDb250YWN0UmVxdWVzdBoPLmNybS52MS5Db250YWN0IjKC0+STAiw6B2NvbnRhY3QyIS9hcGkvdjEvY3JtL2NvbnRhY3RzL3tjb250YWN0LmlkfRJhCg1EZWxldGVDb250YWN0EhwuY3JtLnYxLkRlbGV0ZUNvbnRhY3RSZXF1ZXN0Gg8uY3JtLnYxLkNvbnRhY3QiIYLT5JMCGyoZL2FwaS92MS9jcm0vY29udGFjdHMve2lkfRJxCg9VbmRlbGV0ZUNvbnRhY3QSHi5jcm0udjEuVW5kZWxldGVDb250YWN0UmVxdWVzdBoPLmNybS52MS5Db250YWN0Ii2C0+STAic6ASoiIi9hcGkvdjEvY3JtL2NvbnRhY3RzL3tpZH06dW5kZWxldGViBnByb3RvMw", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChRjcm0vdjEvY29udGFjdC5wcm90bxIGY3JtLnYxIqkJCgdDb250YWN0EhAKAmlkGAEgASgJQgTiQQEIEhcKCXRlbmFudF9pZBgCIAEoCUIE4kEBAxIZCgZhcHBfaWQYAyABKAlCBOJBAQNIAIgBARI0CgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0Cgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpjcmVhdGVkX2J5GAYgASgJQgTiQQEDEhgKCnVwZGF0ZWRfYnkYByABKAlCBOJBAQMSGwoGc291cmNlGAggASgJQgviQQEBsrsYA2VkbRJSCgtzb3VyY2VfdHlwZRgJIAEoCUI94kEBAaq7GAhmcm9udGVuZKq7GAdiYWNrZW5kqrsYBnNlcnZlcqq7GAZzeXN0ZW2quxgDYXBpsrsYA2FwaRIYCgppc19kZWxldGVkGAogASgIQgTiQQEDEjQKCmRlbGV0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh0KCmRlbGV0ZWRfYnkYDCABKAlCBOJBAQNIAYgBARIcCg5zY2hlbWFfdmVyc2lvbhgNIAEoBUIE4kEBAxIVCgd2ZXJzaW9uGA4gASgFQgTiQQEBEhkKC2V4dGVybmFsX2lkGA8gASgJQgTiQQEBEhgKCmFjY291bnRfaWQYFCABKAlCBOJBAQESGAoKZmlyc3RfbmFtZRgVIAEoCUIE4kEBARIXCglsYXN0X25hbWUYFiABKAlCBOJBAQESGgoMZGlzcGxheV9uYW1lGBcgASgJQgTiQQEBEhMKBWVtYWlsGBggASgJQgTiQQEBEhMKBXBob25lGBkgASgJQgTiQQEBEhcKCWpvYl90aXRsZRgaIAEoCUIE4kEBARIXCglzZW5pb3JpdHkYGyABKAlCBOJBAQESGwoNZGVjaXNpb25fcm9sZRgcIAEoCUIE4kEBARIdCgppc19wcmltYXJ5GB0gASgIQgTiQQEBSAKIAQESGgoMbGlua2VkaW5fdXJsGB4gASgJQgTiQQEBEiMKFXJlcG9ydHNfdG9fY29udGFjdF9pZBgfIAEoCUIE4kEBARI9ChNsYXN0X2ludGVyYWN0aW9uX2F0GCAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIbCghvcHRlZF9pbhghIAEoCEIE4kEBAUgDiAEBEjUKC29wdGVkX2luX2F0GCIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBARIzCgxnZHByX2NvbnNlbnQYIyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEjQKDWN1c3RvbV9maWVsZHMYJCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEhIKBHRhZ3MYJSADKAlCBOJBAQFCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUINCgtfaXNfcHJpbWFyeUILCglfb3B0ZWRfaW4iqAEKE0xpc3RDb250YWN0c1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFAoGZmlsdGVyGAMgASgJQgTiQQEBEhYKCG9yZGVyX2J5GAQgASgJQgTiQQEBEhQKBnNlYXJjaBgFIAEoCUIE4kEBARIaCgxzaG93X2RlbGV0ZWQYBiABKAhCBOJBAQEiXgoUTGlzdENvbnRhY3RzUmVzcG9uc2USJwoIY29udGFjdHMYASADKAsyDy5jcm0udjEuQ29udGFjdEIE4kEBAxIdCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlCBOJBAQMiJQoRR2V0Q29udGFjdFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiYAoUQ3JlYXRlQ29udGFjdFJlcXVlc3QSJgoHY29udGFjdBgBIAEoCzIPLmNybS52MS5Db250YWN0QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASKXAQoUVXBkYXRlQ29udGFjdFJlcXVlc3QSJgoHY29udGFjdBgBIAEoCzIPLmNybS52MS5Db250YWN0QgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiYQoURGVsZXRlQ29udGFjdFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISFQoHdmVyc2lvbhgCIAEoBUIE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiQQoWVW5kZWxldGVDb250YWN0UmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIVCgd2ZXJzaW9uGAIgASgFQgTiQQEBIiwKF0JhdGNoR2V0Q29udGFjdHNSZXF1ZXN0EhEKA2lkcxgBIAMoCUIE4kEBAiJDChhCYXRjaEdldENvbnRhY3RzUmVzcG9uc2USJwoIY29udGFjdHMYASADKAsyDy5jcm0udjEuQ29udGFjdEIE4kEBAyJ0ChpCYXRjaENyZWF0ZUNvbnRhY3RzUmVxdWVzdBI0CghyZXF1ZXN0cxgBIAMoCzIcLmNybS52MS5DcmVhdGVDb250YWN0UmVxdWVzdEIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiRgobQmF0Y2hDcmVhdGVDb250YWN0c1Jlc3BvbnNlEicKCGNvbnRhY3RzGAEgAygLMg8uY3JtLnYxLkNvbnRhY3RCBOJBAQMidAoaQmF0Y2hVcGRhdGVDb250YWN0c1JlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyHC5jcm0udjEuVXBkYXRlQ29udGFjdFJlcXVlc3RCBOJBAQISIAoKcmVxdWVzdF9pZBgCIAEoCUIM4kEBAeKMz9cIAggBIkYKG0JhdGNoVXBkYXRlQ29udGFjdHNSZXNwb25zZRInCghjb250YWN0cxgBIAMoCzIPLmNybS52MS5Db250YWN0QgTiQQEDIlEKGkJhdGNoRGVsZXRlQ29udGFjdHNSZXF1ZXN0EhEKA2lkcxgBIAMoCUIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiRgobQmF0Y2hEZWxldGVDb250YWN0c1Jlc3BvbnNlEicKCGNvbnRhY3RzGAEgAygLMg8uY3JtLnYxLkNvbnRhY3RCBOJBAQMilwEKFFVwc2VydENvbnRhY3RSZXF1ZXN0EiYKB2NvbnRhY3QYASABKAsyDy5jcm0udjEuQ29udGFjdEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBIlYKFVVwc2VydENvbnRhY3RSZXNwb25zZRImCgdjb250YWN0GAEgASgLMg8uY3JtLnYxLkNvbnRhY3RCBOJBAQMSFQoHY3JlYXRlZBgCIAEoCEIE4kEBAyJ0ChpCYXRjaFVwc2VydENvbnRhY3RzUmVxdWVzdBI0CghyZXF1ZXN0cxgBIAMoCzIcLmNybS52MS5VcHNlcnRDb250YWN0UmVxdWVzdEIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiXQobQmF0Y2hVcHNlcnRDb250YWN0c1Jlc3BvbnNlEicKCGNvbnRhY3RzGAEgAygLMg8uY3JtLnYxLkNvbnRhY3RCBOJBAQMSFQoHY3JlYXRlZBgCIAMoCEIE4kEBAzKzCwoOQ29udGFjdFNlcnZpY2USZwoMTGlzdENvbnRhY3RzEhsuY3JtLnYxLkxpc3RDb250YWN0c1JlcXVlc3QaHC5jcm0udjEuTGlzdENvbnRhY3RzUmVzcG9uc2UiHILT5JMCFhIUL2FwaS92MS9jcm0vY29udGFjdHMSWwoKR2V0Q29udGFjdBIZLmNybS52MS5HZXRDb250YWN0UmVxdWVzdBoPLmNybS52MS5Db250YWN0IiGC0+STAhsSGS9hcGkvdjEvY3JtL2NvbnRhY3RzL3tpZH0SZQoNQ3JlYXRlQ29udGFjdBIcLmNybS52MS5DcmVhdGVDb250YWN0UmVxdWVzdBoPLmNybS52MS5Db250YWN0IiWC0+STAh86B2NvbnRhY3QiFC9hcGkvdjEvY3JtL2NvbnRhY3RzEnIKDVVwZGF0ZUNvbnRhY3QSHC5jcm0udjEuVXBkYXRlQ29udGFjdFJlcXVlc3QaDy5jcm0udjEuQ29udGFjdCIygtPkkwIsOgdjb250YWN0MiEvYXBpL3YxL2NybS9jb250YWN0cy97Y29udGFjdC5pZH0SYQoNRGVsZXRlQ29udGFjdBIcLmNybS52MS5EZWxldGVDb250YWN0UmVxdWVzdBoPLmNybS52MS5Db250YWN0IiGC0+STAhsqGS9hcGkvdjEvY3JtL2NvbnRhY3RzL3tpZH0ScQoPVW5kZWxldGVDb250YWN0Eh4uY3JtLnYxLlVuZGVsZXRlQ29udGFjdFJlcXVlc3QaDy5jcm0udjEuQ29udGFjdCItgtPkkwInOgEqIiIvYXBpL3YxL2NybS9jb250YWN0cy97aWR9OnVuZGVsZXRlEnwKEEJhdGNoR2V0Q29udGFjdHMSHy5jcm0udjEuQmF0Y2hHZXRDb250YWN0c1JlcXVlc3QaIC5jcm0udjEuQmF0Y2hHZXRDb250YWN0c1Jlc3BvbnNlIiWC0+STAh8SHS9hcGkvdjEvY3JtL2NvbnRhY3RzOmJhdGNoR2V0EosBChNCYXRjaENyZWF0ZUNvbnRhY3RzEiIuY3JtLnYxLkJhdGNoQ3JlYXRlQ29udGFjdHNSZXF1ZXN0GiMuY3JtLnYxLkJhdGNoQ3JlYXRlQ29udGFjdHNSZXNwb25zZSIrgtPkkwIlOgEqIiAvYXBpL3YxL2NybS9jb250YWN0czpiYXRjaENyZWF0ZRKLAQoTQmF0Y2hVcGRhdGVDb250YWN0cxIiLmNybS52MS5CYXRjaFVwZGF0ZUNvbnRhY3RzUmVxdWVzdBojLmNybS52MS5CYXRjaFVwZGF0ZUNvbnRhY3RzUmVzcG9uc2UiK4LT5JMCJToBKiIgL2FwaS92MS9jcm0vY29udGFjdHM6YmF0Y2hVcGRhdGUSiwEKE0JhdGNoRGVsZXRlQ29udGFjdHMSIi5jcm0udjEuQmF0Y2hEZWxldGVDb250YWN0c1JlcXVlc3QaIy5jcm0udjEuQmF0Y2hEZWxldGVDb250YWN0c1Jlc3BvbnNlIiuC0+STAiU6ASoiIC9hcGkvdjEvY3JtL2NvbnRhY3RzOmJhdGNoRGVsZXRlEnQKDVVwc2VydENvbnRhY3QSHC5jcm0udjEuVXBzZXJ0Q29udGFjdFJlcXVlc3QaHS5jcm0udjEuVXBzZXJ0Q29udGFjdFJlc3BvbnNlIiaC0+STAiA6ASoiGy9hcGkvdjEvY3JtL2NvbnRhY3RzOnVwc2VydBKLAQoTQmF0Y2hVcHNlcnRDb250YWN0cxIiLmNybS52MS5CYXRjaFVwc2VydENvbnRhY3RzUmVxdWVzdBojLmNybS52MS5CYXRjaFVwc2VydENvbnRhY3RzUmVzcG9uc2UiK4LT5JMCJToBKiIgL2FwaS92MS9jcm0vY29udGFjdHM6YmF0Y2hVcHNlcnRiBnByb3RvMw", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A person at a customer account. At least one of first_name, last_name, email
@@ -130,6 +130,18 @@ export type Contact = Message<"crm.v1.Contact"> & {
    * @generated from field: int32 version = 14;
    */
   version: number;
+
+  /**
+   * The caller's own key for the record (an ERP, billing or warehouse id), at
+   * most 255 characters, trimmed; empty = none. Unique among the tenant's live
+   * records of this entity, per namespace: records written with a person
+   * token share one, each integration app has its own. A clash is
+   * ALREADY_EXISTS naming this field; a deleted record frees its key.
+   * Filterable and sortable; the key Upsert matches on.
+   *
+   * @generated from field: string external_id = 15;
+   */
+  externalId: string;
 
   /**
    * Account this contact belongs to (acc_...); empty for an unattached contact.
@@ -509,6 +521,324 @@ export const UndeleteContactRequestSchema: GenMessage<UndeleteContactRequest> = 
   messageDesc(file_crm_v1_contact, 7);
 
 /**
+ * Request for BatchGetContacts.
+ *
+ * @generated from message crm.v1.BatchGetContactsRequest
+ */
+export type BatchGetContactsRequest = Message<"crm.v1.BatchGetContactsRequest"> & {
+  /**
+   * The ids (con_...), at most 1000. Over REST: ?ids=a&ids=b.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetContactsRequest.
+ * Use `create(BatchGetContactsRequestSchema)` to create a new message.
+ */
+export const BatchGetContactsRequestSchema: GenMessage<BatchGetContactsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 8);
+
+/**
+ * Response of BatchGetContacts.
+ *
+ * @generated from message crm.v1.BatchGetContactsResponse
+ */
+export type BatchGetContactsResponse = Message<"crm.v1.BatchGetContactsResponse"> & {
+  /**
+   * The contacts, in the order of the ids asked.
+   *
+   * @generated from field: repeated crm.v1.Contact contacts = 1;
+   */
+  contacts: Contact[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetContactsResponse.
+ * Use `create(BatchGetContactsResponseSchema)` to create a new message.
+ */
+export const BatchGetContactsResponseSchema: GenMessage<BatchGetContactsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 9);
+
+/**
+ * Request for BatchCreateContacts.
+ *
+ * @generated from message crm.v1.BatchCreateContactsRequest
+ */
+export type BatchCreateContactsRequest = Message<"crm.v1.BatchCreateContactsRequest"> & {
+  /**
+   * The contacts to create, at most 1000.
+   *
+   * @generated from field: repeated crm.v1.CreateContactRequest requests = 1;
+   */
+  requests: CreateContactRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateContactRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateContactsRequest.
+ * Use `create(BatchCreateContactsRequestSchema)` to create a new message.
+ */
+export const BatchCreateContactsRequestSchema: GenMessage<BatchCreateContactsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 10);
+
+/**
+ * Response of BatchCreateContacts.
+ *
+ * @generated from message crm.v1.BatchCreateContactsResponse
+ */
+export type BatchCreateContactsResponse = Message<"crm.v1.BatchCreateContactsResponse"> & {
+  /**
+   * The created contacts, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Contact contacts = 1;
+   */
+  contacts: Contact[];
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateContactsResponse.
+ * Use `create(BatchCreateContactsResponseSchema)` to create a new message.
+ */
+export const BatchCreateContactsResponseSchema: GenMessage<BatchCreateContactsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 11);
+
+/**
+ * Request for BatchUpdateContacts.
+ *
+ * @generated from message crm.v1.BatchUpdateContactsRequest
+ */
+export type BatchUpdateContactsRequest = Message<"crm.v1.BatchUpdateContactsRequest"> & {
+  /**
+   * The updates, at most 1000, each naming a different contact.
+   *
+   * @generated from field: repeated crm.v1.UpdateContactRequest requests = 1;
+   */
+  requests: UpdateContactRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateContactRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateContactsRequest.
+ * Use `create(BatchUpdateContactsRequestSchema)` to create a new message.
+ */
+export const BatchUpdateContactsRequestSchema: GenMessage<BatchUpdateContactsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 12);
+
+/**
+ * Response of BatchUpdateContacts.
+ *
+ * @generated from message crm.v1.BatchUpdateContactsResponse
+ */
+export type BatchUpdateContactsResponse = Message<"crm.v1.BatchUpdateContactsResponse"> & {
+  /**
+   * The contacts as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Contact contacts = 1;
+   */
+  contacts: Contact[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateContactsResponse.
+ * Use `create(BatchUpdateContactsResponseSchema)` to create a new message.
+ */
+export const BatchUpdateContactsResponseSchema: GenMessage<BatchUpdateContactsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 13);
+
+/**
+ * Request for BatchDeleteContacts.
+ *
+ * @generated from message crm.v1.BatchDeleteContactsRequest
+ */
+export type BatchDeleteContactsRequest = Message<"crm.v1.BatchDeleteContactsRequest"> & {
+  /**
+   * The ids (con_...) to soft-delete, at most 1000, each once.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateContactRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteContactsRequest.
+ * Use `create(BatchDeleteContactsRequestSchema)` to create a new message.
+ */
+export const BatchDeleteContactsRequestSchema: GenMessage<BatchDeleteContactsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 14);
+
+/**
+ * Response of BatchDeleteContacts.
+ *
+ * @generated from message crm.v1.BatchDeleteContactsResponse
+ */
+export type BatchDeleteContactsResponse = Message<"crm.v1.BatchDeleteContactsResponse"> & {
+  /**
+   * The soft-deleted contacts, in the order of the ids.
+   *
+   * @generated from field: repeated crm.v1.Contact contacts = 1;
+   */
+  contacts: Contact[];
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteContactsResponse.
+ * Use `create(BatchDeleteContactsResponseSchema)` to create a new message.
+ */
+export const BatchDeleteContactsResponseSchema: GenMessage<BatchDeleteContactsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 15);
+
+/**
+ * Request for UpsertContact.
+ *
+ * @generated from message crm.v1.UpsertContactRequest
+ */
+export type UpsertContactRequest = Message<"crm.v1.UpsertContactRequest"> & {
+  /**
+   * The contact: external_id (required) finds the live record to update; when
+   * there is none, the contact is created from this message, as CreateContact
+   * would. `id`, when given, must name the record external_id finds;
+   * `version`, when non-zero, is checked against it (ABORTED if stale) and is
+   * ignored on create.
+   *
+   * @generated from field: crm.v1.Contact contact = 1;
+   */
+  contact?: Contact | undefined;
+
+  /**
+   * Fields to update when the record exists, as in UpdateContactRequest (absent:
+   * the populated fields). A create uses the whole message.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional idempotency key, as in CreateContactRequest.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.UpsertContactRequest.
+ * Use `create(UpsertContactRequestSchema)` to create a new message.
+ */
+export const UpsertContactRequestSchema: GenMessage<UpsertContactRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 16);
+
+/**
+ * Response of UpsertContact.
+ *
+ * @generated from message crm.v1.UpsertContactResponse
+ */
+export type UpsertContactResponse = Message<"crm.v1.UpsertContactResponse"> & {
+  /**
+   * The contact as stored.
+   *
+   * @generated from field: crm.v1.Contact contact = 1;
+   */
+  contact?: Contact | undefined;
+
+  /**
+   * True when the call created it, false when it updated (or left unchanged)
+   * an existing one.
+   *
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message crm.v1.UpsertContactResponse.
+ * Use `create(UpsertContactResponseSchema)` to create a new message.
+ */
+export const UpsertContactResponseSchema: GenMessage<UpsertContactResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 17);
+
+/**
+ * Request for BatchUpsertContacts.
+ *
+ * @generated from message crm.v1.BatchUpsertContactsRequest
+ */
+export type BatchUpsertContactsRequest = Message<"crm.v1.BatchUpsertContactsRequest"> & {
+  /**
+   * The upserts, at most 1000, each with a different external_id.
+   *
+   * @generated from field: repeated crm.v1.UpsertContactRequest requests = 1;
+   */
+  requests: UpsertContactRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateContactRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertContactsRequest.
+ * Use `create(BatchUpsertContactsRequestSchema)` to create a new message.
+ */
+export const BatchUpsertContactsRequestSchema: GenMessage<BatchUpsertContactsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 18);
+
+/**
+ * Response of BatchUpsertContacts.
+ *
+ * @generated from message crm.v1.BatchUpsertContactsResponse
+ */
+export type BatchUpsertContactsResponse = Message<"crm.v1.BatchUpsertContactsResponse"> & {
+  /**
+   * The contacts as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Contact contacts = 1;
+   */
+  contacts: Contact[];
+
+  /**
+   * Parallel to contacts: true where the item created its record.
+   *
+   * @generated from field: repeated bool created = 2;
+   */
+  created: boolean[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertContactsResponse.
+ * Use `create(BatchUpsertContactsResponseSchema)` to create a new message.
+ */
+export const BatchUpsertContactsResponseSchema: GenMessage<BatchUpsertContactsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_contact, 19);
+
+/**
  * Contacts: people at customer accounts.
  *
  * @generated from service crm.v1.ContactService
@@ -578,6 +908,80 @@ export const ContactService: GenService<{
     methodKind: "unary";
     input: typeof UndeleteContactRequestSchema;
     output: typeof ContactSchema;
+  },
+  /**
+   * Returns up to 1000 contacts by id, in the order asked (an id asked twice
+   * is returned twice; soft-deleted records too, as Get). Any id that names
+   * no contact of the caller is NOT_FOUND naming it.
+   *
+   * @generated from rpc crm.v1.ContactService.BatchGetContacts
+   */
+  batchGetContacts: {
+    methodKind: "unary";
+    input: typeof BatchGetContactsRequestSchema;
+    output: typeof BatchGetContactsResponseSchema;
+  },
+  /**
+   * Creates up to 1000 contacts in one transaction: all or none. A rejected
+   * batch lists every violation of every item, each field prefixed with its
+   * item ("requests[3].contact.external_id"). References name records that exist
+   * before the batch (ids are assigned by the server, so an item cannot name
+   * another item of the same batch).
+   *
+   * @generated from rpc crm.v1.ContactService.BatchCreateContacts
+   */
+  batchCreateContacts: {
+    methodKind: "unary";
+    input: typeof BatchCreateContactsRequestSchema;
+    output: typeof BatchCreateContactsResponseSchema;
+  },
+  /**
+   * Updates up to 1000 contacts in one transaction, each as UpdateContact does
+   * (its own update_mask and version check): all or none. A stale version is
+   * ABORTED and changes nothing; an id twice in one batch is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.ContactService.BatchUpdateContacts
+   */
+  batchUpdateContacts: {
+    methodKind: "unary";
+    input: typeof BatchUpdateContactsRequestSchema;
+    output: typeof BatchUpdateContactsResponseSchema;
+  },
+  /**
+   * Soft-deletes up to 1000 contacts in one transaction and returns them:
+   * all or none (an id that is missing or already deleted fails the batch).
+   *
+   * @generated from rpc crm.v1.ContactService.BatchDeleteContacts
+   */
+  batchDeleteContacts: {
+    methodKind: "unary";
+    input: typeof BatchDeleteContactsRequestSchema;
+    output: typeof BatchDeleteContactsResponseSchema;
+  },
+  /**
+   * Creates the contact with contact.external_id (required), or updates the live
+   * one that has it (with update_mask, or the populated fields). Concurrent
+   * upserts of one external_id never create two records. An update that
+   * changes nothing keeps the version and records no change.
+   *
+   * @generated from rpc crm.v1.ContactService.UpsertContact
+   */
+  upsertContact: {
+    methodKind: "unary";
+    input: typeof UpsertContactRequestSchema;
+    output: typeof UpsertContactResponseSchema;
+  },
+  /**
+   * Upserts up to 1000 contacts in one transaction, each as UpsertContact: all
+   * or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.ContactService.BatchUpsertContacts
+   */
+  batchUpsertContacts: {
+    methodKind: "unary";
+    input: typeof BatchUpsertContactsRequestSchema;
+    output: typeof BatchUpsertContactsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crm_v1_contact, 0);

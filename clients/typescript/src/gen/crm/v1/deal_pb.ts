@@ -17,7 +17,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/deal.proto.
  */
 export const file_crm_v1_deal: GenFile = /*@__PURE__*/
-  fileDesc("ChFjcm0vdjEvZGVhbC5wcm90bxIGY3JtLnYxItwLCgREZWFsEhAKAmlkGAEgASgJQgTiQQEIEhcKCXRlbmFudF9pZBgCIAEoCUIE4kEBAxIZCgZhcHBfaWQYAyABKAlCBOJBAQNIAIgBARI0CgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0Cgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpjcmVhdGVkX2J5GAYgASgJQgTiQQEDEhgKCnVwZGF0ZWRfYnkYByABKAlCBOJBAQMSGwoGc291cmNlGAggASgJQgviQQEBsrsYA2VkbRJSCgtzb3VyY2VfdHlwZRgJIAEoCUI94kEBAaq7GAhmcm9udGVuZKq7GAdiYWNrZW5kqrsYBnNlcnZlcqq7GAZzeXN0ZW2quxgDYXBpsrsYA2FwaRIYCgppc19kZWxldGVkGAogASgIQgTiQQEDEjQKCmRlbGV0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh0KCmRlbGV0ZWRfYnkYDCABKAlCBOJBAQNIAYgBARIcCg5zY2hlbWFfdmVyc2lvbhgNIAEoBUIE4kEBAxIVCgd2ZXJzaW9uGA4gASgFQgTiQQEBEhgKCmFjY291bnRfaWQYFCABKAlCBOJBAQISFgoIb3duZXJfaWQYFSABKAlCBOJBAQESEgoEbmFtZRgWIAEoCUIE4kEBAhIZCgtkZWFsX251bWJlchgXIAEoCUIE4kEBARIZCgtwaXBlbGluZV9pZBgYIAEoCUIE4kEBARITCgVzdGFnZRgZIAEoCUIE4kEBARIYCgV2YWx1ZRgaIAEoAUIE4kEBAUgCiAEBEhYKCGN1cnJlbmN5GBsgASgJQgTiQQEBEh4KC3Byb2JhYmlsaXR5GBwgASgBQgTiQQEBSAOIAQESHwoRZm9yZWNhc3RfY2F0ZWdvcnkYHSABKAlCBOJBAQESPQoTZXhwZWN0ZWRfY2xvc2VfZGF0ZRgeIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESOwoRYWN0dWFsX2Nsb3NlX2RhdGUYHyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEjwKEm5leHRfZm9sbG93dXBfZGF0ZRggIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESFwoJZGVhbF90eXBlGCEgASgJQgTiQQEBEhkKC2RlYWxfc291cmNlGCIgASgJQgTiQQEBEhkKC2NvbXBldGl0b3JzGCMgAygJQgTiQQEBEhkKC2xvc3NfcmVhc29uGCQgASgJQgTiQQEBEhsKDWxvc3NfY2F0ZWdvcnkYJSABKAlCBOJBAQESGwoNY2xvc3VyZV9ub3RlcxgmIAEoCUIE4kEBARIgChJwcmltYXJ5X2NvbnRhY3RfaWQYJyABKAlCBOJBAQESGQoLY29udGFjdF9pZHMYKCADKAlCBOJBAQESGwoNcmZwX3JlY29yZF9pZBgpIAEoCUIE4kEBARIXCglxdW90ZV9pZHMYKiADKAlCBOJBAQESGgoMcHJvcG9zYWxfaWRzGCsgAygJQgTiQQEBEh0KD2F0dGFjaG1lbnRfcmVmcxgsIAMoCUIE4kEBARIdCg9saW5rZWRfdGFza19pZHMYLSADKAlCBOJBAQESLAoJYXVkaXRfbG9nGC4gAygLMhMuY3JtLnYxLlN0YWdlQ2hhbmdlQgTiQQEDEjQKDWN1c3RvbV9maWVsZHMYLyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEhIKBHRhZ3MYMCADKAlCBOJBAQFCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUIICgZfdmFsdWVCDgoMX3Byb2JhYmlsaXR5IqUBChBMaXN0RGVhbHNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhQKBmZpbHRlchgDIAEoCUIE4kEBARIWCghvcmRlcl9ieRgEIAEoCUIE4kEBARIUCgZzZWFyY2gYBSABKAlCBOJBAQESGgoMc2hvd19kZWxldGVkGAYgASgIQgTiQQEBIlUKEUxpc3REZWFsc1Jlc3BvbnNlEiEKBWRlYWxzGAEgAygLMgwuY3JtLnYxLkRlYWxCBOJBAQMSHQoPbmV4dF9wYWdlX3Rva2VuGAIgASgJQgTiQQEDIiIKDkdldERlYWxSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIlcKEUNyZWF0ZURlYWxSZXF1ZXN0EiAKBGRlYWwYASABKAsyDC5jcm0udjEuRGVhbEIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEijgEKEVVwZGF0ZURlYWxSZXF1ZXN0EiAKBGRlYWwYASABKAsyDC5jcm0udjEuRGVhbEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBIl4KEURlbGV0ZURlYWxSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhUKB3ZlcnNpb24YAiABKAVCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBIj4KE1VuZGVsZXRlRGVhbFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISFQoHdmVyc2lvbhgCIAEoBUIE4kEBATKzBAoLRGVhbFNlcnZpY2USWwoJTGlzdERlYWxzEhguY3JtLnYxLkxpc3REZWFsc1JlcXVlc3QaGS5jcm0udjEuTGlzdERlYWxzUmVzcG9uc2UiGYLT5JMCExIRL2FwaS92MS9jcm0vZGVhbHMSTwoHR2V0RGVhbBIWLmNybS52MS5HZXREZWFsUmVxdWVzdBoMLmNybS52MS5EZWFsIh6C0+STAhgSFi9hcGkvdjEvY3JtL2RlYWxzL3tpZH0SVgoKQ3JlYXRlRGVhbBIZLmNybS52MS5DcmVhdGVEZWFsUmVxdWVzdBoMLmNybS52MS5EZWFsIh+C0+STAhk6BGRlYWwiES9hcGkvdjEvY3JtL2RlYWxzEmAKClVwZGF0ZURlYWwSGS5jcm0udjEuVXBkYXRlRGVhbFJlcXVlc3QaDC5jcm0udjEuRGVhbCIpgtPkkwIjOgRkZWFsMhsvYXBpL3YxL2NybS9kZWFscy97ZGVhbC5pZH0SVQoKRGVsZXRlRGVhbBIZLmNybS52MS5EZWxldGVEZWFsUmVxdWVzdBoMLmNybS52MS5EZWFsIh6C0+STAhgqFi9hcGkvdjEvY3JtL2RlYWxzL3tpZH0SZQoMVW5kZWxldGVEZWFsEhsuY3JtLnYxLlVuZGVsZXRlRGVhbFJlcXVlc3QaDC5jcm0udjEuRGVhbCIqgtPkkwIkOgEqIh8vYXBpL3YxL2NybS9kZWFscy97aWR9OnVuZGVsZXRlYgZwcm90bzM", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChFjcm0vdjEvZGVhbC5wcm90bxIGY3JtLnYxIvcLCgREZWFsEhAKAmlkGAEgASgJQgTiQQEIEhcKCXRlbmFudF9pZBgCIAEoCUIE4kEBAxIZCgZhcHBfaWQYAyABKAlCBOJBAQNIAIgBARI0CgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0Cgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpjcmVhdGVkX2J5GAYgASgJQgTiQQEDEhgKCnVwZGF0ZWRfYnkYByABKAlCBOJBAQMSGwoGc291cmNlGAggASgJQgviQQEBsrsYA2VkbRJSCgtzb3VyY2VfdHlwZRgJIAEoCUI94kEBAaq7GAhmcm9udGVuZKq7GAdiYWNrZW5kqrsYBnNlcnZlcqq7GAZzeXN0ZW2quxgDYXBpsrsYA2FwaRIYCgppc19kZWxldGVkGAogASgIQgTiQQEDEjQKCmRlbGV0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh0KCmRlbGV0ZWRfYnkYDCABKAlCBOJBAQNIAYgBARIcCg5zY2hlbWFfdmVyc2lvbhgNIAEoBUIE4kEBAxIVCgd2ZXJzaW9uGA4gASgFQgTiQQEBEhkKC2V4dGVybmFsX2lkGA8gASgJQgTiQQEBEhgKCmFjY291bnRfaWQYFCABKAlCBOJBAQISFgoIb3duZXJfaWQYFSABKAlCBOJBAQESEgoEbmFtZRgWIAEoCUIE4kEBAhIZCgtkZWFsX251bWJlchgXIAEoCUIE4kEBARIZCgtwaXBlbGluZV9pZBgYIAEoCUIE4kEBARITCgVzdGFnZRgZIAEoCUIE4kEBARIYCgV2YWx1ZRgaIAEoAUIE4kEBAUgCiAEBEhYKCGN1cnJlbmN5GBsgASgJQgTiQQEBEh4KC3Byb2JhYmlsaXR5GBwgASgBQgTiQQEBSAOIAQESHwoRZm9yZWNhc3RfY2F0ZWdvcnkYHSABKAlCBOJBAQESPQoTZXhwZWN0ZWRfY2xvc2VfZGF0ZRgeIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESOwoRYWN0dWFsX2Nsb3NlX2RhdGUYHyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEBEjwKEm5leHRfZm9sbG93dXBfZGF0ZRggIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESFwoJZGVhbF90eXBlGCEgASgJQgTiQQEBEhkKC2RlYWxfc291cmNlGCIgASgJQgTiQQEBEhkKC2NvbXBldGl0b3JzGCMgAygJQgTiQQEBEhkKC2xvc3NfcmVhc29uGCQgASgJQgTiQQEBEhsKDWxvc3NfY2F0ZWdvcnkYJSABKAlCBOJBAQESGwoNY2xvc3VyZV9ub3RlcxgmIAEoCUIE4kEBARIgChJwcmltYXJ5X2NvbnRhY3RfaWQYJyABKAlCBOJBAQESGQoLY29udGFjdF9pZHMYKCADKAlCBOJBAQESGwoNcmZwX3JlY29yZF9pZBgpIAEoCUIE4kEBARIXCglxdW90ZV9pZHMYKiADKAlCBOJBAQESGgoMcHJvcG9zYWxfaWRzGCsgAygJQgTiQQEBEh0KD2F0dGFjaG1lbnRfcmVmcxgsIAMoCUIE4kEBARIdCg9saW5rZWRfdGFza19pZHMYLSADKAlCBOJBAQESLAoJYXVkaXRfbG9nGC4gAygLMhMuY3JtLnYxLlN0YWdlQ2hhbmdlQgTiQQEDEjQKDWN1c3RvbV9maWVsZHMYLyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEhIKBHRhZ3MYMCADKAlCBOJBAQFCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUIICgZfdmFsdWVCDgoMX3Byb2JhYmlsaXR5IqUBChBMaXN0RGVhbHNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhQKBmZpbHRlchgDIAEoCUIE4kEBARIWCghvcmRlcl9ieRgEIAEoCUIE4kEBARIUCgZzZWFyY2gYBSABKAlCBOJBAQESGgoMc2hvd19kZWxldGVkGAYgASgIQgTiQQEBIlUKEUxpc3REZWFsc1Jlc3BvbnNlEiEKBWRlYWxzGAEgAygLMgwuY3JtLnYxLkRlYWxCBOJBAQMSHQoPbmV4dF9wYWdlX3Rva2VuGAIgASgJQgTiQQEDIiIKDkdldERlYWxSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIlcKEUNyZWF0ZURlYWxSZXF1ZXN0EiAKBGRlYWwYASABKAsyDC5jcm0udjEuRGVhbEIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEijgEKEVVwZGF0ZURlYWxSZXF1ZXN0EiAKBGRlYWwYASABKAsyDC5jcm0udjEuRGVhbEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBIl4KEURlbGV0ZURlYWxSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhUKB3ZlcnNpb24YAiABKAVCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBIj4KE1VuZGVsZXRlRGVhbFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISFQoHdmVyc2lvbhgCIAEoBUIE4kEBASIpChRCYXRjaEdldERlYWxzUmVxdWVzdBIRCgNpZHMYASADKAlCBOJBAQIiOgoVQmF0Y2hHZXREZWFsc1Jlc3BvbnNlEiEKBWRlYWxzGAEgAygLMgwuY3JtLnYxLkRlYWxCBOJBAQMibgoXQmF0Y2hDcmVhdGVEZWFsc1JlcXVlc3QSMQoIcmVxdWVzdHMYASADKAsyGS5jcm0udjEuQ3JlYXRlRGVhbFJlcXVlc3RCBOJBAQISIAoKcmVxdWVzdF9pZBgCIAEoCUIM4kEBAeKMz9cIAggBIj0KGEJhdGNoQ3JlYXRlRGVhbHNSZXNwb25zZRIhCgVkZWFscxgBIAMoCzIMLmNybS52MS5EZWFsQgTiQQEDIm4KF0JhdGNoVXBkYXRlRGVhbHNSZXF1ZXN0EjEKCHJlcXVlc3RzGAEgAygLMhkuY3JtLnYxLlVwZGF0ZURlYWxSZXF1ZXN0QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASI9ChhCYXRjaFVwZGF0ZURlYWxzUmVzcG9uc2USIQoFZGVhbHMYASADKAsyDC5jcm0udjEuRGVhbEIE4kEBAyJOChdCYXRjaERlbGV0ZURlYWxzUmVxdWVzdBIRCgNpZHMYASADKAlCBOJBAQISIAoKcmVxdWVzdF9pZBgCIAEoCUIM4kEBAeKMz9cIAggBIj0KGEJhdGNoRGVsZXRlRGVhbHNSZXNwb25zZRIhCgVkZWFscxgBIAMoCzIMLmNybS52MS5EZWFsQgTiQQEDIo4BChFVcHNlcnREZWFsUmVxdWVzdBIgCgRkZWFsGAEgASgLMgwuY3JtLnYxLkRlYWxCBOJBAQISNQoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQgTiQQEBEiAKCnJlcXVlc3RfaWQYAyABKAlCDOJBAQHijM/XCAIIASJNChJVcHNlcnREZWFsUmVzcG9uc2USIAoEZGVhbBgBIAEoCzIMLmNybS52MS5EZWFsQgTiQQEDEhUKB2NyZWF0ZWQYAiABKAhCBOJBAQMibgoXQmF0Y2hVcHNlcnREZWFsc1JlcXVlc3QSMQoIcmVxdWVzdHMYASADKAsyGS5jcm0udjEuVXBzZXJ0RGVhbFJlcXVlc3RCBOJBAQISIAoKcmVxdWVzdF9pZBgCIAEoCUIM4kEBAeKMz9cIAggBIlQKGEJhdGNoVXBzZXJ0RGVhbHNSZXNwb25zZRIhCgVkZWFscxgBIAMoCzIMLmNybS52MS5EZWFsQgTiQQEDEhUKB2NyZWF0ZWQYAiADKAhCBOJBAQMykwoKC0RlYWxTZXJ2aWNlElsKCUxpc3REZWFscxIYLmNybS52MS5MaXN0RGVhbHNSZXF1ZXN0GhkuY3JtLnYxLkxpc3REZWFsc1Jlc3BvbnNlIhmC0+STAhMSES9hcGkvdjEvY3JtL2RlYWxzEk8KB0dldERlYWwSFi5jcm0udjEuR2V0RGVhbFJlcXVlc3QaDC5jcm0udjEuRGVhbCIegtPkkwIYEhYvYXBpL3YxL2NybS9kZWFscy97aWR9ElYKCkNyZWF0ZURlYWwSGS5jcm0udjEuQ3JlYXRlRGVhbFJlcXVlc3QaDC5jcm0udjEuRGVhbCIfgtPkkwIZOgRkZWFsIhEvYXBpL3YxL2NybS9kZWFscxJgCgpVcGRhdGVEZWFsEhkuY3JtLnYxLlVwZGF0ZURlYWxSZXF1ZXN0GgwuY3JtLnYxLkRlYWwiKYLT5JMCIzoEZGVhbDIbL2FwaS92MS9jcm0vZGVhbHMve2RlYWwuaWR9ElUKCkRlbGV0ZURlYWwSGS5jcm0udjEuRGVsZXRlRGVhbFJlcXVlc3QaDC5jcm0udjEuRGVhbCIegtPkkwIYKhYvYXBpL3YxL2NybS9kZWFscy97aWR9EmUKDFVuZGVsZXRlRGVhbBIbLmNybS52MS5VbmRlbGV0ZURlYWxSZXF1ZXN0GgwuY3JtLnYxLkRlYWwiKoLT5JMCJDoBKiIfL2FwaS92MS9jcm0vZGVhbHMve2lkfTp1bmRlbGV0ZRJwCg1CYXRjaEdldERlYWxzEhwuY3JtLnYxLkJhdGNoR2V0RGVhbHNSZXF1ZXN0Gh0uY3JtLnYxLkJhdGNoR2V0RGVhbHNSZXNwb25zZSIigtPkkwIcEhovYXBpL3YxL2NybS9kZWFsczpiYXRjaEdldBJ/ChBCYXRjaENyZWF0ZURlYWxzEh8uY3JtLnYxLkJhdGNoQ3JlYXRlRGVhbHNSZXF1ZXN0GiAuY3JtLnYxLkJhdGNoQ3JlYXRlRGVhbHNSZXNwb25zZSIogtPkkwIiOgEqIh0vYXBpL3YxL2NybS9kZWFsczpiYXRjaENyZWF0ZRJ/ChBCYXRjaFVwZGF0ZURlYWxzEh8uY3JtLnYxLkJhdGNoVXBkYXRlRGVhbHNSZXF1ZXN0GiAuY3JtLnYxLkJhdGNoVXBkYXRlRGVhbHNSZXNwb25zZSIogtPkkwIiOgEqIh0vYXBpL3YxL2NybS9kZWFsczpiYXRjaFVwZGF0ZRJ/ChBCYXRjaERlbGV0ZURlYWxzEh8uY3JtLnYxLkJhdGNoRGVsZXRlRGVhbHNSZXF1ZXN0GiAuY3JtLnYxLkJhdGNoRGVsZXRlRGVhbHNSZXNwb25zZSIogtPkkwIiOgEqIh0vYXBpL3YxL2NybS9kZWFsczpiYXRjaERlbGV0ZRJoCgpVcHNlcnREZWFsEhkuY3JtLnYxLlVwc2VydERlYWxSZXF1ZXN0GhouY3JtLnYxLlVwc2VydERlYWxSZXNwb25zZSIjgtPkkwIdOgEqIhgvYXBpL3YxL2NybS9kZWFsczp1cHNlcnQSfwoQQmF0Y2hVcHNlcnREZWFscxIfLmNybS52MS5CYXRjaFVwc2VydERlYWxzUmVxdWVzdBogLmNybS52MS5CYXRjaFVwc2VydERlYWxzUmVzcG9uc2UiKILT5JMCIjoBKiIdL2FwaS92MS9jcm0vZGVhbHM6YmF0Y2hVcHNlcnRiBnByb3RvMw", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A sales opportunity against an Account.
@@ -130,6 +130,18 @@ export type Deal = Message<"crm.v1.Deal"> & {
    * @generated from field: int32 version = 14;
    */
   version: number;
+
+  /**
+   * The caller's own key for the record (an ERP, billing or warehouse id), at
+   * most 255 characters, trimmed; empty = none. Unique among the tenant's live
+   * records of this entity, per namespace: records written with a person
+   * token share one, each integration app has its own. A clash is
+   * ALREADY_EXISTS naming this field; a deleted record frees its key.
+   * Filterable and sortable; the key Upsert matches on.
+   *
+   * @generated from field: string external_id = 15;
+   */
+  externalId: string;
 
   /**
    * Account this deal belongs to (acc_...). Required.
@@ -590,6 +602,324 @@ export const UndeleteDealRequestSchema: GenMessage<UndeleteDealRequest> = /*@__P
   messageDesc(file_crm_v1_deal, 7);
 
 /**
+ * Request for BatchGetDeals.
+ *
+ * @generated from message crm.v1.BatchGetDealsRequest
+ */
+export type BatchGetDealsRequest = Message<"crm.v1.BatchGetDealsRequest"> & {
+  /**
+   * The ids (deal_...), at most 1000. Over REST: ?ids=a&ids=b.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetDealsRequest.
+ * Use `create(BatchGetDealsRequestSchema)` to create a new message.
+ */
+export const BatchGetDealsRequestSchema: GenMessage<BatchGetDealsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 8);
+
+/**
+ * Response of BatchGetDeals.
+ *
+ * @generated from message crm.v1.BatchGetDealsResponse
+ */
+export type BatchGetDealsResponse = Message<"crm.v1.BatchGetDealsResponse"> & {
+  /**
+   * The deals, in the order of the ids asked.
+   *
+   * @generated from field: repeated crm.v1.Deal deals = 1;
+   */
+  deals: Deal[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetDealsResponse.
+ * Use `create(BatchGetDealsResponseSchema)` to create a new message.
+ */
+export const BatchGetDealsResponseSchema: GenMessage<BatchGetDealsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 9);
+
+/**
+ * Request for BatchCreateDeals.
+ *
+ * @generated from message crm.v1.BatchCreateDealsRequest
+ */
+export type BatchCreateDealsRequest = Message<"crm.v1.BatchCreateDealsRequest"> & {
+  /**
+   * The deals to create, at most 1000.
+   *
+   * @generated from field: repeated crm.v1.CreateDealRequest requests = 1;
+   */
+  requests: CreateDealRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateDealRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateDealsRequest.
+ * Use `create(BatchCreateDealsRequestSchema)` to create a new message.
+ */
+export const BatchCreateDealsRequestSchema: GenMessage<BatchCreateDealsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 10);
+
+/**
+ * Response of BatchCreateDeals.
+ *
+ * @generated from message crm.v1.BatchCreateDealsResponse
+ */
+export type BatchCreateDealsResponse = Message<"crm.v1.BatchCreateDealsResponse"> & {
+  /**
+   * The created deals, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Deal deals = 1;
+   */
+  deals: Deal[];
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateDealsResponse.
+ * Use `create(BatchCreateDealsResponseSchema)` to create a new message.
+ */
+export const BatchCreateDealsResponseSchema: GenMessage<BatchCreateDealsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 11);
+
+/**
+ * Request for BatchUpdateDeals.
+ *
+ * @generated from message crm.v1.BatchUpdateDealsRequest
+ */
+export type BatchUpdateDealsRequest = Message<"crm.v1.BatchUpdateDealsRequest"> & {
+  /**
+   * The updates, at most 1000, each naming a different deal.
+   *
+   * @generated from field: repeated crm.v1.UpdateDealRequest requests = 1;
+   */
+  requests: UpdateDealRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateDealRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateDealsRequest.
+ * Use `create(BatchUpdateDealsRequestSchema)` to create a new message.
+ */
+export const BatchUpdateDealsRequestSchema: GenMessage<BatchUpdateDealsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 12);
+
+/**
+ * Response of BatchUpdateDeals.
+ *
+ * @generated from message crm.v1.BatchUpdateDealsResponse
+ */
+export type BatchUpdateDealsResponse = Message<"crm.v1.BatchUpdateDealsResponse"> & {
+  /**
+   * The deals as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Deal deals = 1;
+   */
+  deals: Deal[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateDealsResponse.
+ * Use `create(BatchUpdateDealsResponseSchema)` to create a new message.
+ */
+export const BatchUpdateDealsResponseSchema: GenMessage<BatchUpdateDealsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 13);
+
+/**
+ * Request for BatchDeleteDeals.
+ *
+ * @generated from message crm.v1.BatchDeleteDealsRequest
+ */
+export type BatchDeleteDealsRequest = Message<"crm.v1.BatchDeleteDealsRequest"> & {
+  /**
+   * The ids (deal_...) to soft-delete, at most 1000, each once.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateDealRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteDealsRequest.
+ * Use `create(BatchDeleteDealsRequestSchema)` to create a new message.
+ */
+export const BatchDeleteDealsRequestSchema: GenMessage<BatchDeleteDealsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 14);
+
+/**
+ * Response of BatchDeleteDeals.
+ *
+ * @generated from message crm.v1.BatchDeleteDealsResponse
+ */
+export type BatchDeleteDealsResponse = Message<"crm.v1.BatchDeleteDealsResponse"> & {
+  /**
+   * The soft-deleted deals, in the order of the ids.
+   *
+   * @generated from field: repeated crm.v1.Deal deals = 1;
+   */
+  deals: Deal[];
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteDealsResponse.
+ * Use `create(BatchDeleteDealsResponseSchema)` to create a new message.
+ */
+export const BatchDeleteDealsResponseSchema: GenMessage<BatchDeleteDealsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 15);
+
+/**
+ * Request for UpsertDeal.
+ *
+ * @generated from message crm.v1.UpsertDealRequest
+ */
+export type UpsertDealRequest = Message<"crm.v1.UpsertDealRequest"> & {
+  /**
+   * The deal: external_id (required) finds the live record to update; when
+   * there is none, the deal is created from this message, as CreateDeal
+   * would. `id`, when given, must name the record external_id finds;
+   * `version`, when non-zero, is checked against it (ABORTED if stale) and is
+   * ignored on create.
+   *
+   * @generated from field: crm.v1.Deal deal = 1;
+   */
+  deal?: Deal | undefined;
+
+  /**
+   * Fields to update when the record exists, as in UpdateDealRequest (absent:
+   * the populated fields). A create uses the whole message.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional idempotency key, as in CreateDealRequest.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.UpsertDealRequest.
+ * Use `create(UpsertDealRequestSchema)` to create a new message.
+ */
+export const UpsertDealRequestSchema: GenMessage<UpsertDealRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 16);
+
+/**
+ * Response of UpsertDeal.
+ *
+ * @generated from message crm.v1.UpsertDealResponse
+ */
+export type UpsertDealResponse = Message<"crm.v1.UpsertDealResponse"> & {
+  /**
+   * The deal as stored.
+   *
+   * @generated from field: crm.v1.Deal deal = 1;
+   */
+  deal?: Deal | undefined;
+
+  /**
+   * True when the call created it, false when it updated (or left unchanged)
+   * an existing one.
+   *
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message crm.v1.UpsertDealResponse.
+ * Use `create(UpsertDealResponseSchema)` to create a new message.
+ */
+export const UpsertDealResponseSchema: GenMessage<UpsertDealResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 17);
+
+/**
+ * Request for BatchUpsertDeals.
+ *
+ * @generated from message crm.v1.BatchUpsertDealsRequest
+ */
+export type BatchUpsertDealsRequest = Message<"crm.v1.BatchUpsertDealsRequest"> & {
+  /**
+   * The upserts, at most 1000, each with a different external_id.
+   *
+   * @generated from field: repeated crm.v1.UpsertDealRequest requests = 1;
+   */
+  requests: UpsertDealRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateDealRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertDealsRequest.
+ * Use `create(BatchUpsertDealsRequestSchema)` to create a new message.
+ */
+export const BatchUpsertDealsRequestSchema: GenMessage<BatchUpsertDealsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 18);
+
+/**
+ * Response of BatchUpsertDeals.
+ *
+ * @generated from message crm.v1.BatchUpsertDealsResponse
+ */
+export type BatchUpsertDealsResponse = Message<"crm.v1.BatchUpsertDealsResponse"> & {
+  /**
+   * The deals as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Deal deals = 1;
+   */
+  deals: Deal[];
+
+  /**
+   * Parallel to deals: true where the item created its record.
+   *
+   * @generated from field: repeated bool created = 2;
+   */
+  created: boolean[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertDealsResponse.
+ * Use `create(BatchUpsertDealsResponseSchema)` to create a new message.
+ */
+export const BatchUpsertDealsResponseSchema: GenMessage<BatchUpsertDealsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_deal, 19);
+
+/**
  * Deals: sales opportunities against accounts.
  *
  * @generated from service crm.v1.DealService
@@ -659,6 +989,80 @@ export const DealService: GenService<{
     methodKind: "unary";
     input: typeof UndeleteDealRequestSchema;
     output: typeof DealSchema;
+  },
+  /**
+   * Returns up to 1000 deals by id, in the order asked (an id asked twice
+   * is returned twice; soft-deleted records too, as Get). Any id that names
+   * no deal of the caller is NOT_FOUND naming it.
+   *
+   * @generated from rpc crm.v1.DealService.BatchGetDeals
+   */
+  batchGetDeals: {
+    methodKind: "unary";
+    input: typeof BatchGetDealsRequestSchema;
+    output: typeof BatchGetDealsResponseSchema;
+  },
+  /**
+   * Creates up to 1000 deals in one transaction: all or none. A rejected
+   * batch lists every violation of every item, each field prefixed with its
+   * item ("requests[3].deal.external_id"). References name records that exist
+   * before the batch (ids are assigned by the server, so an item cannot name
+   * another item of the same batch).
+   *
+   * @generated from rpc crm.v1.DealService.BatchCreateDeals
+   */
+  batchCreateDeals: {
+    methodKind: "unary";
+    input: typeof BatchCreateDealsRequestSchema;
+    output: typeof BatchCreateDealsResponseSchema;
+  },
+  /**
+   * Updates up to 1000 deals in one transaction, each as UpdateDeal does
+   * (its own update_mask and version check): all or none. A stale version is
+   * ABORTED and changes nothing; an id twice in one batch is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.DealService.BatchUpdateDeals
+   */
+  batchUpdateDeals: {
+    methodKind: "unary";
+    input: typeof BatchUpdateDealsRequestSchema;
+    output: typeof BatchUpdateDealsResponseSchema;
+  },
+  /**
+   * Soft-deletes up to 1000 deals in one transaction and returns them:
+   * all or none (an id that is missing or already deleted fails the batch).
+   *
+   * @generated from rpc crm.v1.DealService.BatchDeleteDeals
+   */
+  batchDeleteDeals: {
+    methodKind: "unary";
+    input: typeof BatchDeleteDealsRequestSchema;
+    output: typeof BatchDeleteDealsResponseSchema;
+  },
+  /**
+   * Creates the deal with deal.external_id (required), or updates the live
+   * one that has it (with update_mask, or the populated fields). Concurrent
+   * upserts of one external_id never create two records. An update that
+   * changes nothing keeps the version and records no change.
+   *
+   * @generated from rpc crm.v1.DealService.UpsertDeal
+   */
+  upsertDeal: {
+    methodKind: "unary";
+    input: typeof UpsertDealRequestSchema;
+    output: typeof UpsertDealResponseSchema;
+  },
+  /**
+   * Upserts up to 1000 deals in one transaction, each as UpsertDeal: all
+   * or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.DealService.BatchUpsertDeals
+   */
+  batchUpsertDeals: {
+    methodKind: "unary";
+    input: typeof BatchUpsertDealsRequestSchema;
+    output: typeof BatchUpsertDealsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crm_v1_deal, 0);

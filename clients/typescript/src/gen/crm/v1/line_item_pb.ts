@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/line_item.proto.
  */
 export const file_crm_v1_line_item: GenFile = /*@__PURE__*/
-  fileDesc("ChZjcm0vdjEvbGluZV9pdGVtLnByb3RvEgZjcm0udjEizQYKCExpbmVJdGVtEhAKAmlkGAEgASgJQgTiQQEIEhcKCXRlbmFudF9pZBgCIAEoCUIE4kEBAxIZCgZhcHBfaWQYAyABKAlCBOJBAQNIAIgBARI0CgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0Cgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpjcmVhdGVkX2J5GAYgASgJQgTiQQEDEhgKCnVwZGF0ZWRfYnkYByABKAlCBOJBAQMSGwoGc291cmNlGAggASgJQgviQQEBsrsYA2VkbRJSCgtzb3VyY2VfdHlwZRgJIAEoCUI94kEBAaq7GAhmcm9udGVuZKq7GAdiYWNrZW5kqrsYBnNlcnZlcqq7GAZzeXN0ZW2quxgDYXBpsrsYA2FwaRIYCgppc19kZWxldGVkGAogASgIQgTiQQEDEjQKCmRlbGV0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh0KCmRlbGV0ZWRfYnkYDCABKAlCBOJBAQNIAYgBARIcCg5zY2hlbWFfdmVyc2lvbhgNIAEoBUIE4kEBAxIVCgd2ZXJzaW9uGA4gASgFQgTiQQEBEhcKCHF1b3RlX2lkGBQgASgJQgXiQQICBRIZCgtkZXNjcmlwdGlvbhgVIAEoCUIE4kEBARIbCghxdWFudGl0eRgWIAEoAUIE4kEBAkgCiAEBEh0KCnVuaXRfcHJpY2UYFyABKAFCBOJBAQJIA4gBARIbCghkaXNjb3VudBgYIAEoAUIE4kEBAUgEiAEBEhgKBXRvdGFsGBkgASgBQgTiQQEDSAWIAQESFgoIY3VycmVuY3kYGiABKAlCBOJBAQESOgoNZGlzY291bnRfdHlwZRgbIAEoCUIj4kEBAaq7GAZhbW91bnSquxgHcGVyY2VudLK7GAZhbW91bnRCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUILCglfcXVhbnRpdHlCDQoLX3VuaXRfcHJpY2VCCwoJX2Rpc2NvdW50QggKBl90b3RhbCKpAQoUTGlzdExpbmVJdGVtc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFAoGZmlsdGVyGAMgASgJQgTiQQEBEhYKCG9yZGVyX2J5GAQgASgJQgTiQQEBEhQKBnNlYXJjaBgFIAEoCUIE4kEBARIaCgxzaG93X2RlbGV0ZWQYBiABKAhCBOJBAQEiYgoVTGlzdExpbmVJdGVtc1Jlc3BvbnNlEioKCmxpbmVfaXRlbXMYASADKAsyEC5jcm0udjEuTGluZUl0ZW1CBOJBAQMSHQoPbmV4dF9wYWdlX3Rva2VuGAIgASgJQgTiQQEDIiYKEkdldExpbmVJdGVtUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiJkChVDcmVhdGVMaW5lSXRlbVJlcXVlc3QSKQoJbGluZV9pdGVtGAEgASgLMhAuY3JtLnYxLkxpbmVJdGVtQgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASKbAQoVVXBkYXRlTGluZUl0ZW1SZXF1ZXN0EikKCWxpbmVfaXRlbRgBIAEoCzIQLmNybS52MS5MaW5lSXRlbUIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBImIKFURlbGV0ZUxpbmVJdGVtUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIVCgd2ZXJzaW9uGAIgASgFQgTiQQEBEiAKCnJlcXVlc3RfaWQYAyABKAlCDOJBAQHijM/XCAIIASJCChdVbmRlbGV0ZUxpbmVJdGVtUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIVCgd2ZXJzaW9uGAIgASgFQgTiQQEBMqwFCg9MaW5lSXRlbVNlcnZpY2USbAoNTGlzdExpbmVJdGVtcxIcLmNybS52MS5MaXN0TGluZUl0ZW1zUmVxdWVzdBodLmNybS52MS5MaXN0TGluZUl0ZW1zUmVzcG9uc2UiHoLT5JMCGBIWL2FwaS92MS9jcm0vbGluZS1pdGVtcxJgCgtHZXRMaW5lSXRlbRIaLmNybS52MS5HZXRMaW5lSXRlbVJlcXVlc3QaEC5jcm0udjEuTGluZUl0ZW0iI4LT5JMCHRIbL2FwaS92MS9jcm0vbGluZS1pdGVtcy97aWR9EmwKDkNyZWF0ZUxpbmVJdGVtEh0uY3JtLnYxLkNyZWF0ZUxpbmVJdGVtUmVxdWVzdBoQLmNybS52MS5MaW5lSXRlbSIpgtPkkwIjOglsaW5lX2l0ZW0iFi9hcGkvdjEvY3JtL2xpbmUtaXRlbXMSewoOVXBkYXRlTGluZUl0ZW0SHS5jcm0udjEuVXBkYXRlTGluZUl0ZW1SZXF1ZXN0GhAuY3JtLnYxLkxpbmVJdGVtIjiC0+STAjI6CWxpbmVfaXRlbTIlL2FwaS92MS9jcm0vbGluZS1pdGVtcy97bGluZV9pdGVtLmlkfRJmCg5EZWxldGVMaW5lSXRlbRIdLmNybS52MS5EZWxldGVMaW5lSXRlbVJlcXVlc3QaEC5jcm0udjEuTGluZUl0ZW0iI4LT5JMCHSobL2FwaS92MS9jcm0vbGluZS1pdGVtcy97aWR9EnYKEFVuZGVsZXRlTGluZUl0ZW0SHy5jcm0udjEuVW5kZWxldGVMaW5lSXRlbVJlcXVlc3QaEC5jcm0udjEuTGluZUl0ZW0iL4LT5JMCKToBKiIkL2FwaS92MS9jcm0vbGluZS1pdGVtcy97aWR9OnVuZGVsZXRlYgZwcm90bzM", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChZjcm0vdjEvbGluZV9pdGVtLnByb3RvEgZjcm0udjEi6AYKCExpbmVJdGVtEhAKAmlkGAEgASgJQgTiQQEIEhcKCXRlbmFudF9pZBgCIAEoCUIE4kEBAxIZCgZhcHBfaWQYAyABKAlCBOJBAQNIAIgBARI0CgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0Cgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpjcmVhdGVkX2J5GAYgASgJQgTiQQEDEhgKCnVwZGF0ZWRfYnkYByABKAlCBOJBAQMSGwoGc291cmNlGAggASgJQgviQQEBsrsYA2VkbRJSCgtzb3VyY2VfdHlwZRgJIAEoCUI94kEBAaq7GAhmcm9udGVuZKq7GAdiYWNrZW5kqrsYBnNlcnZlcqq7GAZzeXN0ZW2quxgDYXBpsrsYA2FwaRIYCgppc19kZWxldGVkGAogASgIQgTiQQEDEjQKCmRlbGV0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh0KCmRlbGV0ZWRfYnkYDCABKAlCBOJBAQNIAYgBARIcCg5zY2hlbWFfdmVyc2lvbhgNIAEoBUIE4kEBAxIVCgd2ZXJzaW9uGA4gASgFQgTiQQEBEhkKC2V4dGVybmFsX2lkGA8gASgJQgTiQQEBEhcKCHF1b3RlX2lkGBQgASgJQgXiQQICBRIZCgtkZXNjcmlwdGlvbhgVIAEoCUIE4kEBARIbCghxdWFudGl0eRgWIAEoAUIE4kEBAkgCiAEBEh0KCnVuaXRfcHJpY2UYFyABKAFCBOJBAQJIA4gBARIbCghkaXNjb3VudBgYIAEoAUIE4kEBAUgEiAEBEhgKBXRvdGFsGBkgASgBQgTiQQEDSAWIAQESFgoIY3VycmVuY3kYGiABKAlCBOJBAQESOgoNZGlzY291bnRfdHlwZRgbIAEoCUIj4kEBAaq7GAZhbW91bnSquxgHcGVyY2VudLK7GAZhbW91bnRCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUILCglfcXVhbnRpdHlCDQoLX3VuaXRfcHJpY2VCCwoJX2Rpc2NvdW50QggKBl90b3RhbCKpAQoUTGlzdExpbmVJdGVtc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFAoGZmlsdGVyGAMgASgJQgTiQQEBEhYKCG9yZGVyX2J5GAQgASgJQgTiQQEBEhQKBnNlYXJjaBgFIAEoCUIE4kEBARIaCgxzaG93X2RlbGV0ZWQYBiABKAhCBOJBAQEiYgoVTGlzdExpbmVJdGVtc1Jlc3BvbnNlEioKCmxpbmVfaXRlbXMYASADKAsyEC5jcm0udjEuTGluZUl0ZW1CBOJBAQMSHQoPbmV4dF9wYWdlX3Rva2VuGAIgASgJQgTiQQEDIiYKEkdldExpbmVJdGVtUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiJkChVDcmVhdGVMaW5lSXRlbVJlcXVlc3QSKQoJbGluZV9pdGVtGAEgASgLMhAuY3JtLnYxLkxpbmVJdGVtQgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASKbAQoVVXBkYXRlTGluZUl0ZW1SZXF1ZXN0EikKCWxpbmVfaXRlbRgBIAEoCzIQLmNybS52MS5MaW5lSXRlbUIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBImIKFURlbGV0ZUxpbmVJdGVtUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIVCgd2ZXJzaW9uGAIgASgFQgTiQQEBEiAKCnJlcXVlc3RfaWQYAyABKAlCDOJBAQHijM/XCAIIASJCChdVbmRlbGV0ZUxpbmVJdGVtUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIVCgd2ZXJzaW9uGAIgASgFQgTiQQEBIi0KGEJhdGNoR2V0TGluZUl0ZW1zUmVxdWVzdBIRCgNpZHMYASADKAlCBOJBAQIiRwoZQmF0Y2hHZXRMaW5lSXRlbXNSZXNwb25zZRIqCgpsaW5lX2l0ZW1zGAEgAygLMhAuY3JtLnYxLkxpbmVJdGVtQgTiQQEDInYKG0JhdGNoQ3JlYXRlTGluZUl0ZW1zUmVxdWVzdBI1CghyZXF1ZXN0cxgBIAMoCzIdLmNybS52MS5DcmVhdGVMaW5lSXRlbVJlcXVlc3RCBOJBAQISIAoKcmVxdWVzdF9pZBgCIAEoCUIM4kEBAeKMz9cIAggBIkoKHEJhdGNoQ3JlYXRlTGluZUl0ZW1zUmVzcG9uc2USKgoKbGluZV9pdGVtcxgBIAMoCzIQLmNybS52MS5MaW5lSXRlbUIE4kEBAyJ2ChtCYXRjaFVwZGF0ZUxpbmVJdGVtc1JlcXVlc3QSNQoIcmVxdWVzdHMYASADKAsyHS5jcm0udjEuVXBkYXRlTGluZUl0ZW1SZXF1ZXN0QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASJKChxCYXRjaFVwZGF0ZUxpbmVJdGVtc1Jlc3BvbnNlEioKCmxpbmVfaXRlbXMYASADKAsyEC5jcm0udjEuTGluZUl0ZW1CBOJBAQMiUgobQmF0Y2hEZWxldGVMaW5lSXRlbXNSZXF1ZXN0EhEKA2lkcxgBIAMoCUIE4kEBAhIgCgpyZXF1ZXN0X2lkGAIgASgJQgziQQEB4ozP1wgCCAEiSgocQmF0Y2hEZWxldGVMaW5lSXRlbXNSZXNwb25zZRIqCgpsaW5lX2l0ZW1zGAEgAygLMhAuY3JtLnYxLkxpbmVJdGVtQgTiQQEDIpsBChVVcHNlcnRMaW5lSXRlbVJlcXVlc3QSKQoJbGluZV9pdGVtGAEgASgLMhAuY3JtLnYxLkxpbmVJdGVtQgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiWgoWVXBzZXJ0TGluZUl0ZW1SZXNwb25zZRIpCglsaW5lX2l0ZW0YASABKAsyEC5jcm0udjEuTGluZUl0ZW1CBOJBAQMSFQoHY3JlYXRlZBgCIAEoCEIE4kEBAyJ2ChtCYXRjaFVwc2VydExpbmVJdGVtc1JlcXVlc3QSNQoIcmVxdWVzdHMYASADKAsyHS5jcm0udjEuVXBzZXJ0TGluZUl0ZW1SZXF1ZXN0QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASJhChxCYXRjaFVwc2VydExpbmVJdGVtc1Jlc3BvbnNlEioKCmxpbmVfaXRlbXMYASADKAsyEC5jcm0udjEuTGluZUl0ZW1CBOJBAQMSFQoHY3JlYXRlZBgCIAMoCEIE4kEBAzL3CwoPTGluZUl0ZW1TZXJ2aWNlEmwKDUxpc3RMaW5lSXRlbXMSHC5jcm0udjEuTGlzdExpbmVJdGVtc1JlcXVlc3QaHS5jcm0udjEuTGlzdExpbmVJdGVtc1Jlc3BvbnNlIh6C0+STAhgSFi9hcGkvdjEvY3JtL2xpbmUtaXRlbXMSYAoLR2V0TGluZUl0ZW0SGi5jcm0udjEuR2V0TGluZUl0ZW1SZXF1ZXN0GhAuY3JtLnYxLkxpbmVJdGVtIiOC0+STAh0SGy9hcGkvdjEvY3JtL2xpbmUtaXRlbXMve2lkfRJsCg5DcmVhdGVMaW5lSXRlbRIdLmNybS52MS5DcmVhdGVMaW5lSXRlbVJlcXVlc3QaEC5jcm0udjEuTGluZUl0ZW0iKYLT5JMCIzoJbGluZV9pdGVtIhYvYXBpL3YxL2NybS9saW5lLWl0ZW1zEnsKDlVwZGF0ZUxpbmVJdGVtEh0uY3JtLnYxLlVwZGF0ZUxpbmVJdGVtUmVxdWVzdBoQLmNybS52MS5MaW5lSXRlbSI4gtPkkwIyOglsaW5lX2l0ZW0yJS9hcGkvdjEvY3JtL2xpbmUtaXRlbXMve2xpbmVfaXRlbS5pZH0SZgoORGVsZXRlTGluZUl0ZW0SHS5jcm0udjEuRGVsZXRlTGluZUl0ZW1SZXF1ZXN0GhAuY3JtLnYxLkxpbmVJdGVtIiOC0+STAh0qGy9hcGkvdjEvY3JtL2xpbmUtaXRlbXMve2lkfRJ2ChBVbmRlbGV0ZUxpbmVJdGVtEh8uY3JtLnYxLlVuZGVsZXRlTGluZUl0ZW1SZXF1ZXN0GhAuY3JtLnYxLkxpbmVJdGVtIi+C0+STAik6ASoiJC9hcGkvdjEvY3JtL2xpbmUtaXRlbXMve2lkfTp1bmRlbGV0ZRKBAQoRQmF0Y2hHZXRMaW5lSXRlbXMSIC5jcm0udjEuQmF0Y2hHZXRMaW5lSXRlbXNSZXF1ZXN0GiEuY3JtLnYxLkJhdGNoR2V0TGluZUl0ZW1zUmVzcG9uc2UiJ4LT5JMCIRIfL2FwaS92MS9jcm0vbGluZS1pdGVtczpiYXRjaEdldBKQAQoUQmF0Y2hDcmVhdGVMaW5lSXRlbXMSIy5jcm0udjEuQmF0Y2hDcmVhdGVMaW5lSXRlbXNSZXF1ZXN0GiQuY3JtLnYxLkJhdGNoQ3JlYXRlTGluZUl0ZW1zUmVzcG9uc2UiLYLT5JMCJzoBKiIiL2FwaS92MS9jcm0vbGluZS1pdGVtczpiYXRjaENyZWF0ZRKQAQoUQmF0Y2hVcGRhdGVMaW5lSXRlbXMSIy5jcm0udjEuQmF0Y2hVcGRhdGVMaW5lSXRlbXNSZXF1ZXN0GiQuY3JtLnYxLkJhdGNoVXBkYXRlTGluZUl0ZW1zUmVzcG9uc2UiLYLT5JMCJzoBKiIiL2FwaS92MS9jcm0vbGluZS1pdGVtczpiYXRjaFVwZGF0ZRKQAQoUQmF0Y2hEZWxldGVMaW5lSXRlbXMSIy5jcm0udjEuQmF0Y2hEZWxldGVMaW5lSXRlbXNSZXF1ZXN0GiQuY3JtLnYxLkJhdGNoRGVsZXRlTGluZUl0ZW1zUmVzcG9uc2UiLYLT5JMCJzoBKiIiL2FwaS92MS9jcm0vbGluZS1pdGVtczpiYXRjaERlbGV0ZRJ5Cg5VcHNlcnRMaW5lSXRlbRIdLmNybS52MS5VcHNlcnRMaW5lSXRlbVJlcXVlc3QaHi5jcm0udjEuVXBzZXJ0TGluZUl0ZW1SZXNwb25zZSIogtPkkwIiOgEqIh0vYXBpL3YxL2NybS9saW5lLWl0ZW1zOnVwc2VydBKQAQoUQmF0Y2hVcHNlcnRMaW5lSXRlbXMSIy5jcm0udjEuQmF0Y2hVcHNlcnRMaW5lSXRlbXNSZXF1ZXN0GiQuY3JtLnYxLkJhdGNoVXBzZXJ0TGluZUl0ZW1zUmVzcG9uc2UiLYLT5JMCJzoBKiIiL2FwaS92MS9jcm0vbGluZS1pdGVtczpiYXRjaFVwc2VydGIGcHJvdG8z", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A first-class line item belonging to a Quote. total = quantity × unit_price −
@@ -130,6 +130,18 @@ export type LineItem = Message<"crm.v1.LineItem"> & {
    * @generated from field: int32 version = 14;
    */
   version: number;
+
+  /**
+   * The caller's own key for the record (an ERP, billing or warehouse id), at
+   * most 255 characters, trimmed; empty = none. Unique among the tenant's live
+   * records of this entity, per namespace: records written with a person
+   * token share one, each integration app has its own. A clash is
+   * ALREADY_EXISTS naming this field; a deleted record frees its key.
+   * Filterable and sortable; the key Upsert matches on.
+   *
+   * @generated from field: string external_id = 15;
+   */
+  externalId: string;
 
   /**
    * Quote this line item belongs to (qte_...). Required; cannot change.
@@ -436,6 +448,324 @@ export const UndeleteLineItemRequestSchema: GenMessage<UndeleteLineItemRequest> 
   messageDesc(file_crm_v1_line_item, 7);
 
 /**
+ * Request for BatchGetLineItems.
+ *
+ * @generated from message crm.v1.BatchGetLineItemsRequest
+ */
+export type BatchGetLineItemsRequest = Message<"crm.v1.BatchGetLineItemsRequest"> & {
+  /**
+   * The ids (li_...), at most 1000. Over REST: ?ids=a&ids=b.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetLineItemsRequest.
+ * Use `create(BatchGetLineItemsRequestSchema)` to create a new message.
+ */
+export const BatchGetLineItemsRequestSchema: GenMessage<BatchGetLineItemsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 8);
+
+/**
+ * Response of BatchGetLineItems.
+ *
+ * @generated from message crm.v1.BatchGetLineItemsResponse
+ */
+export type BatchGetLineItemsResponse = Message<"crm.v1.BatchGetLineItemsResponse"> & {
+  /**
+   * The line items, in the order of the ids asked.
+   *
+   * @generated from field: repeated crm.v1.LineItem line_items = 1;
+   */
+  lineItems: LineItem[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetLineItemsResponse.
+ * Use `create(BatchGetLineItemsResponseSchema)` to create a new message.
+ */
+export const BatchGetLineItemsResponseSchema: GenMessage<BatchGetLineItemsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 9);
+
+/**
+ * Request for BatchCreateLineItems.
+ *
+ * @generated from message crm.v1.BatchCreateLineItemsRequest
+ */
+export type BatchCreateLineItemsRequest = Message<"crm.v1.BatchCreateLineItemsRequest"> & {
+  /**
+   * The line items to create, at most 1000.
+   *
+   * @generated from field: repeated crm.v1.CreateLineItemRequest requests = 1;
+   */
+  requests: CreateLineItemRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateLineItemRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateLineItemsRequest.
+ * Use `create(BatchCreateLineItemsRequestSchema)` to create a new message.
+ */
+export const BatchCreateLineItemsRequestSchema: GenMessage<BatchCreateLineItemsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 10);
+
+/**
+ * Response of BatchCreateLineItems.
+ *
+ * @generated from message crm.v1.BatchCreateLineItemsResponse
+ */
+export type BatchCreateLineItemsResponse = Message<"crm.v1.BatchCreateLineItemsResponse"> & {
+  /**
+   * The created line items, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.LineItem line_items = 1;
+   */
+  lineItems: LineItem[];
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateLineItemsResponse.
+ * Use `create(BatchCreateLineItemsResponseSchema)` to create a new message.
+ */
+export const BatchCreateLineItemsResponseSchema: GenMessage<BatchCreateLineItemsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 11);
+
+/**
+ * Request for BatchUpdateLineItems.
+ *
+ * @generated from message crm.v1.BatchUpdateLineItemsRequest
+ */
+export type BatchUpdateLineItemsRequest = Message<"crm.v1.BatchUpdateLineItemsRequest"> & {
+  /**
+   * The updates, at most 1000, each naming a different line item.
+   *
+   * @generated from field: repeated crm.v1.UpdateLineItemRequest requests = 1;
+   */
+  requests: UpdateLineItemRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateLineItemRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateLineItemsRequest.
+ * Use `create(BatchUpdateLineItemsRequestSchema)` to create a new message.
+ */
+export const BatchUpdateLineItemsRequestSchema: GenMessage<BatchUpdateLineItemsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 12);
+
+/**
+ * Response of BatchUpdateLineItems.
+ *
+ * @generated from message crm.v1.BatchUpdateLineItemsResponse
+ */
+export type BatchUpdateLineItemsResponse = Message<"crm.v1.BatchUpdateLineItemsResponse"> & {
+  /**
+   * The line items as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.LineItem line_items = 1;
+   */
+  lineItems: LineItem[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateLineItemsResponse.
+ * Use `create(BatchUpdateLineItemsResponseSchema)` to create a new message.
+ */
+export const BatchUpdateLineItemsResponseSchema: GenMessage<BatchUpdateLineItemsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 13);
+
+/**
+ * Request for BatchDeleteLineItems.
+ *
+ * @generated from message crm.v1.BatchDeleteLineItemsRequest
+ */
+export type BatchDeleteLineItemsRequest = Message<"crm.v1.BatchDeleteLineItemsRequest"> & {
+  /**
+   * The ids (li_...) to soft-delete, at most 1000, each once.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateLineItemRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteLineItemsRequest.
+ * Use `create(BatchDeleteLineItemsRequestSchema)` to create a new message.
+ */
+export const BatchDeleteLineItemsRequestSchema: GenMessage<BatchDeleteLineItemsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 14);
+
+/**
+ * Response of BatchDeleteLineItems.
+ *
+ * @generated from message crm.v1.BatchDeleteLineItemsResponse
+ */
+export type BatchDeleteLineItemsResponse = Message<"crm.v1.BatchDeleteLineItemsResponse"> & {
+  /**
+   * The soft-deleted line items, in the order of the ids.
+   *
+   * @generated from field: repeated crm.v1.LineItem line_items = 1;
+   */
+  lineItems: LineItem[];
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteLineItemsResponse.
+ * Use `create(BatchDeleteLineItemsResponseSchema)` to create a new message.
+ */
+export const BatchDeleteLineItemsResponseSchema: GenMessage<BatchDeleteLineItemsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 15);
+
+/**
+ * Request for UpsertLineItem.
+ *
+ * @generated from message crm.v1.UpsertLineItemRequest
+ */
+export type UpsertLineItemRequest = Message<"crm.v1.UpsertLineItemRequest"> & {
+  /**
+   * The line item: external_id (required) finds the live record to update; when
+   * there is none, the line item is created from this message, as CreateLineItem
+   * would. `id`, when given, must name the record external_id finds;
+   * `version`, when non-zero, is checked against it (ABORTED if stale) and is
+   * ignored on create.
+   *
+   * @generated from field: crm.v1.LineItem line_item = 1;
+   */
+  lineItem?: LineItem | undefined;
+
+  /**
+   * Fields to update when the record exists, as in UpdateLineItemRequest (absent:
+   * the populated fields). A create uses the whole message.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional idempotency key, as in CreateLineItemRequest.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.UpsertLineItemRequest.
+ * Use `create(UpsertLineItemRequestSchema)` to create a new message.
+ */
+export const UpsertLineItemRequestSchema: GenMessage<UpsertLineItemRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 16);
+
+/**
+ * Response of UpsertLineItem.
+ *
+ * @generated from message crm.v1.UpsertLineItemResponse
+ */
+export type UpsertLineItemResponse = Message<"crm.v1.UpsertLineItemResponse"> & {
+  /**
+   * The line item as stored.
+   *
+   * @generated from field: crm.v1.LineItem line_item = 1;
+   */
+  lineItem?: LineItem | undefined;
+
+  /**
+   * True when the call created it, false when it updated (or left unchanged)
+   * an existing one.
+   *
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message crm.v1.UpsertLineItemResponse.
+ * Use `create(UpsertLineItemResponseSchema)` to create a new message.
+ */
+export const UpsertLineItemResponseSchema: GenMessage<UpsertLineItemResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 17);
+
+/**
+ * Request for BatchUpsertLineItems.
+ *
+ * @generated from message crm.v1.BatchUpsertLineItemsRequest
+ */
+export type BatchUpsertLineItemsRequest = Message<"crm.v1.BatchUpsertLineItemsRequest"> & {
+  /**
+   * The upserts, at most 1000, each with a different external_id.
+   *
+   * @generated from field: repeated crm.v1.UpsertLineItemRequest requests = 1;
+   */
+  requests: UpsertLineItemRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateLineItemRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertLineItemsRequest.
+ * Use `create(BatchUpsertLineItemsRequestSchema)` to create a new message.
+ */
+export const BatchUpsertLineItemsRequestSchema: GenMessage<BatchUpsertLineItemsRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 18);
+
+/**
+ * Response of BatchUpsertLineItems.
+ *
+ * @generated from message crm.v1.BatchUpsertLineItemsResponse
+ */
+export type BatchUpsertLineItemsResponse = Message<"crm.v1.BatchUpsertLineItemsResponse"> & {
+  /**
+   * The line items as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.LineItem line_items = 1;
+   */
+  lineItems: LineItem[];
+
+  /**
+   * Parallel to line_items: true where the item created its record.
+   *
+   * @generated from field: repeated bool created = 2;
+   */
+  created: boolean[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertLineItemsResponse.
+ * Use `create(BatchUpsertLineItemsResponseSchema)` to create a new message.
+ */
+export const BatchUpsertLineItemsResponseSchema: GenMessage<BatchUpsertLineItemsResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_line_item, 19);
+
+/**
  * Line items: the priced lines of quotes. Every change updates the quote's totals in the same transaction.
  *
  * @generated from service crm.v1.LineItemService
@@ -505,6 +835,80 @@ export const LineItemService: GenService<{
     methodKind: "unary";
     input: typeof UndeleteLineItemRequestSchema;
     output: typeof LineItemSchema;
+  },
+  /**
+   * Returns up to 1000 line items by id, in the order asked (an id asked twice
+   * is returned twice; soft-deleted records too, as Get). Any id that names
+   * no line item of the caller is NOT_FOUND naming it.
+   *
+   * @generated from rpc crm.v1.LineItemService.BatchGetLineItems
+   */
+  batchGetLineItems: {
+    methodKind: "unary";
+    input: typeof BatchGetLineItemsRequestSchema;
+    output: typeof BatchGetLineItemsResponseSchema;
+  },
+  /**
+   * Creates up to 1000 line items in one transaction: all or none. A rejected
+   * batch lists every violation of every item, each field prefixed with its
+   * item ("requests[3].line_item.external_id"). References name records that exist
+   * before the batch (ids are assigned by the server, so an item cannot name
+   * another item of the same batch).
+   *
+   * @generated from rpc crm.v1.LineItemService.BatchCreateLineItems
+   */
+  batchCreateLineItems: {
+    methodKind: "unary";
+    input: typeof BatchCreateLineItemsRequestSchema;
+    output: typeof BatchCreateLineItemsResponseSchema;
+  },
+  /**
+   * Updates up to 1000 line items in one transaction, each as UpdateLineItem does
+   * (its own update_mask and version check): all or none. A stale version is
+   * ABORTED and changes nothing; an id twice in one batch is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.LineItemService.BatchUpdateLineItems
+   */
+  batchUpdateLineItems: {
+    methodKind: "unary";
+    input: typeof BatchUpdateLineItemsRequestSchema;
+    output: typeof BatchUpdateLineItemsResponseSchema;
+  },
+  /**
+   * Soft-deletes up to 1000 line items in one transaction and returns them:
+   * all or none (an id that is missing or already deleted fails the batch).
+   *
+   * @generated from rpc crm.v1.LineItemService.BatchDeleteLineItems
+   */
+  batchDeleteLineItems: {
+    methodKind: "unary";
+    input: typeof BatchDeleteLineItemsRequestSchema;
+    output: typeof BatchDeleteLineItemsResponseSchema;
+  },
+  /**
+   * Creates the line item with line_item.external_id (required), or updates the live
+   * one that has it (with update_mask, or the populated fields). Concurrent
+   * upserts of one external_id never create two records. An update that
+   * changes nothing keeps the version and records no change.
+   *
+   * @generated from rpc crm.v1.LineItemService.UpsertLineItem
+   */
+  upsertLineItem: {
+    methodKind: "unary";
+    input: typeof UpsertLineItemRequestSchema;
+    output: typeof UpsertLineItemResponseSchema;
+  },
+  /**
+   * Upserts up to 1000 line items in one transaction, each as UpsertLineItem: all
+   * or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.LineItemService.BatchUpsertLineItems
+   */
+  batchUpsertLineItems: {
+    methodKind: "unary";
+    input: typeof BatchUpsertLineItemsRequestSchema;
+    output: typeof BatchUpsertLineItemsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crm_v1_line_item, 0);

@@ -17,7 +17,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/quote.proto.
  */
 export const file_crm_v1_quote: GenFile = /*@__PURE__*/
-  fileDesc("ChJjcm0vdjEvcXVvdGUucHJvdG8SBmNybS52MSLQCQoFUXVvdGUSEAoCaWQYASABKAlCBOJBAQgSFwoJdGVuYW50X2lkGAIgASgJQgTiQQEDEhkKBmFwcF9pZBgDIAEoCUIE4kEBA0gAiAEBEjQKCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhgKCmNyZWF0ZWRfYnkYBiABKAlCBOJBAQMSGAoKdXBkYXRlZF9ieRgHIAEoCUIE4kEBAxIbCgZzb3VyY2UYCCABKAlCC+JBAQGyuxgDZWRtElIKC3NvdXJjZV90eXBlGAkgASgJQj3iQQEBqrsYCGZyb250ZW5kqrsYB2JhY2tlbmSquxgGc2VydmVyqrsYBnN5c3Rlbaq7GANhcGmyuxgDYXBpEhgKCmlzX2RlbGV0ZWQYCiABKAhCBOJBAQMSNAoKZGVsZXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSHQoKZGVsZXRlZF9ieRgMIAEoCUIE4kEBA0gBiAEBEhwKDnNjaGVtYV92ZXJzaW9uGA0gASgFQgTiQQEDEhUKB3ZlcnNpb24YDiABKAVCBOJBAQESFgoIb3duZXJfaWQYFCABKAlCBOJBAQESEgoEbmFtZRgVIAEoCUIE4kEBARIaCgxxdW90ZV9udW1iZXIYFiABKAlCBOJBAQESGAoKYWNjb3VudF9pZBgXIAEoCUIE4kEBAhIVCgdkZWFsX2lkGBggASgJQgTiQQEBEhgKBXZhbHVlGBkgASgBQgTiQQEDSAKIAQESFgoIY3VycmVuY3kYGiABKAlCBOJBAQESUQoGc3RhdHVzGBsgASgJQkHiQQEBqrsYBWRyYWZ0qrsYBHNlbnSquxgIYWNjZXB0ZWSquxgIcmVqZWN0ZWSquxgHZXhwaXJlZLK7GAVkcmFmdBI1CgtkYXRlX2lzc3VlZBgcIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESNwoNdmFsaWRpdHlfZGF0ZRgdIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESHwoRY29udHJhY3RfZHVyYXRpb24YHiABKAlCBOJBAQESHQoKaXNfcHJpbWFyeRgfIAEoCEIE4kEBAUgDiAEBEhMKBW5vdGVzGCAgASgJQgTiQQEBEjEKCmxpbmVfaXRlbXMYISADKAsyFy5jcm0udjEuTGluZUl0ZW1TdW1tYXJ5QgTiQQEDEjQKDWN1c3RvbV9maWVsZHMYIiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEhIKBHRhZ3MYIyADKAlCBOJBAQESGAoFdG90YWwYJCABKAFCBOJBAQNIBIgBARI1Cgt2YWxpZF91bnRpbBglIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQFCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUIICgZfdmFsdWVCDQoLX2lzX3ByaW1hcnlCCAoGX3RvdGFsIqYBChFMaXN0UXVvdGVzUmVxdWVzdBIXCglwYWdlX3NpemUYASABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgCIAEoCUIE4kEBARIUCgZmaWx0ZXIYAyABKAlCBOJBAQESFgoIb3JkZXJfYnkYBCABKAlCBOJBAQESFAoGc2VhcmNoGAUgASgJQgTiQQEBEhoKDHNob3dfZGVsZXRlZBgGIAEoCEIE4kEBASJYChJMaXN0UXVvdGVzUmVzcG9uc2USIwoGcXVvdGVzGAEgAygLMg0uY3JtLnYxLlF1b3RlQgTiQQEDEh0KD25leHRfcGFnZV90b2tlbhgCIAEoCUIE4kEBAyIjCg9HZXRRdW90ZVJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiWgoSQ3JlYXRlUXVvdGVSZXF1ZXN0EiIKBXF1b3RlGAEgASgLMg0uY3JtLnYxLlF1b3RlQgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASKRAQoSVXBkYXRlUXVvdGVSZXF1ZXN0EiIKBXF1b3RlGAEgASgLMg0uY3JtLnYxLlF1b3RlQgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiXwoSRGVsZXRlUXVvdGVSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhUKB3ZlcnNpb24YAiABKAVCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBIj8KFFVuZGVsZXRlUXVvdGVSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhUKB3ZlcnNpb24YAiABKAVCBOJBAQEyzwQKDFF1b3RlU2VydmljZRJfCgpMaXN0UXVvdGVzEhkuY3JtLnYxLkxpc3RRdW90ZXNSZXF1ZXN0GhouY3JtLnYxLkxpc3RRdW90ZXNSZXNwb25zZSIagtPkkwIUEhIvYXBpL3YxL2NybS9xdW90ZXMSUwoIR2V0UXVvdGUSFy5jcm0udjEuR2V0UXVvdGVSZXF1ZXN0Gg0uY3JtLnYxLlF1b3RlIh+C0+STAhkSFy9hcGkvdjEvY3JtL3F1b3Rlcy97aWR9ElsKC0NyZWF0ZVF1b3RlEhouY3JtLnYxLkNyZWF0ZVF1b3RlUmVxdWVzdBoNLmNybS52MS5RdW90ZSIhgtPkkwIbOgVxdW90ZSISL2FwaS92MS9jcm0vcXVvdGVzEmYKC1VwZGF0ZVF1b3RlEhouY3JtLnYxLlVwZGF0ZVF1b3RlUmVxdWVzdBoNLmNybS52MS5RdW90ZSIsgtPkkwImOgVxdW90ZTIdL2FwaS92MS9jcm0vcXVvdGVzL3txdW90ZS5pZH0SWQoLRGVsZXRlUXVvdGUSGi5jcm0udjEuRGVsZXRlUXVvdGVSZXF1ZXN0Gg0uY3JtLnYxLlF1b3RlIh+C0+STAhkqFy9hcGkvdjEvY3JtL3F1b3Rlcy97aWR9EmkKDVVuZGVsZXRlUXVvdGUSHC5jcm0udjEuVW5kZWxldGVRdW90ZVJlcXVlc3QaDS5jcm0udjEuUXVvdGUiK4LT5JMCJToBKiIgL2FwaS92MS9jcm0vcXVvdGVzL3tpZH06dW5kZWxldGViBnByb3RvMw", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChJjcm0vdjEvcXVvdGUucHJvdG8SBmNybS52MSLrCQoFUXVvdGUSEAoCaWQYASABKAlCBOJBAQgSFwoJdGVuYW50X2lkGAIgASgJQgTiQQEDEhkKBmFwcF9pZBgDIAEoCUIE4kEBA0gAiAEBEjQKCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhgKCmNyZWF0ZWRfYnkYBiABKAlCBOJBAQMSGAoKdXBkYXRlZF9ieRgHIAEoCUIE4kEBAxIbCgZzb3VyY2UYCCABKAlCC+JBAQGyuxgDZWRtElIKC3NvdXJjZV90eXBlGAkgASgJQj3iQQEBqrsYCGZyb250ZW5kqrsYB2JhY2tlbmSquxgGc2VydmVyqrsYBnN5c3Rlbaq7GANhcGmyuxgDYXBpEhgKCmlzX2RlbGV0ZWQYCiABKAhCBOJBAQMSNAoKZGVsZXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSHQoKZGVsZXRlZF9ieRgMIAEoCUIE4kEBA0gBiAEBEhwKDnNjaGVtYV92ZXJzaW9uGA0gASgFQgTiQQEDEhUKB3ZlcnNpb24YDiABKAVCBOJBAQESGQoLZXh0ZXJuYWxfaWQYDyABKAlCBOJBAQESFgoIb3duZXJfaWQYFCABKAlCBOJBAQESEgoEbmFtZRgVIAEoCUIE4kEBARIaCgxxdW90ZV9udW1iZXIYFiABKAlCBOJBAQESGAoKYWNjb3VudF9pZBgXIAEoCUIE4kEBAhIVCgdkZWFsX2lkGBggASgJQgTiQQEBEhgKBXZhbHVlGBkgASgBQgTiQQEDSAKIAQESFgoIY3VycmVuY3kYGiABKAlCBOJBAQESUQoGc3RhdHVzGBsgASgJQkHiQQEBqrsYBWRyYWZ0qrsYBHNlbnSquxgIYWNjZXB0ZWSquxgIcmVqZWN0ZWSquxgHZXhwaXJlZLK7GAVkcmFmdBI1CgtkYXRlX2lzc3VlZBgcIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESNwoNdmFsaWRpdHlfZGF0ZRgdIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESHwoRY29udHJhY3RfZHVyYXRpb24YHiABKAlCBOJBAQESHQoKaXNfcHJpbWFyeRgfIAEoCEIE4kEBAUgDiAEBEhMKBW5vdGVzGCAgASgJQgTiQQEBEjEKCmxpbmVfaXRlbXMYISADKAsyFy5jcm0udjEuTGluZUl0ZW1TdW1tYXJ5QgTiQQEDEjQKDWN1c3RvbV9maWVsZHMYIiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBEhIKBHRhZ3MYIyADKAlCBOJBAQESGAoFdG90YWwYJCABKAFCBOJBAQNIBIgBARI1Cgt2YWxpZF91bnRpbBglIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQFCCQoHX2FwcF9pZEINCgtfZGVsZXRlZF9ieUIICgZfdmFsdWVCDQoLX2lzX3ByaW1hcnlCCAoGX3RvdGFsIqYBChFMaXN0UXVvdGVzUmVxdWVzdBIXCglwYWdlX3NpemUYASABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgCIAEoCUIE4kEBARIUCgZmaWx0ZXIYAyABKAlCBOJBAQESFgoIb3JkZXJfYnkYBCABKAlCBOJBAQESFAoGc2VhcmNoGAUgASgJQgTiQQEBEhoKDHNob3dfZGVsZXRlZBgGIAEoCEIE4kEBASJYChJMaXN0UXVvdGVzUmVzcG9uc2USIwoGcXVvdGVzGAEgAygLMg0uY3JtLnYxLlF1b3RlQgTiQQEDEh0KD25leHRfcGFnZV90b2tlbhgCIAEoCUIE4kEBAyIjCg9HZXRRdW90ZVJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiWgoSQ3JlYXRlUXVvdGVSZXF1ZXN0EiIKBXF1b3RlGAEgASgLMg0uY3JtLnYxLlF1b3RlQgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASKRAQoSVXBkYXRlUXVvdGVSZXF1ZXN0EiIKBXF1b3RlGAEgASgLMg0uY3JtLnYxLlF1b3RlQgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiXwoSRGVsZXRlUXVvdGVSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhUKB3ZlcnNpb24YAiABKAVCBOJBAQESIAoKcmVxdWVzdF9pZBgDIAEoCUIM4kEBAeKMz9cIAggBIj8KFFVuZGVsZXRlUXVvdGVSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhUKB3ZlcnNpb24YAiABKAVCBOJBAQEiKgoVQmF0Y2hHZXRRdW90ZXNSZXF1ZXN0EhEKA2lkcxgBIAMoCUIE4kEBAiI9ChZCYXRjaEdldFF1b3Rlc1Jlc3BvbnNlEiMKBnF1b3RlcxgBIAMoCzINLmNybS52MS5RdW90ZUIE4kEBAyJwChhCYXRjaENyZWF0ZVF1b3Rlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyGi5jcm0udjEuQ3JlYXRlUXVvdGVSZXF1ZXN0QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASJAChlCYXRjaENyZWF0ZVF1b3Rlc1Jlc3BvbnNlEiMKBnF1b3RlcxgBIAMoCzINLmNybS52MS5RdW90ZUIE4kEBAyJwChhCYXRjaFVwZGF0ZVF1b3Rlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyGi5jcm0udjEuVXBkYXRlUXVvdGVSZXF1ZXN0QgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASJAChlCYXRjaFVwZGF0ZVF1b3Rlc1Jlc3BvbnNlEiMKBnF1b3RlcxgBIAMoCzINLmNybS52MS5RdW90ZUIE4kEBAyJPChhCYXRjaERlbGV0ZVF1b3Rlc1JlcXVlc3QSEQoDaWRzGAEgAygJQgTiQQECEiAKCnJlcXVlc3RfaWQYAiABKAlCDOJBAQHijM/XCAIIASJAChlCYXRjaERlbGV0ZVF1b3Rlc1Jlc3BvbnNlEiMKBnF1b3RlcxgBIAMoCzINLmNybS52MS5RdW90ZUIE4kEBAyKRAQoSVXBzZXJ0UXVvdGVSZXF1ZXN0EiIKBXF1b3RlGAEgASgLMg0uY3JtLnYxLlF1b3RlQgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIgCgpyZXF1ZXN0X2lkGAMgASgJQgziQQEB4ozP1wgCCAEiUAoTVXBzZXJ0UXVvdGVSZXNwb25zZRIiCgVxdW90ZRgBIAEoCzINLmNybS52MS5RdW90ZUIE4kEBAxIVCgdjcmVhdGVkGAIgASgIQgTiQQEDInAKGEJhdGNoVXBzZXJ0UXVvdGVzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIaLmNybS52MS5VcHNlcnRRdW90ZVJlcXVlc3RCBOJBAQISIAoKcmVxdWVzdF9pZBgCIAEoCUIM4kEBAeKMz9cIAggBIlcKGUJhdGNoVXBzZXJ0UXVvdGVzUmVzcG9uc2USIwoGcXVvdGVzGAEgAygLMg0uY3JtLnYxLlF1b3RlQgTiQQEDEhUKB2NyZWF0ZWQYAiADKAhCBOJBAQMyywoKDFF1b3RlU2VydmljZRJfCgpMaXN0UXVvdGVzEhkuY3JtLnYxLkxpc3RRdW90ZXNSZXF1ZXN0GhouY3JtLnYxLkxpc3RRdW90ZXNSZXNwb25zZSIagtPkkwIUEhIvYXBpL3YxL2NybS9xdW90ZXMSUwoIR2V0UXVvdGUSFy5jcm0udjEuR2V0UXVvdGVSZXF1ZXN0Gg0uY3JtLnYxLlF1b3RlIh+C0+STAhkSFy9hcGkvdjEvY3JtL3F1b3Rlcy97aWR9ElsKC0NyZWF0ZVF1b3RlEhouY3JtLnYxLkNyZWF0ZVF1b3RlUmVxdWVzdBoNLmNybS52MS5RdW90ZSIhgtPkkwIbOgVxdW90ZSISL2FwaS92MS9jcm0vcXVvdGVzEmYKC1VwZGF0ZVF1b3RlEhouY3JtLnYxLlVwZGF0ZVF1b3RlUmVxdWVzdBoNLmNybS52MS5RdW90ZSIsgtPkkwImOgVxdW90ZTIdL2FwaS92MS9jcm0vcXVvdGVzL3txdW90ZS5pZH0SWQoLRGVsZXRlUXVvdGUSGi5jcm0udjEuRGVsZXRlUXVvdGVSZXF1ZXN0Gg0uY3JtLnYxLlF1b3RlIh+C0+STAhkqFy9hcGkvdjEvY3JtL3F1b3Rlcy97aWR9EmkKDVVuZGVsZXRlUXVvdGUSHC5jcm0udjEuVW5kZWxldGVRdW90ZVJlcXVlc3QaDS5jcm0udjEuUXVvdGUiK4LT5JMCJToBKiIgL2FwaS92MS9jcm0vcXVvdGVzL3tpZH06dW5kZWxldGUSdAoOQmF0Y2hHZXRRdW90ZXMSHS5jcm0udjEuQmF0Y2hHZXRRdW90ZXNSZXF1ZXN0Gh4uY3JtLnYxLkJhdGNoR2V0UXVvdGVzUmVzcG9uc2UiI4LT5JMCHRIbL2FwaS92MS9jcm0vcXVvdGVzOmJhdGNoR2V0EoMBChFCYXRjaENyZWF0ZVF1b3RlcxIgLmNybS52MS5CYXRjaENyZWF0ZVF1b3Rlc1JlcXVlc3QaIS5jcm0udjEuQmF0Y2hDcmVhdGVRdW90ZXNSZXNwb25zZSIpgtPkkwIjOgEqIh4vYXBpL3YxL2NybS9xdW90ZXM6YmF0Y2hDcmVhdGUSgwEKEUJhdGNoVXBkYXRlUXVvdGVzEiAuY3JtLnYxLkJhdGNoVXBkYXRlUXVvdGVzUmVxdWVzdBohLmNybS52MS5CYXRjaFVwZGF0ZVF1b3Rlc1Jlc3BvbnNlIimC0+STAiM6ASoiHi9hcGkvdjEvY3JtL3F1b3RlczpiYXRjaFVwZGF0ZRKDAQoRQmF0Y2hEZWxldGVRdW90ZXMSIC5jcm0udjEuQmF0Y2hEZWxldGVRdW90ZXNSZXF1ZXN0GiEuY3JtLnYxLkJhdGNoRGVsZXRlUXVvdGVzUmVzcG9uc2UiKYLT5JMCIzoBKiIeL2FwaS92MS9jcm0vcXVvdGVzOmJhdGNoRGVsZXRlEmwKC1Vwc2VydFF1b3RlEhouY3JtLnYxLlVwc2VydFF1b3RlUmVxdWVzdBobLmNybS52MS5VcHNlcnRRdW90ZVJlc3BvbnNlIiSC0+STAh46ASoiGS9hcGkvdjEvY3JtL3F1b3Rlczp1cHNlcnQSgwEKEUJhdGNoVXBzZXJ0UXVvdGVzEiAuY3JtLnYxLkJhdGNoVXBzZXJ0UXVvdGVzUmVxdWVzdBohLmNybS52MS5CYXRjaFVwc2VydFF1b3Rlc1Jlc3BvbnNlIimC0+STAiM6ASoiHi9hcGkvdjEvY3JtL3F1b3RlczpiYXRjaFVwc2VydGIGcHJvdG8z", [file_crm_v1_common, file_google_api_annotations, file_google_api_field_behavior, file_google_api_field_info, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A pricing proposal against an account (and optionally a deal). value, total
@@ -131,6 +131,18 @@ export type Quote = Message<"crm.v1.Quote"> & {
    * @generated from field: int32 version = 14;
    */
   version: number;
+
+  /**
+   * The caller's own key for the record (an ERP, billing or warehouse id), at
+   * most 255 characters, trimmed; empty = none. Unique among the tenant's live
+   * records of this entity, per namespace: records written with a person
+   * token share one, each integration app has its own. A clash is
+   * ALREADY_EXISTS naming this field; a deleted record frees its key.
+   * Filterable and sortable; the key Upsert matches on.
+   *
+   * @generated from field: string external_id = 15;
+   */
+  externalId: string;
 
   /**
    * Quote owner / salesperson (e.g. usr-<uuid>).
@@ -512,6 +524,324 @@ export const UndeleteQuoteRequestSchema: GenMessage<UndeleteQuoteRequest> = /*@_
   messageDesc(file_crm_v1_quote, 7);
 
 /**
+ * Request for BatchGetQuotes.
+ *
+ * @generated from message crm.v1.BatchGetQuotesRequest
+ */
+export type BatchGetQuotesRequest = Message<"crm.v1.BatchGetQuotesRequest"> & {
+  /**
+   * The ids (qte_...), at most 1000. Over REST: ?ids=a&ids=b.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetQuotesRequest.
+ * Use `create(BatchGetQuotesRequestSchema)` to create a new message.
+ */
+export const BatchGetQuotesRequestSchema: GenMessage<BatchGetQuotesRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 8);
+
+/**
+ * Response of BatchGetQuotes.
+ *
+ * @generated from message crm.v1.BatchGetQuotesResponse
+ */
+export type BatchGetQuotesResponse = Message<"crm.v1.BatchGetQuotesResponse"> & {
+  /**
+   * The quotes, in the order of the ids asked.
+   *
+   * @generated from field: repeated crm.v1.Quote quotes = 1;
+   */
+  quotes: Quote[];
+};
+
+/**
+ * Describes the message crm.v1.BatchGetQuotesResponse.
+ * Use `create(BatchGetQuotesResponseSchema)` to create a new message.
+ */
+export const BatchGetQuotesResponseSchema: GenMessage<BatchGetQuotesResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 9);
+
+/**
+ * Request for BatchCreateQuotes.
+ *
+ * @generated from message crm.v1.BatchCreateQuotesRequest
+ */
+export type BatchCreateQuotesRequest = Message<"crm.v1.BatchCreateQuotesRequest"> & {
+  /**
+   * The quotes to create, at most 1000.
+   *
+   * @generated from field: repeated crm.v1.CreateQuoteRequest requests = 1;
+   */
+  requests: CreateQuoteRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateQuoteRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateQuotesRequest.
+ * Use `create(BatchCreateQuotesRequestSchema)` to create a new message.
+ */
+export const BatchCreateQuotesRequestSchema: GenMessage<BatchCreateQuotesRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 10);
+
+/**
+ * Response of BatchCreateQuotes.
+ *
+ * @generated from message crm.v1.BatchCreateQuotesResponse
+ */
+export type BatchCreateQuotesResponse = Message<"crm.v1.BatchCreateQuotesResponse"> & {
+  /**
+   * The created quotes, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Quote quotes = 1;
+   */
+  quotes: Quote[];
+};
+
+/**
+ * Describes the message crm.v1.BatchCreateQuotesResponse.
+ * Use `create(BatchCreateQuotesResponseSchema)` to create a new message.
+ */
+export const BatchCreateQuotesResponseSchema: GenMessage<BatchCreateQuotesResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 11);
+
+/**
+ * Request for BatchUpdateQuotes.
+ *
+ * @generated from message crm.v1.BatchUpdateQuotesRequest
+ */
+export type BatchUpdateQuotesRequest = Message<"crm.v1.BatchUpdateQuotesRequest"> & {
+  /**
+   * The updates, at most 1000, each naming a different quote.
+   *
+   * @generated from field: repeated crm.v1.UpdateQuoteRequest requests = 1;
+   */
+  requests: UpdateQuoteRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateQuoteRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateQuotesRequest.
+ * Use `create(BatchUpdateQuotesRequestSchema)` to create a new message.
+ */
+export const BatchUpdateQuotesRequestSchema: GenMessage<BatchUpdateQuotesRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 12);
+
+/**
+ * Response of BatchUpdateQuotes.
+ *
+ * @generated from message crm.v1.BatchUpdateQuotesResponse
+ */
+export type BatchUpdateQuotesResponse = Message<"crm.v1.BatchUpdateQuotesResponse"> & {
+  /**
+   * The quotes as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Quote quotes = 1;
+   */
+  quotes: Quote[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpdateQuotesResponse.
+ * Use `create(BatchUpdateQuotesResponseSchema)` to create a new message.
+ */
+export const BatchUpdateQuotesResponseSchema: GenMessage<BatchUpdateQuotesResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 13);
+
+/**
+ * Request for BatchDeleteQuotes.
+ *
+ * @generated from message crm.v1.BatchDeleteQuotesRequest
+ */
+export type BatchDeleteQuotesRequest = Message<"crm.v1.BatchDeleteQuotesRequest"> & {
+  /**
+   * The ids (qte_...) to soft-delete, at most 1000, each once.
+   *
+   * @generated from field: repeated string ids = 1;
+   */
+  ids: string[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateQuoteRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteQuotesRequest.
+ * Use `create(BatchDeleteQuotesRequestSchema)` to create a new message.
+ */
+export const BatchDeleteQuotesRequestSchema: GenMessage<BatchDeleteQuotesRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 14);
+
+/**
+ * Response of BatchDeleteQuotes.
+ *
+ * @generated from message crm.v1.BatchDeleteQuotesResponse
+ */
+export type BatchDeleteQuotesResponse = Message<"crm.v1.BatchDeleteQuotesResponse"> & {
+  /**
+   * The soft-deleted quotes, in the order of the ids.
+   *
+   * @generated from field: repeated crm.v1.Quote quotes = 1;
+   */
+  quotes: Quote[];
+};
+
+/**
+ * Describes the message crm.v1.BatchDeleteQuotesResponse.
+ * Use `create(BatchDeleteQuotesResponseSchema)` to create a new message.
+ */
+export const BatchDeleteQuotesResponseSchema: GenMessage<BatchDeleteQuotesResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 15);
+
+/**
+ * Request for UpsertQuote.
+ *
+ * @generated from message crm.v1.UpsertQuoteRequest
+ */
+export type UpsertQuoteRequest = Message<"crm.v1.UpsertQuoteRequest"> & {
+  /**
+   * The quote: external_id (required) finds the live record to update; when
+   * there is none, the quote is created from this message, as CreateQuote
+   * would. `id`, when given, must name the record external_id finds;
+   * `version`, when non-zero, is checked against it (ABORTED if stale) and is
+   * ignored on create.
+   *
+   * @generated from field: crm.v1.Quote quote = 1;
+   */
+  quote?: Quote | undefined;
+
+  /**
+   * Fields to update when the record exists, as in UpdateQuoteRequest (absent:
+   * the populated fields). A create uses the whole message.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional idempotency key, as in CreateQuoteRequest.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.UpsertQuoteRequest.
+ * Use `create(UpsertQuoteRequestSchema)` to create a new message.
+ */
+export const UpsertQuoteRequestSchema: GenMessage<UpsertQuoteRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 16);
+
+/**
+ * Response of UpsertQuote.
+ *
+ * @generated from message crm.v1.UpsertQuoteResponse
+ */
+export type UpsertQuoteResponse = Message<"crm.v1.UpsertQuoteResponse"> & {
+  /**
+   * The quote as stored.
+   *
+   * @generated from field: crm.v1.Quote quote = 1;
+   */
+  quote?: Quote | undefined;
+
+  /**
+   * True when the call created it, false when it updated (or left unchanged)
+   * an existing one.
+   *
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message crm.v1.UpsertQuoteResponse.
+ * Use `create(UpsertQuoteResponseSchema)` to create a new message.
+ */
+export const UpsertQuoteResponseSchema: GenMessage<UpsertQuoteResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 17);
+
+/**
+ * Request for BatchUpsertQuotes.
+ *
+ * @generated from message crm.v1.BatchUpsertQuotesRequest
+ */
+export type BatchUpsertQuotesRequest = Message<"crm.v1.BatchUpsertQuotesRequest"> & {
+  /**
+   * The upserts, at most 1000, each with a different external_id.
+   *
+   * @generated from field: repeated crm.v1.UpsertQuoteRequest requests = 1;
+   */
+  requests: UpsertQuoteRequest[];
+
+  /**
+   * Optional UUID making the whole batch idempotent, as request_id in
+   * CreateQuoteRequest. The items' own request_id must be empty.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertQuotesRequest.
+ * Use `create(BatchUpsertQuotesRequestSchema)` to create a new message.
+ */
+export const BatchUpsertQuotesRequestSchema: GenMessage<BatchUpsertQuotesRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 18);
+
+/**
+ * Response of BatchUpsertQuotes.
+ *
+ * @generated from message crm.v1.BatchUpsertQuotesResponse
+ */
+export type BatchUpsertQuotesResponse = Message<"crm.v1.BatchUpsertQuotesResponse"> & {
+  /**
+   * The quotes as stored, in the order of the requests.
+   *
+   * @generated from field: repeated crm.v1.Quote quotes = 1;
+   */
+  quotes: Quote[];
+
+  /**
+   * Parallel to quotes: true where the item created its record.
+   *
+   * @generated from field: repeated bool created = 2;
+   */
+  created: boolean[];
+};
+
+/**
+ * Describes the message crm.v1.BatchUpsertQuotesResponse.
+ * Use `create(BatchUpsertQuotesResponseSchema)` to create a new message.
+ */
+export const BatchUpsertQuotesResponseSchema: GenMessage<BatchUpsertQuotesResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_quote, 19);
+
+/**
  * Quotes: pricing proposals against accounts and deals.
  *
  * @generated from service crm.v1.QuoteService
@@ -581,6 +911,80 @@ export const QuoteService: GenService<{
     methodKind: "unary";
     input: typeof UndeleteQuoteRequestSchema;
     output: typeof QuoteSchema;
+  },
+  /**
+   * Returns up to 1000 quotes by id, in the order asked (an id asked twice
+   * is returned twice; soft-deleted records too, as Get). Any id that names
+   * no quote of the caller is NOT_FOUND naming it.
+   *
+   * @generated from rpc crm.v1.QuoteService.BatchGetQuotes
+   */
+  batchGetQuotes: {
+    methodKind: "unary";
+    input: typeof BatchGetQuotesRequestSchema;
+    output: typeof BatchGetQuotesResponseSchema;
+  },
+  /**
+   * Creates up to 1000 quotes in one transaction: all or none. A rejected
+   * batch lists every violation of every item, each field prefixed with its
+   * item ("requests[3].quote.external_id"). References name records that exist
+   * before the batch (ids are assigned by the server, so an item cannot name
+   * another item of the same batch).
+   *
+   * @generated from rpc crm.v1.QuoteService.BatchCreateQuotes
+   */
+  batchCreateQuotes: {
+    methodKind: "unary";
+    input: typeof BatchCreateQuotesRequestSchema;
+    output: typeof BatchCreateQuotesResponseSchema;
+  },
+  /**
+   * Updates up to 1000 quotes in one transaction, each as UpdateQuote does
+   * (its own update_mask and version check): all or none. A stale version is
+   * ABORTED and changes nothing; an id twice in one batch is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.QuoteService.BatchUpdateQuotes
+   */
+  batchUpdateQuotes: {
+    methodKind: "unary";
+    input: typeof BatchUpdateQuotesRequestSchema;
+    output: typeof BatchUpdateQuotesResponseSchema;
+  },
+  /**
+   * Soft-deletes up to 1000 quotes in one transaction and returns them:
+   * all or none (an id that is missing or already deleted fails the batch).
+   *
+   * @generated from rpc crm.v1.QuoteService.BatchDeleteQuotes
+   */
+  batchDeleteQuotes: {
+    methodKind: "unary";
+    input: typeof BatchDeleteQuotesRequestSchema;
+    output: typeof BatchDeleteQuotesResponseSchema;
+  },
+  /**
+   * Creates the quote with quote.external_id (required), or updates the live
+   * one that has it (with update_mask, or the populated fields). Concurrent
+   * upserts of one external_id never create two records. An update that
+   * changes nothing keeps the version and records no change.
+   *
+   * @generated from rpc crm.v1.QuoteService.UpsertQuote
+   */
+  upsertQuote: {
+    methodKind: "unary";
+    input: typeof UpsertQuoteRequestSchema;
+    output: typeof UpsertQuoteResponseSchema;
+  },
+  /**
+   * Upserts up to 1000 quotes in one transaction, each as UpsertQuote: all
+   * or none. The same external_id twice in one batch is INVALID_ARGUMENT.
+   *
+   * @generated from rpc crm.v1.QuoteService.BatchUpsertQuotes
+   */
+  batchUpsertQuotes: {
+    methodKind: "unary";
+    input: typeof BatchUpsertQuotesRequestSchema;
+    output: typeof BatchUpsertQuotesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crm_v1_quote, 0);
