@@ -323,63 +323,30 @@ impl Store {
     ) -> Result<Vec<E>, Error> {
         check_count("requests", recs.len())?;
         let resource = E::kind().resource;
-        let at = now();
         let mut all = Violations::new();
         let mut items = Vec::with_capacity(recs.len());
-        for (i, rec) in recs.into_iter().enumerate() {
-            let mut v = Checker::new(&format!("{}{resource}", item(i)));
-            match new_record(caller, rec, at, &mut v) {
-                Ok(rec) => items.push((item(i), rec)),
+        for (i, rec) in recs.iter().enumerate() {
+            match patch(item(i), rec, &[]) {
+                Ok(p) => items.push(p),
                 Err(e) => collect(&mut all, Err(e))?,
             }
-            all.extend_prefixed("", v.into_violations());
         }
         duplicates(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, (p, r))| (i, format!("{p}{resource}.external_id"), external_id(r))),
+            items.iter().enumerate().map(|(i, p)| {
+                let path = format!("{}{resource}.external_id", p.prefix);
+                (i, path, p.external_id.as_str())
+            }),
             "external_id",
             &mut all,
         );
+        all.into_result()?;
         let out = self
             .write_tx(caller, idem.as_ref(), |mut tx| {
-                let (items, mut all) = (items.clone(), all.clone());
+                let items = items.clone();
                 async move {
-                    let (prefixes, changes): (Vec<String>, Vec<Change<E>>) = items
-                        .into_iter()
-                        .map(|(p, new)| {
-                            let change = Change {
-                                op: Op::Create,
-                                old: None,
-                                new,
-                            };
-                            (p, change)
-                        })
-                        .unzip();
-                    check_all_references(&mut tx, &changes, &prefixes, &mut all).await?;
-                    all.into_result()?;
-                    let keys: Vec<(String, String)> = changes
-                        .iter()
-                        .zip(&prefixes)
-                        .filter(|(c, _)| !external_id(&c.new).is_empty())
-                        .map(|(c, p)| {
-                            (
-                                format!("{p}{resource}.external_id"),
-                                external_id(&c.new).to_owned(),
-                            )
-                        })
-                        .collect();
-                    external_id_clashes::<E>(&mut tx, &keys).await?;
-                    let stored = store_batch(&mut tx, changes, &prefixes).await?;
-                    let items = stored.into_iter().map(|c| c.new).collect();
-                    Ok((
-                        Batch {
-                            items,
-                            created: vec![],
-                        },
-                        tx,
-                    ))
+                    let creates = items.iter().map(|p| (p, None)).collect();
+                    let result = self.apply(&mut tx, creates, true).await?;
+                    Ok((result, tx))
                 }
             })
             .await?;
@@ -437,7 +404,7 @@ impl Store {
                         pairs.push((p, old));
                     }
                     let pairs = pairs.into_iter().map(|(p, old)| (p, Some(old))).collect();
-                    let result = self.apply(&mut tx, pairs).await?;
+                    let result = self.apply(&mut tx, pairs, true).await?;
                     Ok((result, tx))
                 }
             })
@@ -445,12 +412,16 @@ impl Store {
         Ok(out.items)
     }
 
-    /// The common end of batch updates and upserts: per item, the stored
-    /// record to merge the patch into, or none to create it.
+    /// The common end of batch creates, updates and upserts: per item, the
+    /// stored record to merge the patch into, or none to create it. External
+    /// ids that records take are checked against the live records' (for
+    /// created ones only with `new_keys`: an upsert has just looked its keys
+    /// up, under lock).
     async fn apply<E: Entity>(
         &self,
         tx: &mut TenantTx,
         items: Vec<(&Patch, Option<E>)>,
+        new_keys: bool,
     ) -> Result<Batch<E>, Error> {
         let resource = E::kind().resource;
         let caller = tx.caller().clone();
@@ -493,19 +464,22 @@ impl Store {
         }
         check_all_references(tx, &changes, &prefixes, &mut all).await?;
         all.into_result()?;
-        // Updates that give a record an external id another record holds.
+        // Records given an external id another live record holds.
         let keys: Vec<(String, String)> = changes
             .iter()
             .zip(&prefixes)
             .filter(|(c, _)| {
-                c.op == Op::Update
-                    && !external_id(&c.new).is_empty()
-                    && c.old.as_ref().map(external_id) != Some(external_id(&c.new))
+                let key = c.new.external_id();
+                !key.is_empty()
+                    && match &c.old {
+                        Some(old) => old.external_id() != key,
+                        None => new_keys,
+                    }
             })
             .map(|(c, p)| {
                 (
                     format!("{p}{resource}.external_id"),
-                    external_id(&c.new).to_owned(),
+                    c.new.external_id().to_owned(),
                 )
             })
             .collect();
@@ -648,7 +622,7 @@ impl Store {
                 .await?;
                 let mut found: HashMap<String, E> = rows
                     .iter()
-                    .map(|json| from_row_json::<E>(json).map(|r| (external_id(&r).to_owned(), r)))
+                    .map(|json| from_row_json::<E>(json).map(|r| (r.external_id().to_owned(), r)))
                     .collect::<Result<_, _>>()?;
                 let mut all = Violations::new();
                 let mut pairs = Vec::with_capacity(items.len());
@@ -680,7 +654,7 @@ impl Store {
                     pairs.push((p, old));
                 }
                 all.into_result()?;
-                let batch = match self.apply(&mut tx, pairs).await {
+                let batch = match self.apply(&mut tx, pairs, false).await {
                     // Another transaction created one of these external ids
                     // after the lookup: retried from the start, now finding it.
                     Err(Error::Duplicate { field, .. }) if field.ends_with(".external_id") => {
@@ -693,11 +667,6 @@ impl Store {
         })
         .await
     }
-}
-
-/// A record's external id.
-fn external_id<E: Entity>(rec: &E) -> &str {
-    rec.external_id()
 }
 
 /// Checks the references of every change of a batch, reporting each item's
