@@ -51,6 +51,17 @@ impl Violations {
         }));
     }
 
+    /// Orders the violations by the batch item they name (`requests[3].…`
+    /// before `requests[12].…`), keeping the order within an item; fields
+    /// outside any item come first.
+    pub fn sort_by_item(&mut self) {
+        fn item(field: &str) -> Option<usize> {
+            let rest = &field[field.find('[')? + 1..];
+            rest[..rest.find(']')?].parse().ok()
+        }
+        self.0.sort_by_key(|v| item(&v.field));
+    }
+
     /// True when nothing was recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -128,6 +139,9 @@ pub enum Error {
         resource: &'static str,
         /// Request path of the field, e.g. `contact.email`.
         field: String,
+        /// Further fields of the same request that clash too (a batch's
+        /// other items: `requests[7].account.external_id`).
+        also: Vec<String>,
     },
     /// The write lost a deadlock against concurrent writes (retried by the
     /// mechanism before it reaches a caller).
@@ -174,15 +188,21 @@ impl Error {
     /// details. `request_id` is quoted in internal errors so that a caller can
     /// find the log line; the cause itself goes to the log only.
     pub fn into_status(self, request_id: &str) -> tonic::Status {
+        self.into_status_within(request_id, Some(GRPC_DETAILS_BUDGET))
+    }
+
+    /// The status for this error with every violation (or clashing field)
+    /// listed in its details when `budget` is `None`; else as many as fit in
+    /// `budget` bytes, the count of the others in the message and in the
+    /// ErrorInfo (`violations`, `violations_listed`).
+    pub fn into_status_within(self, request_id: &str, budget: Option<usize>) -> tonic::Status {
         let mut meta: BTreeMap<String, String> = BTreeMap::new();
+        let budget = budget.unwrap_or(usize::MAX);
         let (code, reason, message, bad_request) = match self {
             Error::Invalid(violations) => {
-                let summary = violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let field_violations = violations
+                let total = violations.iter().count();
+                let mut used = 0;
+                let field_violations: Vec<_> = violations
                     .iter()
                     .map(|v| rpc::bad_request::FieldViolation {
                         field: v.field.clone(),
@@ -190,11 +210,35 @@ impl Error {
                         reason: "INVALID_FIELD".into(),
                         ..Default::default()
                     })
+                    .take_while(|v| {
+                        used += v.encoded_len() + 3;
+                        used <= budget
+                    })
                     .collect();
+                let summary = summary(
+                    violations
+                        .iter()
+                        .map(|v| format!("{}: {}", v.field, v.description)),
+                    total,
+                );
+                let mut message = format!("invalid request: {summary}");
+                if field_violations.len() < total {
+                    meta.insert("violations".into(), total.to_string());
+                    meta.insert(
+                        "violations_listed".into(),
+                        field_violations.len().to_string(),
+                    );
+                    message.push_str(&format!(
+                        " ({total} violations; the details list the first {}: the rest exceed what a \
+                         gRPC trailer carries. Fix these and retry, or send the request over REST, \
+                         whose error body lists all)",
+                        field_violations.len()
+                    ));
+                }
                 (
                     Code::InvalidArgument,
                     "VALIDATION_FAILED",
-                    format!("invalid request: {summary}"),
+                    message,
                     Some(rpc::BadRequest { field_violations }),
                 )
             }
@@ -245,15 +289,36 @@ impl Error {
                     None,
                 )
             }
-            Error::Duplicate { resource, field } => {
+            Error::Duplicate {
+                resource,
+                field,
+                also,
+            } => {
                 meta.insert("resource_type".into(), resource.into());
                 meta.insert("field".into(), field.clone());
-                (
-                    Code::AlreadyExists,
-                    "DUPLICATE_VALUE",
-                    format!("{field} is already used by another {resource}"),
-                    None,
-                )
+                let message = if also.is_empty() {
+                    format!("{field} is already used by another {resource}")
+                } else {
+                    let all: Vec<String> = std::iter::once(field.clone()).chain(also).collect();
+                    let mut used = 0;
+                    let listed: Vec<&str> = all
+                        .iter()
+                        .map(String::as_str)
+                        .take_while(|f| {
+                            used += f.len() + 1;
+                            used <= budget
+                        })
+                        .collect();
+                    meta.insert("fields".into(), listed.join(","));
+                    if listed.len() < all.len() {
+                        meta.insert("fields_total".into(), all.len().to_string());
+                    }
+                    format!(
+                        "{} are already used by other {resource} records",
+                        summary(all.iter().cloned(), all.len())
+                    )
+                };
+                (Code::AlreadyExists, "DUPLICATE_VALUE", message, None)
             }
             Error::Contention => (
                 Code::Aborted,
@@ -318,6 +383,36 @@ impl Error {
         };
         status(code, reason, message, meta, bad_request)
     }
+}
+
+/// How many bytes of violations (or clashing fields) a gRPC status carries
+/// in its details: with the message and the ErrorInfo, the trailers stay
+/// within 16 KiB, the smallest header-list limit of common HTTP/2 peers
+/// (hyper's default; grpc-go and Envoy allow more). REST answers list all.
+pub const GRPC_DETAILS_BUDGET: usize = 8 * 1024;
+
+/// Longest message summary of a list, in bytes.
+const SUMMARY_BUDGET: usize = 1024;
+
+/// `items` joined with "; " up to [`SUMMARY_BUDGET`] bytes, then how many
+/// more there are (`total` in all).
+fn summary(items: impl Iterator<Item = String>, total: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for item in items {
+        if !out.is_empty() && out.len() + item.len() + 2 > SUMMARY_BUDGET {
+            break;
+        }
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(&item);
+        shown += 1;
+    }
+    if shown < total {
+        out.push_str(&format!("; and {} more", total - shown));
+    }
+    out
 }
 
 /// A `google.protobuf.Any` holding `msg`.
@@ -398,5 +493,32 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.description)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Violations;
+
+    #[test]
+    fn violations_sort_by_item_number_not_text() {
+        let mut v = Violations::new();
+        v.add("requests[12].account.name", "a");
+        v.add("requests[3].account.website", "b");
+        v.add("request_id", "c");
+        v.add("requests[3].account.tags[20]", "d");
+        v.add("requests[2].account.name", "e");
+        v.sort_by_item();
+        let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "request_id",
+                "requests[2].account.name",
+                "requests[3].account.website",
+                "requests[3].account.tags[20]",
+                "requests[12].account.name",
+            ]
+        );
     }
 }

@@ -83,44 +83,75 @@ impl Entity for Activity {
     }
 
     async fn after_write(tx: &mut TenantTx, change: &Change<Self>) -> Result<(), Error> {
-        if change.op != Op::Create {
+        Self::after_batch(tx, std::slice::from_ref(change), &[String::new()]).await
+    }
+
+    /// Moves `last_activity_at` of the accounts and `last_interaction_at`
+    /// of the contacts the batch's new activities involve, each to its
+    /// latest activity: two statements for any number of activities.
+    async fn after_batch(
+        tx: &mut TenantTx,
+        changes: &[Change<Self>],
+        _prefixes: &[String],
+    ) -> Result<(), Error> {
+        let (mut accounts, mut deals, mut ats) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut contacts, mut contact_ats) = (Vec::new(), Vec::new());
+        for change in changes.iter().filter(|c| c.op == Op::Create) {
+            let a = &change.new;
+            let at = to_chrono(&a.occurred_at.unwrap_or_else(now));
+            accounts.push(a.account_id.as_str());
+            deals.push(a.deal_id.as_str());
+            ats.push(at);
+            let own = (!a.contact_id.is_empty() && !a.contact_ids.contains(&a.contact_id))
+                .then_some(&a.contact_id);
+            for c in a.contact_ids.iter().chain(own) {
+                contacts.push(c.as_str());
+                contact_ats.push(at);
+            }
+        }
+        if ats.is_empty() {
             return Ok(());
         }
-        let a = &change.new;
-        let at = to_chrono(&a.occurred_at.unwrap_or_else(now));
         let caller = tx.caller().clone();
-        let mut contacts: Vec<String> = a.contact_ids.clone();
-        if !a.contact_id.is_empty() && !contacts.contains(&a.contact_id) {
-            contacts.push(a.contact_id.clone());
-        }
-        // Accounts: the activity's own, its deal's, and its contacts', of
-        // whichever app.
+        // Accounts: the activities' own, their deals', and their contacts',
+        // of whichever app.
         tx.lift_app_scope().await?;
         sqlx::query(
-            "UPDATE accounts SET last_activity_at = $5, version = version + 1, updated_at = now(), updated_by = $6 \
-             WHERE tenant_id = $1 AND NOT is_deleted \
-               AND (last_activity_at IS NULL OR last_activity_at < $5) \
-               AND id IN (SELECT NULLIF($2, '') \
-                          UNION SELECT account_id FROM deals WHERE tenant_id = $1 AND id = NULLIF($3, '') \
-                          UNION SELECT account_id FROM contacts WHERE tenant_id = $1 AND id = ANY($4))",
+            "UPDATE accounts a SET last_activity_at = l.at, version = a.version + 1, updated_at = now(), updated_by = $7 \
+             FROM (SELECT id, max(at) AS at FROM ( \
+                     SELECT NULLIF(i.account_id, '') AS id, i.at \
+                       FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS i(account_id, deal_id, at) \
+                     UNION ALL \
+                     SELECT d.account_id, i.at \
+                       FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS i(account_id, deal_id, at) \
+                       JOIN deals d ON d.tenant_id = $1 AND d.id = i.deal_id \
+                     UNION ALL \
+                     SELECT c.account_id, x.at \
+                       FROM unnest($5::text[], $6::timestamptz[]) AS x(id, at) \
+                       JOIN contacts c ON c.tenant_id = $1 AND c.id = x.id) t \
+                   WHERE id IS NOT NULL GROUP BY id) l \
+             WHERE a.tenant_id = $1 AND a.id = l.id AND NOT a.is_deleted \
+               AND (a.last_activity_at IS NULL OR a.last_activity_at < l.at)",
         )
         .bind(caller.tenant_id())
-        .bind(&a.account_id)
-        .bind(&a.deal_id)
+        .bind(&accounts)
+        .bind(&deals)
+        .bind(&ats)
         .bind(&contacts)
-        .bind(at)
+        .bind(&contact_ats)
         .bind(caller.sub())
         .execute(tx.conn())
         .await?;
         if !contacts.is_empty() {
             sqlx::query(
-                "UPDATE contacts SET last_interaction_at = $3, version = version + 1, updated_at = now(), updated_by = $4 \
-                 WHERE tenant_id = $1 AND id = ANY($2) AND NOT is_deleted \
-                   AND (last_interaction_at IS NULL OR last_interaction_at < $3)",
+                "UPDATE contacts c SET last_interaction_at = l.at, version = c.version + 1, updated_at = now(), updated_by = $4 \
+                 FROM (SELECT id, max(at) AS at FROM unnest($2::text[], $3::timestamptz[]) AS x(id, at) GROUP BY id) l \
+                 WHERE c.tenant_id = $1 AND c.id = l.id AND NOT c.is_deleted \
+                   AND (c.last_interaction_at IS NULL OR c.last_interaction_at < l.at)",
             )
             .bind(caller.tenant_id())
             .bind(&contacts)
-            .bind(at)
+            .bind(&contact_ats)
             .bind(caller.sub())
             .execute(tx.conn())
             .await?;

@@ -8,8 +8,8 @@ use crate::proto::Contact;
 use crate::records::store::now;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
-use super::Flag;
 use super::rules::{is_e164, is_email, is_http_url};
+use super::{Flag, FlagChange};
 
 /// The contact kind.
 pub static KIND: Kind = Kind::new(
@@ -87,9 +87,21 @@ impl Entity for Contact {
     }
 
     async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
-        if change.new.opted_in == Some(true) && change.new.opted_in_at.is_none() {
-            // The write's own time.
-            change.new.opted_in_at = Some(change.new.updated_at.unwrap_or_else(now));
+        Self::before_batch(tx, std::slice::from_mut(change), &[String::new()]).await
+    }
+
+    /// Stamps opt-ins, then keeps one primary contact per account for the
+    /// whole batch: one lock statement and one clearing update.
+    async fn before_batch(
+        tx: &mut TenantTx,
+        changes: &mut [Change<Self>],
+        prefixes: &[String],
+    ) -> Result<(), Error> {
+        for change in changes.iter_mut() {
+            if change.new.opted_in == Some(true) && change.new.opted_in_at.is_none() {
+                // The write's own time.
+                change.new.opted_in_at = Some(change.new.updated_at.unwrap_or_else(now));
+            }
         }
         fn flag(c: &Contact) -> Flag<'_> {
             Flag {
@@ -99,15 +111,27 @@ impl Entity for Contact {
                 scope: &c.account_id,
             }
         }
-        super::make_exclusive(
+        let items: Vec<FlagChange<'_>> = changes
+            .iter()
+            .map(|c| FlagChange {
+                old: c.old.as_ref().map(flag),
+                new: flag(&c.new),
+                undelete: c.op == Op::Undelete,
+            })
+            .collect();
+        let demoted = super::make_exclusive(
             tx,
             "primary_contact",
             "UPDATE contacts SET is_primary = false, version = version + 1, updated_at = now(), updated_by = $4 \
-             WHERE tenant_id = $1 AND account_id = $2 AND id <> $3 AND is_primary AND NOT is_deleted",
-            change.old.as_ref().map(flag),
-            flag(&change.new),
-            change.op == Op::Undelete,
+             WHERE tenant_id = $1 AND account_id = ANY($2) AND id <> ALL($3) AND is_primary AND NOT is_deleted",
+            &items,
+            "contact.is_primary",
+            prefixes,
         )
-        .await
+        .await?;
+        for i in demoted {
+            changes[i].new.is_primary = Some(false);
+        }
+        Ok(())
     }
 }

@@ -151,39 +151,97 @@ pub struct Flag<'a> {
     pub scope: &'a str,
 }
 
-/// Keeps a flag exclusive within its scope: when `new` becomes flagged (set
-/// now, moved to another scope, or undeleted while set), every other live
-/// record of the scope loses the flag, under an advisory lock on the scope
-/// and across apps. `clear` takes (tenant, scope, id, sub).
+/// One batch item's exclusive flag: the stored record's (if any), the new
+/// record's, and whether the write undeletes.
+pub struct FlagChange<'a> {
+    /// The stored record's flag.
+    pub old: Option<Flag<'a>>,
+    /// The record as it will be stored.
+    pub new: Flag<'a>,
+    /// The write undeletes the record.
+    pub undelete: bool,
+}
+
+impl FlagChange<'_> {
+    /// The record becomes flagged: set now, moved to another scope, or
+    /// undeleted while set.
+    fn becomes(&self) -> bool {
+        self.new.set == Some(true)
+            && !self.new.deleted
+            && match &self.old {
+                None => true,
+                Some(_) if self.undelete => true,
+                Some(o) => o.set != Some(true) || o.scope != self.new.scope,
+            }
+    }
+}
+
+/// Keeps a flag exclusive within its scope for the items of a write (one,
+/// or a batch): for every scope where an item becomes flagged, takes the
+/// scope's advisory lock (one statement, in key order) and clears the flag
+/// of every other live record of the scope outside the write, across apps
+/// (one statement; `clear` takes (tenant, scopes, ids of the write, sub)).
+/// Two items becoming flagged in one scope are a violation of the later
+/// (`field`, under its prefix). Returns the items that keep a stored flag in
+/// a scope another item takes over: the caller clears their flag.
 pub async fn make_exclusive(
     tx: &mut TenantTx,
     lock_key: &str,
     clear: &'static str,
-    old: Option<Flag<'_>>,
-    new: Flag<'_>,
-    undelete: bool,
-) -> Result<(), Error> {
-    let becomes = new.set == Some(true)
-        && !new.deleted
-        && match old {
-            None => true,
-            Some(_) if undelete => true,
-            Some(o) => o.set != Some(true) || o.scope != new.scope,
-        };
-    if !becomes {
-        return Ok(());
+    items: &[FlagChange<'_>],
+    field: &str,
+    prefixes: &[String],
+) -> Result<Vec<usize>, Error> {
+    let mut winner: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut all = crate::error::Violations::new();
+    for (i, item) in items.iter().enumerate() {
+        if !item.becomes() {
+            continue;
+        }
+        if let Some(first) = winner.insert(item.new.scope, i) {
+            all.add(
+                format!("{}{field}", prefixes[i]),
+                format!(
+                    "is also set by {}{field}, and only one record of {} may have it",
+                    prefixes[first], item.new.scope
+                ),
+            );
+        }
     }
-    lock(tx, &format!("{lock_key}:{}", new.scope)).await?;
+    all.into_result()?;
+    if winner.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut scopes: Vec<&str> = winner.keys().copied().collect();
+    scopes.sort_unstable();
+    let keys: Vec<String> = scopes.iter().map(|s| format!("{lock_key}:{s}")).collect();
     let caller = tx.caller().clone();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || k, 0)) \
+         FROM (SELECT k FROM unnest($2::text[]) AS k ORDER BY k) s",
+    )
+    .bind(caller.tenant_id())
+    .bind(&keys)
+    .execute(tx.conn())
+    .await?;
+    let ids: Vec<&str> = items.iter().map(|i| i.new.id).collect();
     tx.lift_app_scope().await?;
     sqlx::query(clear)
         .bind(caller.tenant_id())
-        .bind(new.scope)
-        .bind(new.id)
+        .bind(&scopes)
+        .bind(&ids)
         .bind(caller.sub())
         .execute(tx.conn())
         .await?;
-    tx.restore_app_scope().await
+    tx.restore_app_scope().await?;
+    Ok(items
+        .iter()
+        .enumerate()
+        .filter(|(i, item)| {
+            item.new.set == Some(true) && winner.get(item.new.scope).is_some_and(|w| w != i)
+        })
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// Takes a transaction-scoped advisory lock on `key` within the caller's

@@ -4,13 +4,15 @@
 //! membership in the deal's `quote_ids`. `value`, `total` and `line_items`
 //! are maintained from the live line items by [`rollup`].
 
+use std::collections::{HashMap, HashSet};
+
 use crate::db::TenantTx;
-use crate::error::{Error, invalid};
+use crate::error::{Error, Violations, invalid};
 use crate::proto::Quote;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
-use super::Flag;
 use super::rules::is_currency;
+use super::{Flag, FlagChange};
 
 /// Currency of a quote that names none and has no deal currency to inherit.
 pub const DEFAULT_CURRENCY: &str = "USD";
@@ -82,60 +84,116 @@ impl Entity for Quote {
     }
 
     async fn before_write(tx: &mut TenantTx, change: &mut Change<Self>) -> Result<(), Error> {
+        Self::before_batch(tx, std::slice::from_mut(change), &[String::new()]).await
+    }
+
+    async fn after_write(tx: &mut TenantTx, change: &Change<Self>) -> Result<(), Error> {
+        Self::after_batch(tx, std::slice::from_ref(change), &[String::new()]).await
+    }
+
+    /// For any number of quotes, a fixed number of statements: their deals
+    /// (account and currency) in one read, the line counts of quotes whose
+    /// currency changes in one, numbers from one counter update, one
+    /// primary flag per deal from one lock and one clearing update.
+    async fn before_batch(
+        tx: &mut TenantTx,
+        changes: &mut [Change<Self>],
+        prefixes: &[String],
+    ) -> Result<(), Error> {
         let caller = tx.caller().clone();
-        let old = change.old.as_ref();
-        let new = &mut change.new;
-        let deal_moved =
-            old.is_none_or(|o| o.deal_id != new.deal_id || o.account_id != new.account_id);
-        let mut deal_currency = None;
-        if !new.deal_id.is_empty() && deal_moved {
-            let deal: Option<(String, Option<String>)> = sqlx::query_as(
-                "SELECT account_id, currency FROM deals WHERE tenant_id = $1 AND id = $2",
+        let moved = |c: &Change<Self>| {
+            !c.new.deal_id.is_empty()
+                && c.old
+                    .as_ref()
+                    .is_none_or(|o| o.deal_id != c.new.deal_id || o.account_id != c.new.account_id)
+        };
+        let deal_ids: Vec<&str> = changes
+            .iter()
+            .filter(|c| moved(c))
+            .map(|c| c.new.deal_id.as_str())
+            .collect();
+        let deals: HashMap<String, (String, Option<String>)> = if deal_ids.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query_as::<_, (String, String, Option<String>)>(
+                "SELECT id, account_id, currency FROM deals WHERE tenant_id = $1 AND id = ANY($2)",
             )
             .bind(caller.tenant_id())
-            .bind(&new.deal_id)
-            .fetch_optional(tx.conn())
-            .await?;
-            if let Some((account, currency)) = deal {
-                if account != new.account_id {
-                    return Err(invalid(
-                        "quote.deal_id",
+            .bind(&deal_ids)
+            .fetch_all(tx.conn())
+            .await?
+            .into_iter()
+            .map(|(id, account, currency)| (id, (account, currency)))
+            .collect()
+        };
+        let mut all = Violations::new();
+        for (change, prefix) in changes.iter_mut().zip(prefixes) {
+            let mut deal_currency = None;
+            if moved(change)
+                && let Some((account, currency)) = deals.get(&change.new.deal_id)
+            {
+                if *account != change.new.account_id {
+                    all.add(
+                        format!("{prefix}quote.deal_id"),
                         format!(
                             "must be a deal of account {} (this deal belongs to {account})",
-                            new.account_id
+                            change.new.account_id
                         ),
-                    ));
+                    );
+                    continue;
                 }
-                deal_currency = currency;
+                deal_currency = currency.clone();
+            }
+            if change.new.currency.is_empty() {
+                change.new.currency = deal_currency.unwrap_or_else(|| DEFAULT_CURRENCY.to_owned());
             }
         }
-        if new.currency.is_empty() {
-            new.currency = deal_currency.unwrap_or_else(|| DEFAULT_CURRENCY.to_owned());
-        }
-        if let Some(o) = old
-            && o.currency != new.currency
-        {
-            let lines: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM line_items WHERE tenant_id = $1 AND quote_id = $2 AND NOT is_deleted",
+        let repriced: Vec<&str> = changes
+            .iter()
+            .filter(|c| c.old.as_ref().is_some_and(|o| o.currency != c.new.currency))
+            .map(|c| c.new.id.as_str())
+            .collect();
+        if !repriced.is_empty() {
+            let priced: HashSet<String> = sqlx::query_scalar(
+                "SELECT DISTINCT quote_id FROM line_items \
+                 WHERE tenant_id = $1 AND quote_id = ANY($2) AND NOT is_deleted",
             )
             .bind(caller.tenant_id())
-            .bind(&new.id)
-            .fetch_one(tx.conn())
-            .await?;
-            if lines > 0 {
-                return Err(invalid(
-                    "quote.currency",
-                    "cannot change while the quote has line items (they are priced in the quote's currency)",
-                ));
+            .bind(&repriced)
+            .fetch_all(tx.conn())
+            .await?
+            .into_iter()
+            .collect();
+            for (change, prefix) in changes.iter().zip(prefixes) {
+                if priced.contains(&change.new.id)
+                    && change
+                        .old
+                        .as_ref()
+                        .is_some_and(|o| o.currency != change.new.currency)
+                {
+                    all.add(
+                        format!("{prefix}quote.currency"),
+                        "cannot change while the quote has line items (they are priced in the quote's currency)",
+                    );
+                }
             }
         }
-        super::keep_number(
+        all.into_result()?;
+        let mut numbers: Vec<(Option<&str>, &mut String)> = changes
+            .iter_mut()
+            .map(|c| {
+                (
+                    c.old.as_ref().map(|o| o.quote_number.as_str()),
+                    &mut c.new.quote_number,
+                )
+            })
+            .collect();
+        super::keep_numbers(
             tx,
             "quote",
             "Q",
             "SELECT quote_number FROM quotes WHERE tenant_id = $1 AND quote_number = ANY($2)",
-            old.map(|o| o.quote_number.as_str()),
-            &mut new.quote_number,
+            &mut numbers,
         )
         .await?;
         fn flag(q: &Quote) -> Flag<'_> {
@@ -146,55 +204,88 @@ impl Entity for Quote {
                 scope: &q.deal_id,
             }
         }
-        super::make_exclusive(
+        let items: Vec<FlagChange<'_>> = changes
+            .iter()
+            .map(|c| FlagChange {
+                old: c.old.as_ref().map(flag),
+                new: flag(&c.new),
+                undelete: c.op == Op::Undelete,
+            })
+            .collect();
+        let demoted = super::make_exclusive(
             tx,
             "primary_quote",
             "UPDATE quotes SET is_primary = false, version = version + 1, updated_at = now(), updated_by = $4 \
-             WHERE tenant_id = $1 AND deal_id = $2 AND id <> $3 AND is_primary AND NOT is_deleted",
-            change.old.as_ref().map(flag),
-            flag(&change.new),
-            change.op == Op::Undelete,
+             WHERE tenant_id = $1 AND deal_id = ANY($2) AND id <> ALL($3) AND is_primary AND NOT is_deleted",
+            &items,
+            "quote.is_primary",
+            prefixes,
         )
-        .await
+        .await?;
+        for i in demoted {
+            changes[i].new.is_primary = Some(false);
+        }
+        Ok(())
     }
 
-    async fn after_write(tx: &mut TenantTx, change: &Change<Self>) -> Result<(), Error> {
-        let old_deal = change
-            .old
-            .as_ref()
-            .map(|o| o.deal_id.as_str())
-            .unwrap_or("");
-        let new = &change.new;
-        if old_deal == new.deal_id {
+    /// Keeps the deals' `quote_ids` in step with the quotes that moved: one
+    /// statement takes the batch's quotes off the deals they left, one adds
+    /// them (in batch order) to the deals they joined, across apps.
+    async fn after_batch(
+        tx: &mut TenantTx,
+        changes: &[Change<Self>],
+        _prefixes: &[String],
+    ) -> Result<(), Error> {
+        let (mut left, mut joined): (Vec<[&str; 2]>, Vec<[&str; 2]>) = (Vec::new(), Vec::new());
+        for c in changes {
+            let old_deal = c.old.as_ref().map_or("", |o| o.deal_id.as_str());
+            if old_deal == c.new.deal_id {
+                continue;
+            }
+            if !old_deal.is_empty() {
+                left.push([old_deal, &c.new.id]);
+            }
+            if !c.new.deal_id.is_empty() {
+                joined.push([&c.new.deal_id, &c.new.id]);
+            }
+        }
+        if left.is_empty() && joined.is_empty() {
             return Ok(());
         }
         let caller = tx.caller().clone();
         tx.lift_app_scope().await?;
-        if !old_deal.is_empty() {
-            sqlx::query(
-                "UPDATE deals SET quote_ids = array_remove(quote_ids, $3), version = version + 1, \
-                 updated_at = now(), updated_by = $4 \
-                 WHERE tenant_id = $1 AND id = $2 AND $3 = ANY(quote_ids)",
-            )
-            .bind(caller.tenant_id())
-            .bind(old_deal)
-            .bind(&new.id)
-            .bind(caller.sub())
-            .execute(tx.conn())
-            .await?;
-        }
-        if !new.deal_id.is_empty() {
-            sqlx::query(
-                "UPDATE deals SET quote_ids = array_append(quote_ids, $3), version = version + 1, \
-                 updated_at = now(), updated_by = $4 \
-                 WHERE tenant_id = $1 AND id = $2 AND NOT ($3 = ANY(quote_ids))",
-            )
-            .bind(caller.tenant_id())
-            .bind(&new.deal_id)
-            .bind(&new.id)
-            .bind(caller.sub())
-            .execute(tx.conn())
-            .await?;
+        for (pairs, sql) in [
+            (
+                left,
+                "UPDATE deals d SET quote_ids = ARRAY(SELECT q FROM unnest(d.quote_ids) WITH ORDINALITY AS u(q, o) \
+                     WHERE q <> ALL(r.qs) ORDER BY o), \
+                   version = d.version + 1, updated_at = now(), updated_by = $4 \
+                 FROM (SELECT deal, array_agg(quote) AS qs FROM unnest($2::text[], $3::text[]) AS x(deal, quote) \
+                       GROUP BY deal) r \
+                 WHERE d.tenant_id = $1 AND d.id = r.deal AND d.quote_ids && r.qs",
+            ),
+            (
+                joined,
+                "UPDATE deals d SET quote_ids = d.quote_ids || ARRAY(SELECT q FROM unnest(r.qs) WITH ORDINALITY AS u(q, o) \
+                     WHERE q <> ALL(d.quote_ids) ORDER BY o), \
+                   version = d.version + 1, updated_at = now(), updated_by = $4 \
+                 FROM (SELECT deal, array_agg(quote ORDER BY i) AS qs \
+                       FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS x(deal, quote, i) GROUP BY deal) r \
+                 WHERE d.tenant_id = $1 AND d.id = r.deal AND NOT (r.qs <@ d.quote_ids)",
+            ),
+        ] {
+            if pairs.is_empty() {
+                continue;
+            }
+            let (deals, quotes): (Vec<&str>, Vec<&str>) =
+                pairs.iter().map(|[d, q]| (*d, *q)).unzip();
+            sqlx::query(sql)
+                .bind(caller.tenant_id())
+                .bind(&deals)
+                .bind(&quotes)
+                .bind(caller.sub())
+                .execute(tx.conn())
+                .await?;
         }
         tx.restore_app_scope().await
     }

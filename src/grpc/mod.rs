@@ -34,6 +34,9 @@ impl Api {
 pub struct Ctx {
     caller: Caller,
     request_id: String,
+    /// The call came through the REST bridge: its errors list every
+    /// violation (a JSON body has no trailer's size limit).
+    transcoded: bool,
 }
 
 impl Ctx {
@@ -58,12 +61,18 @@ impl Ctx {
                 }
                 .into_status(&request_id)
             })?;
-        Ok(Self { caller, request_id })
+        let transcoded = request.extensions().get::<layer::Transcoded>().is_some();
+        Ok(Self {
+            caller,
+            request_id,
+            transcoded,
+        })
     }
 
     /// The status for `e`.
     pub fn status(&self, e: Error) -> Status {
-        e.into_status(&self.request_id)
+        let budget = (!self.transcoded).then_some(crate::error::GRPC_DETAILS_BUDGET);
+        e.into_status_within(&self.request_id, budget)
     }
 
     fn reply<T>(&self, result: Result<T, Error>) -> Result<Response<T>, Status> {

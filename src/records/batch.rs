@@ -124,7 +124,7 @@ fn duplicates<'a>(
     }
 }
 
-/// `ALREADY_EXISTS` naming the first of `items` (path, external id) whose
+/// `ALREADY_EXISTS` naming every one of `items` (path, external id) whose
 /// external id a live record of the caller's namespace holds.
 async fn external_id_clashes<E: Entity>(
     tx: &mut TenantTx,
@@ -145,10 +145,15 @@ async fn external_id_clashes<E: Entity>(
     .await?
     .into_iter()
     .collect();
-    match items.iter().find(|(_, k)| taken.contains(k)) {
-        Some((path, _)) => Err(Error::Duplicate {
+    let mut clashes = items
+        .iter()
+        .filter(|(_, k)| taken.contains(k))
+        .map(|(path, _)| path.clone());
+    match clashes.next() {
+        Some(field) => Err(Error::Duplicate {
             resource: E::kind().resource,
-            field: path.clone(),
+            field,
+            also: clashes.collect(),
         }),
         None => Ok(()),
     }
@@ -463,6 +468,7 @@ impl Store {
             all.extend_prefixed("", v.into_violations());
         }
         check_all_references(tx, &changes, &prefixes, &mut all).await?;
+        all.sort_by_item();
         all.into_result()?;
         // Records given an external id another live record holds.
         let keys: Vec<(String, String)> = changes

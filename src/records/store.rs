@@ -158,6 +158,7 @@ pub(super) fn db_error<E: Entity>(e: sqlx::Error) -> Error {
                     return Error::Duplicate {
                         resource: kind.resource,
                         field,
+                        also: Vec::new(),
                     };
                 }
             }

@@ -510,6 +510,27 @@ async fn the_same_external_id_twice_in_a_batch_is_refused() {
         "requests[1].account.external_id"
     );
     assert_eq!(count_accounts(&app, &tenant).await, 1);
+    // Every clashing item is named, not only the first.
+    batch_create(&app, &t, vec![acc("B", "k2")]).await.unwrap();
+    let err = batch_create(
+        &app,
+        &t,
+        vec![acc("C", "k2"), acc("D", "k8"), acc("E", "k1")],
+    )
+    .await
+    .unwrap_err();
+    assert_status(&err, Code::AlreadyExists, "DUPLICATE_VALUE");
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(info.metadata["field"], "requests[0].account.external_id");
+    assert_eq!(
+        info.metadata["fields"],
+        "requests[0].account.external_id,requests[2].account.external_id"
+    );
+    assert!(
+        err.message().contains("requests[2].account.external_id"),
+        "{err:?}"
+    );
+    assert_eq!(count_accounts(&app, &tenant).await, 2);
     // 256 characters is too long.
     let err = batch_create(&app, &t, vec![acc("L", &"x".repeat(256))])
         .await
@@ -1068,4 +1089,392 @@ async fn batches_over_rest() {
         )
         .await;
     assert_eq!((status, body["line_items"].clone()), (200, json!([])));
+}
+
+fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+async fn get_account(app: &TestApp, t: &str, id: &str) -> Account {
+    app.accounts()
+        .get_account(authed(t, GetAccountRequest { id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn get_contact(app: &TestApp, t: &str, id: &str) -> Contact {
+    app.contacts()
+        .get_contact(authed(t, GetContactRequest { id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn get_deal(app: &TestApp, t: &str, id: &str) -> Deal {
+    app.deals()
+        .get_deal(authed(t, GetDealRequest { id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn an_activity_batch_moves_each_record_it_touches_once() {
+    let app = spawn_app().await;
+    let t = app.token(&tenant(), "u1");
+    let a = app.account(&t, "Acme").await;
+    let b = app.account(&t, "Beta").await;
+    let contact = |account: &str, name: &str| Contact {
+        account_id: account.into(),
+        first_name: name.into(),
+        ..Default::default()
+    };
+    let c1 = app.contact(&t, contact(&a.id, "Ada")).await;
+    let c2 = app.contact(&t, contact(&b.id, "Bob")).await;
+    let deal = app
+        .deal(
+            &t,
+            Deal {
+                account_id: b.id.clone(),
+                name: "D".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    let (a, b) = (
+        get_account(&app, &t, &a.id).await,
+        get_account(&app, &t, &b.id).await,
+    );
+    // 300 activities: on account a, on the deal (account b), and with both
+    // contacts; the latest of each target is known.
+    let requests: Vec<CreateActivityRequest> = (0..300)
+        .map(|i| {
+            let mut act = Activity {
+                subject: format!("call {i}"),
+                r#type: "call".into(),
+                occurred_at: at(1_700_000_000 + (i * 7919 % 300) * 60),
+                ..Default::default()
+            };
+            match i % 3 {
+                0 => act.account_id = a.id.clone(),
+                1 => act.deal_id = deal.id.clone(),
+                _ => {
+                    act.contact_id = c1.id.clone();
+                    act.contact_ids = vec![c2.id.clone()];
+                }
+            }
+            CreateActivityRequest {
+                activity: Some(act),
+                request_id: String::new(),
+            }
+        })
+        .collect();
+    let latest = |k: i64| -> i64 {
+        (0..300)
+            .filter(|i| k < 0 || i % 3 == k)
+            .map(|i| 1_700_000_000 + (i * 7919 % 300) * 60)
+            .max()
+            .unwrap()
+    };
+    let created = app
+        .activities()
+        .batch_create_activities(authed(
+            &t,
+            BatchCreateActivitiesRequest {
+                requests,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .activities;
+    assert_eq!(created.len(), 300);
+    let (a2, b2) = (
+        get_account(&app, &t, &a.id).await,
+        get_account(&app, &t, &b.id).await,
+    );
+    // a: its own activities and those of contact c1; b: the deal's and c2's.
+    let a_latest = latest(0).max(latest(2));
+    let b_latest = latest(1).max(latest(2));
+    assert_eq!(a2.last_activity_at.unwrap().seconds, a_latest);
+    assert_eq!(b2.last_activity_at.unwrap().seconds, b_latest);
+    assert_eq!(a2.version, a.version + 1, "one update of account a");
+    assert_eq!(b2.version, b.version + 1, "one update of account b");
+    for c in [&c1, &c2] {
+        let now = get_contact(&app, &t, &c.id).await;
+        assert_eq!(now.last_interaction_at.unwrap().seconds, latest(2));
+        assert_eq!(now.version, c.version + 1, "one update of {}", c.id);
+    }
+    // An older batch moves nothing back.
+    app.activities()
+        .batch_create_activities(authed(
+            &t,
+            BatchCreateActivitiesRequest {
+                requests: vec![CreateActivityRequest {
+                    activity: Some(Activity {
+                        subject: "old".into(),
+                        r#type: "note".into(),
+                        account_id: a.id.clone(),
+                        occurred_at: at(1_600_000_000),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                }],
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let a3 = get_account(&app, &t, &a.id).await;
+    assert_eq!(a3.last_activity_at, a2.last_activity_at);
+    assert_eq!(a3.version, a2.version);
+}
+
+#[tokio::test]
+async fn primary_flags_stay_one_per_scope_across_a_batch() {
+    let app = spawn_app().await;
+    let tenant = tenant();
+    let t = app.token(&tenant, "u1");
+    let a = app.account(&t, "Acme").await;
+    let person = |name: &str, primary: bool| Contact {
+        account_id: a.id.clone(),
+        first_name: name.into(),
+        is_primary: Some(primary),
+        ..Default::default()
+    };
+    let p0 = app.contact(&t, person("Zero", true)).await;
+    let create = |contacts: Vec<Contact>| BatchCreateContactsRequest {
+        requests: contacts
+            .into_iter()
+            .map(|c| CreateContactRequest {
+                contact: Some(c),
+                request_id: String::new(),
+            })
+            .collect(),
+        request_id: String::new(),
+    };
+    // Two items claiming the account's primary flag: refused, naming the
+    // later one.
+    let err = app
+        .contacts()
+        .batch_create_contacts(authed(
+            &t,
+            create(vec![
+                person("One", true),
+                person("Two", false),
+                person("Three", true),
+            ]),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["requests[2].contact.is_primary"]);
+    assert!(get_contact(&app, &t, &p0.id).await.is_primary == Some(true));
+    // One claim: the stored primary loses the flag.
+    let made = app
+        .contacts()
+        .batch_create_contacts(authed(
+            &t,
+            create(vec![person("One", true), person("Two", false)]),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .contacts;
+    assert_eq!(get_contact(&app, &t, &p0.id).await.is_primary, Some(false));
+    let (one, two) = (&made[0], &made[1]);
+    // An update batch renaming the primary while another item takes the
+    // flag over: the renamed one keeps its name change and loses the flag.
+    let updated = app
+        .contacts()
+        .batch_update_contacts(authed(
+            &t,
+            BatchUpdateContactsRequest {
+                requests: vec![
+                    UpdateContactRequest {
+                        contact: Some(Contact {
+                            id: one.id.clone(),
+                            first_name: "Uno".into(),
+                            ..Default::default()
+                        }),
+                        update_mask: mask(&["first_name"]),
+                        request_id: String::new(),
+                    },
+                    UpdateContactRequest {
+                        contact: Some(Contact {
+                            id: two.id.clone(),
+                            is_primary: Some(true),
+                            ..Default::default()
+                        }),
+                        update_mask: mask(&["is_primary"]),
+                        request_id: String::new(),
+                    },
+                ],
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .contacts;
+    assert_eq!(updated[0].first_name, "Uno");
+    assert_eq!(updated[0].is_primary, Some(false));
+    assert_eq!(updated[1].is_primary, Some(true));
+    let mut conn = app.owner_conn().await;
+    let primaries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM contacts WHERE tenant_id = $1 AND account_id = $2 AND is_primary AND NOT is_deleted",
+    )
+    .bind(&tenant)
+    .bind(&a.id)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(primaries, 1);
+}
+
+#[tokio::test]
+async fn quotes_of_a_batch_join_and_leave_their_deals_in_one_update_each() {
+    let app = spawn_app().await;
+    let t = app.token(&tenant(), "u1");
+    let a = app.account(&t, "Acme").await;
+    let other = app.account(&t, "Other").await;
+    let deal = |account: &str, name: &str, currency: &str| Deal {
+        account_id: account.into(),
+        name: name.into(),
+        currency: currency.into(),
+        ..Default::default()
+    };
+    let d1 = app.deal(&t, deal(&a.id, "D1", "EUR")).await;
+    let d2 = app.deal(&t, deal(&a.id, "D2", "GBP")).await;
+    let foreign = app.deal(&t, deal(&other.id, "F", "USD")).await;
+    let quote = |deal: &str, name: String| CreateQuoteRequest {
+        quote: Some(Quote {
+            account_id: a.id.clone(),
+            deal_id: deal.into(),
+            name,
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    let batch = |requests| BatchCreateQuotesRequest {
+        requests,
+        request_id: String::new(),
+    };
+    // A deal of another account, twice: both items named.
+    let mut requests: Vec<CreateQuoteRequest> =
+        (0..20).map(|i| quote(&d1.id, format!("Q{i}"))).collect();
+    requests[4] = quote(&foreign.id, "bad".into());
+    requests[11] = quote(&foreign.id, "bad".into());
+    let err = app
+        .quotes()
+        .batch_create_quotes(authed(&t, batch(requests)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violations(&err),
+        ["requests[4].quote.deal_id", "requests[11].quote.deal_id"]
+    );
+    let requests: Vec<CreateQuoteRequest> =
+        (0..20).map(|i| quote(&d1.id, format!("Q{i}"))).collect();
+    let quotes = app
+        .quotes()
+        .batch_create_quotes(authed(&t, batch(requests)))
+        .await
+        .unwrap()
+        .into_inner()
+        .quotes;
+    assert!(
+        quotes.iter().all(|q| q.currency == "EUR"),
+        "the deal's currency"
+    );
+    let d1_now = get_deal(&app, &t, &d1.id).await;
+    let ids: Vec<String> = quotes.iter().map(|q| q.id.clone()).collect();
+    assert_eq!(d1_now.quote_ids, ids, "in batch order");
+    assert_eq!(d1_now.version, d1.version + 1, "one update of the deal");
+    // Five move to d2 (currency stays: no lines, but given explicitly).
+    let moves: Vec<UpdateQuoteRequest> = [3, 7, 8, 15, 19]
+        .iter()
+        .map(|&i| UpdateQuoteRequest {
+            quote: Some(Quote {
+                id: ids[i].clone(),
+                deal_id: d2.id.clone(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["deal_id"]),
+            request_id: String::new(),
+        })
+        .collect();
+    app.quotes()
+        .batch_update_quotes(authed(
+            &t,
+            BatchUpdateQuotesRequest {
+                requests: moves,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let d1_after = get_deal(&app, &t, &d1.id).await;
+    let d2_after = get_deal(&app, &t, &d2.id).await;
+    let moved: Vec<String> = [3, 7, 8, 15, 19].iter().map(|&i| ids[i].clone()).collect();
+    let kept: Vec<String> = ids.iter().filter(|i| !moved.contains(i)).cloned().collect();
+    assert_eq!(d1_after.quote_ids, kept);
+    assert_eq!(d2_after.quote_ids, moved);
+    assert_eq!(d1_after.version, d1_now.version + 1);
+    assert_eq!(d2_after.version, d2.version + 1);
+}
+
+#[tokio::test]
+async fn a_thousand_violations_fit_the_transport() {
+    let app = spawn_app().await;
+    let tenant = tenant();
+    let t = app.token(&tenant, "u1");
+    let bad: Vec<Account> = (0..1000)
+        .map(|i| Account {
+            name: format!("A{i}"),
+            website: "not a url".into(),
+            ..Default::default()
+        })
+        .collect();
+    // gRPC: a complete status (no transport error), the first violations in
+    // item order, and the count of all.
+    let err = batch_create(&app, &t, bad.clone()).await.unwrap_err();
+    let fields = violations(&err);
+    assert!(
+        fields.len() >= 50 && fields.len() < 1000,
+        "{}",
+        fields.len()
+    );
+    for (i, f) in fields.iter().enumerate() {
+        assert_eq!(f, &format!("requests[{i}].account.website"));
+    }
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(info.metadata["violations"], "1000");
+    assert_eq!(info.metadata["violations_listed"], fields.len().to_string());
+    assert!(err.message().len() < 2048, "{}", err.message().len());
+    // REST: every violation.
+    let body = json!({
+        "requests": bad.iter().map(|a| json!({"account": {"name": a.name, "website": a.website}})).collect::<Vec<_>>()
+    });
+    let (status, json, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts:batchCreate",
+            Some(&t),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 400, "{json}");
+    let listed = json["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .unwrap()["field_violations"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(listed, 1000);
+    assert_eq!(count_accounts(&app, &tenant).await, 0);
 }
