@@ -275,7 +275,8 @@ impl Application {
             self.feed.hub.clone(),
             self.feed.heartbeat,
             feed_stopped,
-        );
+        )
+        .counting(self.metrics.watch_messages.clone());
         let workers = self.spawn_feed_workers();
         let api = Api::new(self.store.clone(), feed);
         // Message size limits, both ways, on every crm service.

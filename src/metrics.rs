@@ -46,6 +46,9 @@ pub struct Metrics {
     /// Connections closed at once because the connection cap was reached.
     pub connections_refused: Counter,
     connections_open: Gauge,
+    /// Messages change-feed watches handed to the transport (taken from
+    /// their bounded queues as HTTP/2 flow control allows).
+    pub watch_messages: Counter,
 }
 
 impl Metrics {
@@ -96,6 +99,12 @@ impl Metrics {
             "Open client connections (gRPC and HTTP)",
             connections_open.clone(),
         );
+        let watch_messages = Counter::default();
+        registry.register(
+            "changes_watch_messages",
+            "Messages change-feed watches handed to the transport",
+            watch_messages.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -112,6 +121,7 @@ impl Metrics {
             transactions,
             connections_refused,
             connections_open,
+            watch_messages,
         })
     }
 

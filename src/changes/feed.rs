@@ -307,6 +307,8 @@ pub struct Feed {
     hub: Arc<Hub>,
     heartbeat: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Counts the messages watches hand to the transport.
+    sent: prometheus_client::metrics::counter::Counter,
 }
 
 impl Feed {
@@ -323,7 +325,19 @@ impl Feed {
             hub,
             heartbeat,
             shutdown,
+            sent: Default::default(),
         }
+    }
+
+    /// Counts the messages watches hand to the transport on `counter`.
+    pub fn counting(mut self, counter: prometheus_client::metrics::counter::Counter) -> Self {
+        self.sent = counter;
+        self
+    }
+
+    /// The counter of messages handed to the transport.
+    pub fn sent(&self) -> &prometheus_client::metrics::counter::Counter {
+        &self.sent
     }
 
     /// One page of ListChanges.

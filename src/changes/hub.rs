@@ -1,8 +1,9 @@
 //! Wake-ups. A watch sleeps until its tenant's feed may have moved:
 //!
-//! - in `relay` mode the sequencer, after numbering a batch, sends
-//!   `NOTIFY crm_changes, '<tenant>'`; every process LISTENs and fans the
-//!   tenant out to its watches. A local commit wakes the sequencer at once
+//! - in `relay` mode the sequencer, once a batch is numbered and committed,
+//!   wakes the watches of its own process directly and sends
+//!   `NOTIFY crm_changes, '<tenant>'` for every other process, which
+//!   LISTENs and fans the tenant out to its watches. A local commit wakes the sequencer at once
 //!   if it runs here, and is announced on `crm_outbox` for the sequencer of
 //!   another process.
 //! - in `counter` mode a commit's events are final at once: local watches
@@ -16,7 +17,7 @@
 //! a lost notification delays an event, never loses it.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,10 @@ pub struct Hub {
     /// This process holds the sequencer role (its commits need no
     /// announcement for it).
     sequencing_here: AtomicBool,
+    /// The backend pid of the sequencer's connection when it runs here
+    /// (0: elsewhere): its NOTIFYs need not wake this process's watches,
+    /// which it wakes directly.
+    sequencer_pid: AtomicI32,
     moved: broadcast::Sender<Arc<str>>,
     committed: Notify,
     pending: Mutex<HashSet<String>>,
@@ -51,6 +56,7 @@ impl Hub {
         Arc::new(Self {
             mode,
             sequencing_here: AtomicBool::new(false),
+            sequencer_pid: AtomicI32::new(0),
             moved: broadcast::channel(1024).0,
             committed: Notify::new(),
             pending: Mutex::new(HashSet::new()),
@@ -73,9 +79,12 @@ impl Hub {
         }
     }
 
-    /// Whether the sequencer runs in this process (set by it).
-    pub fn set_sequencing_here(&self, here: bool) {
-        self.sequencing_here.store(here, Ordering::Relaxed);
+    /// Whether the sequencer runs in this process, on the connection of
+    /// backend `pid` (set by it).
+    pub fn set_sequencing_here(&self, pid: Option<i32>) {
+        self.sequencer_pid
+            .store(pid.unwrap_or(0), Ordering::Relaxed);
+        self.sequencing_here.store(pid.is_some(), Ordering::Relaxed);
     }
 
     /// `tenant`'s feed moved (`ALL`: any tenant's may have).
@@ -110,6 +119,9 @@ impl Hub {
                                 Ok(Some(n)) if n.channel() == OUTBOX_CHANNEL => {
                                     self.committed.notify_one()
                                 }
+                                Ok(Some(n))
+                                    if n.process_id() as i32
+                                        == self.sequencer_pid.load(Ordering::Relaxed) => {}
                                 Ok(Some(n)) => self.moved(n.payload()),
                                 // The connection was lost and re-made.
                                 Ok(None) => self.moved(ALL),

@@ -62,29 +62,43 @@ WITH horizon AS MATERIALIZED (
 ), notified AS (
     SELECT pg_notify($2, d.tenant_id) FROM (SELECT DISTINCT tenant_id FROM inserted) d
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM notified)";
+SELECT (SELECT count(*) FROM inserted),
+       (SELECT count(*) FROM notified),
+       ARRAY(SELECT DISTINCT tenant_id FROM inserted)";
 
-/// Numbers one batch; returns how many rows it moved.
-pub async fn sequence_once(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    let (moved, _tenants): (i64, i64) = sqlx::query_as(SEQUENCE)
+/// Numbers one batch (committed when this returns); returns how many rows
+/// it moved and the tenants whose feeds moved.
+pub async fn sequence_once(conn: &mut PgConnection) -> Result<(i64, Vec<String>), sqlx::Error> {
+    let (moved, _notified, tenants): (i64, i64, Vec<String>) = sqlx::query_as(SEQUENCE)
         .bind(BATCH)
         .bind(CHANNEL)
         .fetch_one(conn)
         .await?;
-    Ok(moved)
+    Ok((moved, tenants))
 }
 
 /// The sequencer's loop, on the connection that holds its role.
 pub async fn run(mut conn: PgConnection, hub: Arc<Hub>) -> anyhow::Result<()> {
-    hub.set_sequencing_here(true);
+    // Its own NOTIFYs come back to this process's listener: the watches
+    // here were woken directly already (see `sequence`).
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await?;
+    hub.set_sequencing_here(Some(pid));
     let result = sequence(&mut conn, &hub).await;
-    hub.set_sequencing_here(false);
+    hub.set_sequencing_here(None);
     result
 }
 
 async fn sequence(conn: &mut PgConnection, hub: &Hub) -> anyhow::Result<()> {
     loop {
-        let moved = sequence_once(conn).await?;
+        let (moved, tenants) = sequence_once(conn).await?;
+        // The batch is committed: this process's watches are woken now,
+        // without waiting for the NOTIFY's round trip (other processes'
+        // watches are woken by it).
+        for tenant in &tenants {
+            hub.moved(tenant);
+        }
         if moved == BATCH {
             continue;
         }

@@ -58,8 +58,13 @@ impl ChangeService for Api {
             return Err(ctx.status(e));
         }
         let request_id = ctx.request_id.clone();
-        let stream =
-            ReceiverStream::new(rx).map(move |item| item.map_err(|e| e.into_status(&request_id)));
+        let sent = self.feed.sent().clone();
+        // Taken from the queue only when the transport asks for more, i.e.
+        // as HTTP/2 flow control lets the client's reading through.
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            sent.inc();
+            item.map_err(|e| e.into_status(&request_id))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

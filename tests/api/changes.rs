@@ -793,3 +793,77 @@ async fn rest_lists_and_streams_changes() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn a_watch_that_is_not_read_is_held_back_by_flow_control() {
+    let app = spawn_app().await;
+    let t = app.token(&tenant(), "u");
+    let sent = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("crm_changes_watch_messages_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // A client with HTTP/2's smallest usual windows (64 KiB).
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut stream = ChangeServiceClient::new(channel)
+        .watch_changes(authed(&t, WatchChangesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    // 5000 events while the client reads nothing.
+    for b in 0..5 {
+        app.accounts()
+            .batch_create_accounts(authed(
+                &t,
+                BatchCreateAccountsRequest {
+                    requests: (0..1000)
+                        .map(|i| CreateAccountRequest {
+                            account: Some(Account {
+                                name: format!("unread {b}-{i}"),
+                                description: "x".repeat(1500),
+                                ..Default::default()
+                            }),
+                            request_id: String::new(),
+                        })
+                        .collect(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, metrics, _) = app.rest("GET", "/metrics", None, None).await;
+    let stalled = sent(metrics.as_str().unwrap());
+    // What the client's window (64 KiB) and the server transport's send
+    // buffer (400 KiB) hold, plus the watch's queue: a few hundred events
+    // of about 2 KB, far from all 5000.
+    assert!(
+        stalled > 0 && stalled < 600,
+        "{stalled} messages left the server"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, metrics, _) = app.rest("GET", "/metrics", None, None).await;
+    assert_eq!(sent(metrics.as_str().unwrap()), stalled, "the server waits");
+    // Reading resumes the stream: everything arrives, in order, once.
+    let mut seen = Vec::new();
+    while seen.len() < 5000 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .unwrap();
+        if let Some(watch_changes_response::Kind::Change(c)) = msg.kind {
+            seen.push(c.sequence);
+        }
+    }
+    assert_eq!(seen, (1..=5000).collect::<Vec<_>>());
+}
