@@ -191,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         changes_heartbeat_secs: 15,
         changes_pool_size: 4,
         nats_url: None,
+        webhooks_allow_private: false,
         failpoints: String::new(),
     };
     let app = Application::build(&cfg, false).await?;

@@ -34,13 +34,14 @@ use crate::proto::{
     activity_service_server::ActivityServiceServer, change_service_server::ChangeServiceServer,
     contact_service_server::ContactServiceServer, deal_service_server::DealServiceServer,
     line_item_service_server::LineItemServiceServer, quote_service_server::QuoteServiceServer,
+    webhook_service_server::WebhookServiceServer,
 };
 use crate::records::Store;
 use crate::records::page::PageKey;
 use crate::rest::{self, GrpcService, Transcoder};
 
 /// Full names of the crm services (health is reported for each and for "").
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 8] = [
     <AccountServiceServer<Api> as NamedService>::NAME,
     <ContactServiceServer<Api> as NamedService>::NAME,
     <DealServiceServer<Api> as NamedService>::NAME,
@@ -48,6 +49,7 @@ pub const SERVICES: [&str; 7] = [
     <QuoteServiceServer<Api> as NamedService>::NAME,
     <LineItemServiceServer<Api> as NamedService>::NAME,
     <ChangeServiceServer<Api> as NamedService>::NAME,
+    <WebhookServiceServer<Api> as NamedService>::NAME,
 ];
 
 /// A built, not yet running, server.
@@ -70,6 +72,7 @@ pub struct Application {
     connections: ConnectionCap,
     http1_header_timeout: Duration,
     feed: FeedParts,
+    webhooks_allow_private: bool,
 }
 
 /// What the change feed needs at run time.
@@ -231,6 +234,7 @@ impl Application {
                 heartbeat: Duration::from_secs(config.changes_heartbeat_secs.max(1)),
                 nats_url: config.nats_url.clone(),
             },
+            webhooks_allow_private: config.webhooks_allow_private,
         })
     }
 
@@ -278,7 +282,9 @@ impl Application {
         )
         .counting(self.metrics.watch_messages.clone());
         let workers = self.spawn_feed_workers();
-        let api = Api::new(self.store.clone(), feed);
+        let webhooks =
+            crate::webhooks::Webhooks::new(self.store.db().clone(), self.webhooks_allow_private);
+        let api = Api::new(self.store.clone(), feed, webhooks);
         // Message size limits, both ways, on every crm service.
         let (max_in, max_out) = (self.max_request_bytes, self.max_response_bytes);
         macro_rules! limit {
@@ -297,7 +303,8 @@ impl Application {
             .add_service(limit!(ActivityServiceServer::new(api.clone())))
             .add_service(limit!(QuoteServiceServer::new(api.clone())))
             .add_service(limit!(LineItemServiceServer::new(api.clone())))
-            .add_service(limit!(ChangeServiceServer::new(api)))
+            .add_service(limit!(ChangeServiceServer::new(api.clone())))
+            .add_service(limit!(WebhookServiceServer::new(api)))
             .prepare();
         let call_layer = CallLayer::new(self.auth.clone(), self.metrics.clone(), self.limits);
         // REST calls go through the very same stack as gRPC calls.

@@ -237,6 +237,18 @@ pub struct Config {
     #[arg(long, env = "CRM_NATS_URL", global = true)]
     pub nats_url: Option<String>,
 
+    /// Let webhooks point at loopback, private and link-local addresses
+    /// (`true`/`false`). Off by default: such URLs are refused when a
+    /// webhook is created or changed, and again before each delivery.
+    #[arg(
+        long,
+        env = "CRM_WEBHOOKS_ALLOW_PRIVATE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub webhooks_allow_private: bool,
+
     /// Test-only failpoints (see `crm::failpoint`). Never in production.
     #[arg(
         long,

@@ -143,6 +143,14 @@ pub enum Error {
         /// other items: `requests[7].account.external_id`).
         also: Vec<String>,
     },
+    /// The request is well formed but the state forbids it (a cap reached).
+    #[error("{message}")]
+    Precondition {
+        /// ErrorInfo reason, e.g. `WEBHOOK_LIMIT`.
+        reason: &'static str,
+        /// What to do about it.
+        message: String,
+    },
     /// The write lost a deadlock against concurrent writes (retried by the
     /// mechanism before it reaches a caller).
     #[error("concurrent modification")]
@@ -319,6 +327,9 @@ impl Error {
                     )
                 };
                 (Code::AlreadyExists, "DUPLICATE_VALUE", message, None)
+            }
+            Error::Precondition { reason, message } => {
+                (Code::FailedPrecondition, reason, message, None)
             }
             Error::Contention => (
                 Code::Aborted,

@@ -36,3 +36,4 @@ pub mod net;
 pub mod proto;
 pub mod records;
 pub mod rest;
+pub mod webhooks;

@@ -53,7 +53,7 @@ pub struct Query {
 
 /// The entries of `given` that are in `allowed` (de-duplicated, in
 /// `allowed`'s order); each one that is not is reported on `v`.
-fn pick(
+pub fn pick(
     field: &str,
     given: &[String],
     allowed: &[&'static str],

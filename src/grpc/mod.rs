@@ -5,6 +5,7 @@
 
 pub mod changes;
 pub mod layer;
+pub mod webhooks;
 
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -21,12 +22,17 @@ use crate::records::{Idempotency, ListParams, Store};
 pub struct Api {
     store: Store,
     feed: Feed,
+    webhooks: crate::webhooks::Webhooks,
 }
 
 impl Api {
-    /// The API over `store` and the change `feed`.
-    pub fn new(store: Store, feed: Feed) -> Self {
-        Self { store, feed }
+    /// The API over `store`, the change `feed` and the `webhooks`.
+    pub fn new(store: Store, feed: Feed, webhooks: crate::webhooks::Webhooks) -> Self {
+        Self {
+            store,
+            feed,
+            webhooks,
+        }
     }
 }
 

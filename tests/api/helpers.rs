@@ -79,6 +79,7 @@ pub fn config(db_name: &str) -> Config {
         changes_heartbeat_secs: 15,
         changes_pool_size: 4,
         nats_url: None,
+        webhooks_allow_private: false,
         failpoints: String::new(),
     }
 }

@@ -21,3 +21,4 @@ mod reliability;
 mod rest;
 mod roles;
 mod tenancy;
+mod webhooks;

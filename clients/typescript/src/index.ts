@@ -25,6 +25,7 @@ import { ContactService, type Contact, type ContactSchema } from "./gen/crm/v1/c
 import { DealService, type Deal, type DealSchema } from "./gen/crm/v1/deal_pb.js";
 import { LineItemService, type LineItem, type LineItemSchema } from "./gen/crm/v1/line_item_pb.js";
 import { QuoteService, type Quote, type QuoteSchema } from "./gen/crm/v1/quote_pb.js";
+import { WebhookService, type Webhook, type WebhookSchema } from "./gen/crm/v1/webhook_pb.js";
 import { Code as RpcCode } from "./gen/google/rpc/code_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 
@@ -37,6 +38,7 @@ export * from "./gen/crm/v1/contact_pb.js";
 export * from "./gen/crm/v1/deal_pb.js";
 export * from "./gen/crm/v1/line_item_pb.js";
 export * from "./gen/crm/v1/quote_pb.js";
+export * from "./gen/crm/v1/webhook_pb.js";
 export type { CallOptions, Transport } from "@connectrpc/connect";
 
 /** What create/update accept: a partial, plain-object record (camelCase fields). */
@@ -46,6 +48,7 @@ export type DealInput = MessageInitShape<typeof DealSchema>;
 export type ActivityInput = MessageInitShape<typeof ActivitySchema>;
 export type QuoteInput = MessageInitShape<typeof QuoteSchema>;
 export type LineItemInput = MessageInitShape<typeof LineItemSchema>;
+export type WebhookInput = MessageInitShape<typeof WebhookSchema>;
 
 // ---------------------------------------------------------------- errors
 
@@ -595,6 +598,43 @@ function changesOf(transport: Transport): Changes {
   };
 }
 
+// ---------------------------------------------------------------- webhooks
+
+/** The tenant's webhooks (definitions; see WebhookService in the protos). */
+export interface Webhooks {
+  /** Creates a webhook; the result is the only one carrying `secret` (whsec_…). */
+  create(webhook: WebhookInput, opts?: CallOptions): Promise<Webhook>;
+  get(id: string, opts?: CallOptions): Promise<Webhook>;
+  /** One page, newest first. */
+  list(
+    params?: { pageSize?: number; pageToken?: string },
+    opts?: CallOptions,
+  ): Promise<{ items: Webhook[]; nextPageToken: string }>;
+  /** Updates the fields of `updateMask` (url, resourceTypes, operations, description, enabled), or those `webhook` sets. */
+  update(webhook: WebhookInput & { id: string }, updateMask?: string[], opts?: CallOptions): Promise<Webhook>;
+  /** Deletes the webhook for good. */
+  delete(id: string, opts?: CallOptions): Promise<void>;
+}
+
+function webhooksOf(transport: Transport): Webhooks {
+  const rpc = createConnectClient(WebhookService, transport);
+  return {
+    create: (webhook, o) => call(() => rpc.createWebhook({ webhook }, o)),
+    get: (id, o) => call(() => rpc.getWebhook({ id }, o)),
+    list: (params = {}, o) =>
+      call(async () => {
+        const res = await rpc.listWebhooks({ pageSize: params.pageSize ?? 0, pageToken: params.pageToken ?? "" }, o);
+        return { items: res.webhooks, nextPageToken: res.nextPageToken };
+      }),
+    update: (webhook, updateMask, o) =>
+      call(() => rpc.updateWebhook({ webhook, ...(updateMask ? { updateMask: { paths: updateMask } } : {}) }, o)),
+    delete: (id, o) =>
+      call(async () => {
+        await rpc.deleteWebhook({ id }, o);
+      }),
+  };
+}
+
 // ---------------------------------------------------------------- client
 
 export interface ClientOptions {
@@ -622,6 +662,8 @@ export interface CrmClient {
   };
   /** The tenant's change feed: every committed change, in one gapless sequence. */
   changes: Changes;
+  /** The tenant's webhooks. */
+  webhooks: Webhooks;
   /** The Connect transport (for calling the generated services directly). */
   transport: Transport;
   /** Closes the HTTP/2 connection (no-op with a custom transport). */
@@ -659,6 +701,7 @@ export function createClient(options: ClientOptions): CrmClient {
       lineItems: resource(opsOf<LineItem, LineItemInput>(LineItemService, t)),
     },
     changes: changesOf(t),
+    webhooks: webhooksOf(t),
     transport: t,
     close: () => session?.abort(),
   };

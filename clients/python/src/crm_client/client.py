@@ -49,6 +49,8 @@ from crm_client.v1 import (
     line_item_pb2_grpc,
     quote_pb2,
     quote_pb2_grpc,
+    webhook_pb2,
+    webhook_pb2_grpc,
 )
 
 M = TypeVar("M", bound=Message)  # the resource message, e.g. Account
@@ -699,6 +701,62 @@ class Changes:
         )
 
 
+class Webhooks:
+    """The tenant's webhooks (crm.v1.WebhookService): HTTP callbacks for its
+    change events, signed with the Standard Webhooks scheme."""
+
+    def __init__(self, channel: grpc.Channel, call: _Caller) -> None:
+        self._call = call
+        self._stub = webhook_pb2_grpc.WebhookServiceStub(channel)
+
+    @staticmethod
+    def _message(data: webhook_pb2.Webhook | Mapping[str, Any]) -> webhook_pb2.Webhook:
+        if isinstance(data, webhook_pb2.Webhook):
+            return data
+        return json_format.ParseDict(dict(data), webhook_pb2.Webhook())
+
+    def create(self, webhook: webhook_pb2.Webhook | Mapping[str, Any]) -> webhook_pb2.Webhook:
+        """Creates a webhook. The result is the only one that carries
+        ``secret`` (``whsec_...``): keep it to verify signatures. A URL that
+        is not http(s) or resolves to a private address is CrmError
+        INVALID_ARGUMENT on ``webhook.url``."""
+        request = webhook_pb2.CreateWebhookRequest(webhook=self._message(webhook))
+        result: webhook_pb2.Webhook = self._call(self._stub.CreateWebhook, request)
+        return result
+
+    def get(self, id: str) -> webhook_pb2.Webhook:
+        """The webhook ``id`` (without its secret)."""
+        result: webhook_pb2.Webhook = self._call(
+            self._stub.GetWebhook, webhook_pb2.GetWebhookRequest(id=id)
+        )
+        return result
+
+    def list(self, *, page_size: int = 0, page_token: str = "") -> webhook_pb2.ListWebhooksResponse:
+        """One page of webhooks, newest first: ``.webhooks`` and
+        ``.next_page_token`` (empty on the last page)."""
+        request = webhook_pb2.ListWebhooksRequest(page_size=page_size, page_token=page_token)
+        result: webhook_pb2.ListWebhooksResponse = self._call(self._stub.ListWebhooks, request)
+        return result
+
+    def update(
+        self,
+        webhook: webhook_pb2.Webhook | Mapping[str, Any],
+        update_mask: Sequence[str] | None = None,
+    ) -> webhook_pb2.Webhook:
+        """Updates the fields of ``update_mask`` (url, resource_types,
+        operations, description, enabled), or those ``webhook`` sets; a
+        non-zero ``version`` that differs is CrmError ABORTED."""
+        request = webhook_pb2.UpdateWebhookRequest(webhook=self._message(webhook))
+        if update_mask is not None:
+            request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(update_mask)))
+        result: webhook_pb2.Webhook = self._call(self._stub.UpdateWebhook, request)
+        return result
+
+    def delete(self, id: str) -> None:
+        """Deletes the webhook for good."""
+        self._call(self._stub.DeleteWebhook, webhook_pb2.DeleteWebhookRequest(id=id))
+
+
 class Client:
     """A connection to crm. Use as a context manager, or call close()."""
 
@@ -722,6 +780,8 @@ class Client:
         self.customer = Customer(self.channel, call)
         #: The change feed: ``changes.list(...)``, ``changes.watch(...)``.
         self.changes = Changes(self.channel, call)
+        #: Webhooks: ``webhooks.create(...)``, ``get``, ``list``, ``update``, ``delete``.
+        self.webhooks = Webhooks(self.channel, call)
 
     def close(self) -> None:
         self.channel.close()
