@@ -151,7 +151,8 @@ pub fn event_id(tenant: &str, sequence: i64, committed_at: DateTime<Utc>) -> Str
     format!("evt_{ulid}")
 }
 
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+/// `t` as a protobuf timestamp.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,

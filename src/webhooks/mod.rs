@@ -9,7 +9,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use crate::auth::Caller;
-use crate::changes::feed::{OPERATIONS, RESOURCE_TYPES, pick};
+use crate::changes::feed::{OPERATIONS, RESOURCE_TYPES, pick, timestamp};
 use crate::db::Db;
 use crate::error::{Error, Violations, invalid};
 use crate::proto::Webhook;
@@ -49,13 +49,6 @@ type Row = (
     String,
     i32,
 );
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
 
 fn from_row(r: Row) -> Webhook {
     Webhook {
