@@ -1275,6 +1275,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    crm::net::install_tls_provider();
     let mut args = Args::parse();
     if args.smoke {
         args.seconds = args.seconds.min(1.0);

@@ -4,26 +4,34 @@
 //!
 //! - outage: Postgres stopped (`-m immediate`) under load, then started;
 //! - sigkill: the server killed under load, then restarted;
-//! - sigterm: the server stopped under load, then restarted.
+//! - sigterm: the server stopped under load, then restarted;
+//! - webhook: a webhook's receiver down for a while and the server killed
+//!   meanwhile, then the receiver back (see [`webhook`]).
 //!
-//! Clients create line items on one quote with a `request_id` each and retry
-//! a failed create with the same id until it is acknowledged. Afterwards:
-//! every acknowledged write is stored (lost = 0), nothing is stored twice
-//! (duplicates = 0), and the quote's total, version and summaries agree with
-//! its lines (no half-written side effect). The change feed is checked too:
-//! once the sequencer has caught up, the tenant's events are numbered 1..N
-//! with no gap or repeat, every acknowledged write is in it exactly once, and
-//! N is exactly the changes stored (each line and its quote rollup). Prints
-//! the counts; exits non-zero on any loss or inconsistency.
+//! In the first three, clients create line items on one quote with a
+//! `request_id` each and retry a failed create with the same id until it is
+//! acknowledged. Afterwards: every acknowledged write is stored (lost = 0),
+//! nothing is stored twice (duplicates = 0), and the quote's total, version
+//! and summaries agree with its lines (no half-written side effect). The
+//! change feed is checked too: once the sequencer has caught up, the
+//! tenant's events are numbered 1..N with no gap or repeat, every
+//! acknowledged write is in it exactly once, and N is exactly the changes
+//! stored (each line and its quote rollup). Prints the counts; exits
+//! non-zero on any loss or inconsistency.
 
+use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use crm::proto::account_service_client::AccountServiceClient;
 use crm::proto::line_item_service_client::LineItemServiceClient;
 use crm::proto::quote_service_client::QuoteServiceClient;
+use crm::proto::webhook_service_client::WebhookServiceClient;
 use crm::proto::*;
 use sqlx::Connection;
 use tonic::transport::Channel;
@@ -60,8 +68,14 @@ fn cluster(action: &str) {
 }
 
 fn server(db: &str) -> Child {
+    server_with(db, &[])
+}
+
+/// The server with `extra` environment on top of the usual.
+fn server_with(db: &str, extra: &[(&str, &str)]) -> Child {
     Command::new(std::env::var("CRM_BIN").unwrap_or_else(|_| "target/release/crm".into()))
         .arg("serve")
+        .envs(extra.iter().copied())
         .env("DATABASE_URL", format!("{}/{db}", pg()))
         .env("CRM_GRPC_ADDR", GRPC)
         .env("CRM_HTTP_ADDR", HTTP)
@@ -250,7 +264,9 @@ async fn check_feed(conn: &mut sqlx::PgConnection, acked: &[String], lines: usiz
     gapless && missing == 0 && repeated == 0 && events == expected
 }
 
-async fn scenario(name: &str) -> bool {
+/// Drops the scenario's database (the server creates it afresh) and
+/// returns its name.
+async fn fresh(name: &str) -> String {
     let db = format!("crm_faults_{name}");
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg()))
         .await
@@ -263,9 +279,12 @@ async fn scenario(name: &str) -> bool {
     .unwrap();
     admin.close().await.ok();
     println!("{name}:");
-    let mut child = server(&db);
-    let ch = ready().await;
-    let token = crm::auth::mint(
+    db
+}
+
+/// A token of the scenarios' tenant.
+fn token() -> String {
+    crm::auth::mint(
         SECRET.as_bytes(),
         "tenant-faults",
         "faults",
@@ -274,7 +293,17 @@ async fn scenario(name: &str) -> bool {
         None,
         None,
     )
-    .unwrap();
+    .unwrap()
+}
+
+async fn scenario(name: &str) -> bool {
+    if name == "webhook" {
+        return webhook().await;
+    }
+    let db = fresh(name).await;
+    let mut child = server(&db);
+    let ch = ready().await;
+    let token = token();
     let account = AccountServiceClient::new(ch.clone())
         .create_account(authed(
             &token,
@@ -374,10 +403,281 @@ async fn scenario(name: &str) -> bool {
     ok
 }
 
+/// Accounts the webhook scenario writes, between its clients.
+const WEBHOOK_WRITES: usize = 600;
+/// How long the receiver may take to see every event once it is back (a
+/// killed server's lease on the webhook lapses within 30 s).
+const WEBHOOK_DRAIN: Duration = Duration::from_secs(90);
+
+/// One POST the receiver accepted (while up), in the order they arrived.
+struct Delivery {
+    /// `webhook-id`.
+    id: String,
+    /// The event's `sequence`.
+    sequence: i64,
+    /// The event's `record_id`.
+    record_id: String,
+}
+
+/// The webhook scenario's HTTP receiver: answers 503 while down; while up
+/// verifies the signature with the `standardwebhooks` crate (not the
+/// server's code), records the delivery and answers 200.
+#[derive(Default)]
+struct Receiver {
+    up: AtomicBool,
+    /// Set from CreateWebhook's answer (the receiver must listen first: the
+    /// webhook needs its address).
+    verifier: OnceLock<standardwebhooks::Webhook>,
+    deliveries: Mutex<Vec<Delivery>>,
+    refused: AtomicUsize,
+    bad_signatures: AtomicUsize,
+}
+
+async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if !rx.up.load(Ordering::Relaxed) {
+        rx.refused.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    // A bad signature is counted but the event accepted all the same, so it
+    // shows as such rather than as a stalled delivery.
+    if rx
+        .verifier
+        .get()
+        .is_none_or(|v| v.verify(&body, &headers).is_err())
+    {
+        rx.bad_signatures.fetch_add(1, Ordering::Relaxed);
+    }
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let delivery = Delivery {
+        id: headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        // int64 is a JSON string.
+        sequence: event["sequence"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1),
+        record_id: event["record_id"].as_str().unwrap_or_default().to_owned(),
+    };
+    rx.deliveries.lock().unwrap().push(delivery);
+    StatusCode::OK
+}
+
+/// Clients creating accounts until `total` are acknowledged between them,
+/// each write retried with its request_id until acknowledged; a client
+/// takes the next write only while it is below `allowed`.
+fn account_writers(
+    token: String,
+    total: usize,
+    allowed: Arc<AtomicUsize>,
+    tally: Arc<Mutex<Tally>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    (0..4)
+        .map(|_| {
+            let (token, allowed, tally, next) =
+                (token.clone(), allowed.clone(), tally.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    while n >= allowed.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let request_id = uuid::Uuid::from_u128(ulid::Ulid::generate().0).to_string();
+                    let req = CreateAccountRequest {
+                        account: Some(Account {
+                            name: format!("Faults {n}"),
+                            ..Default::default()
+                        }),
+                        request_id,
+                    };
+                    loop {
+                        let started = Instant::now();
+                        let result = match Channel::from_shared(format!("http://{GRPC}"))
+                            .unwrap()
+                            .connect()
+                            .await
+                        {
+                            Ok(ch) => AccountServiceClient::new(ch)
+                                .create_account(authed(&token, req.clone()))
+                                .await
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        match result {
+                            Ok(r) => {
+                                tally.lock().unwrap().acked.push(r.into_inner().id);
+                                break;
+                            }
+                            Err(_) => {
+                                {
+                                    let mut t = tally.lock().unwrap();
+                                    t.failures += 1;
+                                    t.slowest_failure = t.slowest_failure.max(started.elapsed());
+                                }
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                    // Paced, so the server is killed with writes under way.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits (at most 60 s) until `n` writes are acknowledged.
+async fn acked_at_least(tally: &Mutex<Tally>, n: usize) {
+    let since = Instant::now();
+    while tally.lock().unwrap().acked.len() < n && since.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The webhook scenario: one webhook on an in-process receiver; accounts
+/// written by a few clients; after a third of them the receiver goes down
+/// (503), writes go on, the server is killed (SIGKILL) with deliveries
+/// pending and restarted, the rest are written, and the receiver comes back.
+/// Then every acknowledged account's creation must reach the receiver
+/// (lost = 0), with a valid signature, first deliveries in strictly
+/// increasing sequence (repeats are allowed: delivery is at least once, and
+/// counted).
+async fn webhook() -> bool {
+    let db = fresh("webhook").await;
+    let env = [
+        ("CRM_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ("CRM_WEBHOOKS_RETRY_SCHEDULE", "300ms"),
+    ];
+    let mut child = server_with(&db, &env);
+    let ch = ready().await;
+    let token = token();
+    let rx = Arc::new(Receiver::default());
+    rx.up.store(true, Ordering::Relaxed);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(receive))
+        .with_state(rx.clone());
+    let receiver = tokio::spawn(async move { axum::serve(listener, app).await });
+    let hook = WebhookServiceClient::new(ch)
+        .create_webhook(authed(
+            &token,
+            CreateWebhookRequest {
+                webhook: Some(Webhook {
+                    url: format!("http://127.0.0.1:{port}/hook"),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let _ = rx
+        .verifier
+        .set(standardwebhooks::Webhook::new(&hook.secret).unwrap());
+
+    let allowed = Arc::new(AtomicUsize::new(WEBHOOK_WRITES / 3));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let clients = account_writers(token, WEBHOOK_WRITES, allowed.clone(), tally.clone());
+    acked_at_least(&tally, WEBHOOK_WRITES / 3).await;
+    rx.up.store(false, Ordering::Relaxed);
+    let delivered_before = rx.deliveries.lock().unwrap().len();
+    println!(
+        "  receiver down (503) after {} writes, {delivered_before} delivered",
+        WEBHOOK_WRITES / 3
+    );
+    // Events pile up while the receiver refuses them; then the server dies
+    // with writes under way.
+    allowed.store(WEBHOOK_WRITES / 2, Ordering::Relaxed);
+    acked_at_least(&tally, WEBHOOK_WRITES / 2).await;
+    allowed.store(WEBHOOK_WRITES, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!(
+        "  killed (SIGKILL) after {} writes with deliveries pending; restarting",
+        tally.lock().unwrap().acked.len()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child = server_with(&db, &env);
+    ready().await;
+    for c in clients {
+        c.await.unwrap();
+    }
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    rx.up.store(true, Ordering::Relaxed);
+    let back = Instant::now();
+    println!(
+        "  all writes acknowledged; receiver up again ({} attempts refused while down)",
+        rx.refused.load(Ordering::Relaxed)
+    );
+
+    // Every acknowledged account's creation must arrive.
+    let mut acked = tally.acked.clone();
+    acked.sort();
+    acked.dedup();
+    let lost = loop {
+        let lost = {
+            let deliveries = rx.deliveries.lock().unwrap();
+            let seen: HashSet<&str> = deliveries.iter().map(|d| d.record_id.as_str()).collect();
+            acked
+                .iter()
+                .filter(|id| !seen.contains(id.as_str()))
+                .count()
+        };
+        if lost == 0 || back.elapsed() > WEBHOOK_DRAIN {
+            break lost;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let drained = back.elapsed();
+    let deliveries = std::mem::take(&mut *rx.deliveries.lock().unwrap());
+    let mut first = HashSet::new();
+    let (mut duplicates, mut out_of_order, mut last) = (0, 0, 0);
+    for d in &deliveries {
+        if !first.insert(d.id.as_str()) {
+            duplicates += 1;
+        } else if d.sequence <= last {
+            out_of_order += 1;
+        } else {
+            last = d.sequence;
+        }
+    }
+    let bad_signatures = rx.bad_signatures.load(Ordering::Relaxed);
+    println!(
+        "  events acknowledged: {}, delivered: {} distinct ({} POSTs accepted), duplicates: {duplicates}, lost: {lost}, out of order: {out_of_order}, bad signatures: {bad_signatures}",
+        acked.len(),
+        first.len(),
+        deliveries.len()
+    );
+    println!(
+        "  failed write attempts retried: {}, slowest failure: {:.0?}; {} {:.1?} after the receiver was back",
+        tally.failures,
+        tally.slowest_failure,
+        if lost == 0 {
+            "everything delivered"
+        } else {
+            "GAVE UP waiting"
+        },
+        drained
+    );
+    receiver.abort();
+    let _ = child.kill();
+    let _ = child.wait();
+    acked.len() == WEBHOOK_WRITES && lost == 0 && out_of_order == 0 && bad_signatures == 0
+}
+
 #[tokio::main]
 async fn main() {
+    crm::net::install_tls_provider();
     let which: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["outage", "sigkill", "sigterm"];
+    let all = ["outage", "sigkill", "sigterm", "webhook"];
     let run: Vec<&str> = if which.is_empty() {
         all.to_vec()
     } else {

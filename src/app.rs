@@ -73,6 +73,9 @@ pub struct Application {
     http1_header_timeout: Duration,
     feed: FeedParts,
     webhooks_allow_private: bool,
+    delivery: crate::webhooks::delivery::DeliveryConfig,
+    /// The delivery worker's connections (background role).
+    delivery_pool: sqlx::PgPool,
 }
 
 /// What the change feed needs at run time.
@@ -133,6 +136,7 @@ impl Application {
     /// Prepares everything `crm serve` needs. With `dev`, a missing JWT key
     /// falls back to the development secret (loudly).
     pub async fn build(config: &Config, dev: bool) -> anyhow::Result<Self> {
+        crate::net::install_tls_provider();
         let mut secret = config.jwt_secret.clone();
         if secret.is_none() && config.jwt_jwks_file.is_none() && dev {
             tracing::warn!(
@@ -186,6 +190,18 @@ impl Application {
         .await?;
         let hub = Hub::new(config.changes_sequencing);
         let background = changes::background_pool(&config.database_url, 4).await?;
+        let delivery_pool = changes::background_pool(&config.database_url, 4).await?;
+        let delivery = crate::webhooks::delivery::DeliveryConfig {
+            allow_private: config.webhooks_allow_private,
+            schedule: crate::webhooks::delivery::Schedule::parse(
+                &config.webhooks_retry_schedule,
+                config.webhooks_retry_for,
+            )
+            .map_err(|e| anyhow::anyhow!("CRM_WEBHOOKS_RETRY_SCHEDULE {e}"))?,
+            max_in_flight: config.webhooks_max_in_flight.max(1),
+            tenant_in_flight: config.webhooks_tenant_in_flight.max(1),
+            ..Default::default()
+        };
         let background_role: String = sqlx::query_scalar("SELECT crm_background_role()")
             .fetch_one(&background)
             .await
@@ -235,6 +251,8 @@ impl Application {
                 nats_url: config.nats_url.clone(),
             },
             webhooks_allow_private: config.webhooks_allow_private,
+            delivery,
+            delivery_pool,
         })
     }
 
@@ -278,10 +296,17 @@ impl Application {
             self.feed.db.clone(),
             self.feed.hub.clone(),
             self.feed.heartbeat,
-            feed_stopped,
+            feed_stopped.clone(),
         )
         .counting(self.metrics.watch_messages.clone());
-        let workers = self.spawn_feed_workers();
+        let mut workers = self.spawn_feed_workers();
+        workers.push(tokio::spawn(crate::webhooks::delivery::run(
+            self.delivery_pool.clone(),
+            self.feed.hub.clone(),
+            self.delivery.clone(),
+            self.metrics.webhook_deliveries.clone(),
+            feed_stopped,
+        )));
         let webhooks =
             crate::webhooks::Webhooks::new(self.store.db().clone(), self.webhooks_allow_private);
         let api = Api::new(self.store.clone(), feed, webhooks);
@@ -371,6 +396,7 @@ impl Application {
         workers.iter().for_each(|w| w.abort());
         self.db.close().await;
         self.feed.background.close().await;
+        self.delivery_pool.close().await;
         Ok(())
     }
 

@@ -249,6 +249,46 @@ pub struct Config {
     )]
     pub webhooks_allow_private: bool,
 
+    /// Delays before each retry of a failed webhook delivery, comma
+    /// separated; the last one repeats. Each is varied ±20 % at random.
+    #[arg(
+        long,
+        env = "CRM_WEBHOOKS_RETRY_SCHEDULE",
+        default_value = crate::webhooks::delivery::DEFAULT_SCHEDULE,
+        global = true
+    )]
+    pub webhooks_retry_schedule: String,
+
+    /// How long an event is retried (from its first attempt) before it is
+    /// given up and delivery goes on with the next.
+    #[arg(
+        long,
+        env = "CRM_WEBHOOKS_RETRY_FOR",
+        default_value = "72h",
+        value_parser = parse_duration,
+        global = true
+    )]
+    pub webhooks_retry_for: Duration,
+
+    /// Webhook deliveries this process makes at once.
+    #[arg(
+        long,
+        env = "CRM_WEBHOOKS_MAX_IN_FLIGHT",
+        default_value_t = 32,
+        global = true
+    )]
+    pub webhooks_max_in_flight: usize,
+
+    /// Webhooks of one tenant being delivered to at once, across all
+    /// processes: one tenant's slow receivers cannot take every slot.
+    #[arg(
+        long,
+        env = "CRM_WEBHOOKS_TENANT_IN_FLIGHT",
+        default_value_t = 4,
+        global = true
+    )]
+    pub webhooks_tenant_in_flight: i64,
+
     /// Test-only failpoints (see `crm::failpoint`). Never in production.
     #[arg(
         long,
@@ -276,21 +316,26 @@ impl Config {
     }
 }
 
-/// Parses a duration such as `90`, `90s`, `15m`, `1h`, `7d`.
+/// Parses a duration such as `250ms`, `90`, `90s`, `15m`, `1h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(n));
+    }
     let scale = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
     };
-    Ok(Duration::from_secs(n * scale))
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 #[cfg(test)]
@@ -304,5 +349,8 @@ mod tests {
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("h").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("999999999999999999d").is_err());
     }
 }

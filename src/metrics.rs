@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Messages change-feed watches handed to the transport (taken from
     /// their bounded queues as HTTP/2 flow control allows).
     pub watch_messages: Counter,
+    /// Webhook attempts answered with a 2xx.
+    pub webhook_deliveries: Counter,
 }
 
 impl Metrics {
@@ -105,6 +107,12 @@ impl Metrics {
             "Messages change-feed watches handed to the transport",
             watch_messages.clone(),
         );
+        let webhook_deliveries = Counter::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook attempts answered with a 2xx",
+            webhook_deliveries.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -122,6 +130,7 @@ impl Metrics {
             connections_refused,
             connections_open,
             watch_messages,
+            webhook_deliveries,
         })
     }
 

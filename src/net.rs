@@ -181,3 +181,10 @@ pub async fn serve_http(
     drop(listener);
     graceful.shutdown().await;
 }
+
+/// Makes ring the process's TLS provider (as NATS uses), which every
+/// `reqwest` client of the process needs (crm builds reqwest without a
+/// provider of its own). Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -108,6 +108,24 @@ impl Query {
         })
     }
 
+    /// A webhook's stored filters (checked when it was saved; anything
+    /// unknown is left out).
+    pub fn filters(resource_types: &[String], operations: &[String]) -> Self {
+        let keep = |given: &[String], allowed: &[&'static str]| -> Vec<&'static str> {
+            allowed
+                .iter()
+                .copied()
+                .filter(|a| given.iter().any(|g| g == a))
+                .collect()
+        };
+        Self {
+            after: 0,
+            limit: i64::from(DEFAULT_PAGE_SIZE),
+            resource_types: keep(resource_types, &RESOURCE_TYPES),
+            operations: keep(operations, &OPERATIONS),
+        }
+    }
+
     fn filtered(&self) -> bool {
         !self.resource_types.is_empty() || !self.operations.is_empty()
     }
@@ -192,7 +210,7 @@ impl Row {
 }
 
 /// The tenant's head: (latest sequence, oldest kept).
-async fn head(tx: &mut TenantTx) -> Result<(i64, i64), Error> {
+pub async fn head(tx: &mut TenantTx) -> Result<(i64, i64), Error> {
     let tenant = tx.caller().tenant_id().to_owned();
     let head: Option<(i64, i64)> = sqlx::query_as(
         "SELECT last_sequence, oldest_sequence FROM change_heads WHERE tenant_id = $1",
@@ -204,7 +222,7 @@ async fn head(tx: &mut TenantTx) -> Result<(i64, i64), Error> {
 }
 
 /// CHANGES_EXPIRED when events after `after` are no longer all kept.
-fn check_position(after: i64, oldest: i64) -> Result<(), Error> {
+pub fn check_position(after: i64, oldest: i64) -> Result<(), Error> {
     if after > 0 && after < oldest - 1 {
         return Err(Error::ChangesExpired { oldest });
     }
@@ -221,10 +239,38 @@ async fn events(
     limit: i64,
 ) -> Result<Vec<ChangeEvent>, Error> {
     let caller = tx.caller().clone();
-    let scope = |qb: &mut QueryBuilder<Postgres>| {
+    let scope = Scope {
+        tenant: caller.tenant_id(),
+        app: caller.app_id(),
+    };
+    scoped_events(tx.conn(), scope, q, after, until, limit).await
+}
+
+/// Whose events: a tenant's, or one app's of a tenant.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// Only events written with this app's tokens, when set.
+    pub app: Option<&'a str>,
+}
+
+/// Events of `scope` after `after` up to `until` (inclusive, when given),
+/// ascending, at most `limit`, that the query's filters let through. The
+/// caller's role decides what else applies (row-level security for
+/// requests; webhook delivery reads as the background role).
+pub async fn scoped_events(
+    conn: &mut sqlx::PgConnection,
+    scope: Scope<'_>,
+    q: &Query,
+    after: i64,
+    until: Option<i64>,
+    limit: i64,
+) -> Result<Vec<ChangeEvent>, Error> {
+    let where_ = |qb: &mut QueryBuilder<Postgres>| {
         qb.push(" FROM change_events WHERE tenant_id = ")
-            .push_bind(caller.tenant_id().to_owned());
-        if let Some(app) = caller.app_id() {
+            .push_bind(scope.tenant.to_owned());
+        if let Some(app) = scope.app {
             qb.push(" AND app_id = ").push_bind(app.to_owned());
         }
         qb.push(" AND sequence > ").push_bind(after);
@@ -255,7 +301,7 @@ async fn events(
                 }
                 first = false;
                 qb.push("(SELECT ").push(COLUMNS);
-                scope(&mut qb);
+                where_(&mut qb);
                 qb.push(" AND resource_type = ")
                     .push_bind(*t)
                     .push(" AND operation = ")
@@ -268,16 +314,16 @@ async fn events(
         qb.push(") e ORDER BY sequence LIMIT ").push_bind(limit);
     } else {
         qb.push(COLUMNS);
-        scope(&mut qb);
+        where_(&mut qb);
         qb.push(" ORDER BY sequence LIMIT ").push_bind(limit);
     }
     let rows: Vec<Row> = qb
         .build_query_as()
         .persistent(false)
-        .fetch_all(tx.conn())
+        .fetch_all(conn)
         .await?;
     rows.into_iter()
-        .map(|r| r.into_event(caller.tenant_id()))
+        .map(|r| r.into_event(scope.tenant))
         .collect()
 }
 

@@ -7,7 +7,9 @@ use crate::error::invalid;
 use crate::proto::webhook_service_server::WebhookService;
 use crate::proto::{
     CreateWebhookRequest, DeleteWebhookRequest, DeleteWebhookResponse, GetWebhookRequest,
-    ListWebhooksRequest, ListWebhooksResponse, UpdateWebhookRequest, Webhook,
+    ListWebhookDeliveriesRequest, ListWebhookDeliveriesResponse, ListWebhooksRequest,
+    ListWebhooksResponse, RedeliverWebhookRequest, RedeliverWebhookResponse, UpdateWebhookRequest,
+    Webhook,
 };
 
 #[tonic::async_trait]
@@ -77,5 +79,31 @@ impl WebhookService for Api {
             .await
             .map(|()| DeleteWebhookResponse {});
         ctx.reply(result)
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<ListWebhookDeliveriesResponse>, Status> {
+        let ctx = Ctx::of(&request)?;
+        let r = request.into_inner();
+        ctx.reply(
+            self.webhooks
+                .deliveries(&ctx.caller, &r.id, r.page_size, &r.page_token)
+                .await,
+        )
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        request: Request<RedeliverWebhookRequest>,
+    ) -> Result<Response<RedeliverWebhookResponse>, Status> {
+        let ctx = Ctx::of(&request)?;
+        let r = request.into_inner();
+        ctx.reply(
+            self.webhooks
+                .redeliver(&ctx.caller, &r.id, r.after_sequence)
+                .await,
+        )
     }
 }

@@ -1,8 +1,10 @@
 //! Webhooks (SPEC §12): a tenant's HTTP callbacks for its change events.
-//! This module keeps their definitions; every query runs in the caller's
-//! tenant transaction, so row-level security confines it to the tenant (and
-//! an integration token to its app's webhooks).
+//! This module serves their definitions, delivery logs and redelivery;
+//! every query runs in the caller's tenant transaction, so row-level
+//! security confines it to the tenant (and an integration token to its
+//! app's webhooks). [`delivery`] is the worker that POSTs the events.
 
+pub mod delivery;
 pub mod target;
 
 use base64::Engine;
@@ -12,7 +14,9 @@ use crate::auth::Caller;
 use crate::changes::feed::{OPERATIONS, RESOURCE_TYPES, pick, timestamp};
 use crate::db::Db;
 use crate::error::{Error, Violations, invalid};
-use crate::proto::Webhook;
+use crate::proto::{
+    ListWebhookDeliveriesResponse, RedeliverWebhookResponse, Webhook, WebhookDelivery,
+};
 
 /// Webhooks per tenant.
 pub const MAX_PER_TENANT: i64 = 100;
@@ -22,6 +26,10 @@ pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 pub const DEFAULT_PAGE: i64 = 50;
 /// Largest page of ListWebhooks.
 pub const MAX_PAGE: i64 = 100;
+/// Default page of ListWebhookDeliveries.
+pub const DEFAULT_DELIVERY_PAGE: i64 = 50;
+/// Largest page of ListWebhookDeliveries.
+pub const MAX_DELIVERY_PAGE: i64 = 500;
 /// The fields UpdateWebhook may change.
 pub const UPDATABLE: [&str; 5] = [
     "url",
@@ -179,8 +187,10 @@ impl Webhooks {
         }
         let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO webhooks (tenant_id, id, app_id, url, resource_types, operations, description, \
-                                   enabled, secret, created_at, updated_at, created_by, updated_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now(), $10, $10) RETURNING {COLUMNS}"
+                                   enabled, secret, created_at, updated_at, created_by, updated_by, position) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now(), $10, $10, \
+                     COALESCE((SELECT last_sequence FROM change_heads WHERE tenant_id = $1), 0)) \
+             RETURNING {COLUMNS}"
         )))
         .bind(caller.tenant_id())
         .bind(&id)
@@ -345,6 +355,8 @@ impl Webhooks {
         let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE webhooks SET url = $3, resource_types = $4, operations = $5, description = $6, \
                  enabled = $7, disabled_reason = CASE WHEN $7 THEN '' ELSE disabled_reason END, \
+                 next_attempt_at = CASE WHEN $9 THEN '-infinity' ELSE next_attempt_at END, \
+                 failing_since = CASE WHEN $9 THEN NULL ELSE failing_since END, \
                  updated_at = now(), updated_by = $8, version = version + 1 \
              WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
         )))
@@ -356,6 +368,9 @@ impl Webhooks {
         .bind(&new.description)
         .bind(enabled)
         .bind(caller.sub())
+        // Enabling it again or pointing it elsewhere: the pending event is
+        // tried at once, and the 5 days of failure start over.
+        .bind(enabled && (old.enabled == Some(false) || new.url != old.url))
         .fetch_one(tx.conn())
         .await?;
         tx.commit().await?;
@@ -380,5 +395,139 @@ impl Webhooks {
             return Err(not_found());
         }
         tx.commit().await
+    }
+
+    /// The canonical id of a webhook of the caller, or NOT_FOUND.
+    async fn visible(&self, tx: &mut crate::db::TenantTx, id: &str) -> Result<String, Error> {
+        let not_found = || Error::NotFound {
+            resource: "webhook",
+            id: id.to_owned(),
+        };
+        let canonical = webhook_id(id).ok_or_else(not_found)?;
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM webhooks WHERE tenant_id = $1 AND id = $2")
+                .bind(tx.caller().tenant_id().to_owned())
+                .bind(&canonical)
+                .fetch_optional(tx.conn())
+                .await?;
+        found.map(|_| canonical).ok_or_else(not_found)
+    }
+
+    /// ListWebhookDeliveries: newest first; the page token is the last
+    /// entry's number.
+    pub async fn deliveries(
+        &self,
+        caller: &Caller,
+        id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<ListWebhookDeliveriesResponse, Error> {
+        if page_size < 0 {
+            return Err(invalid("page_size", "must not be negative"));
+        }
+        let limit = match i64::from(page_size) {
+            0 => DEFAULT_DELIVERY_PAGE,
+            n => n.min(MAX_DELIVERY_PAGE),
+        };
+        let before: Option<i64> = if page_token.is_empty() {
+            None
+        } else {
+            Some(
+                page_token
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid("page_token", "is not a token this method returned"))?,
+            )
+        };
+        let mut tx = self.db.begin(caller).await?;
+        let id = self.visible(&mut tx, id).await?;
+        type DRow = (
+            i64,
+            String,
+            i64,
+            i32,
+            i32,
+            String,
+            DateTime<Utc>,
+            i64,
+            Option<DateTime<Utc>>,
+        );
+        let rows: Vec<DRow> = sqlx::query_as(
+            "SELECT id, event_id, sequence, attempt, status_code, error, attempted_at, duration_ms, \
+                    next_attempt_at \
+             FROM webhook_deliveries WHERE tenant_id = $1 AND webhook_id = $2 \
+               AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+        )
+        .bind(caller.tenant_id())
+        .bind(&id)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(tx.conn())
+        .await?;
+        tx.end_read();
+        let more = rows.len() as i64 > limit;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next_page_token = if more {
+            rows.last().map(|r| r.0.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let deliveries = rows
+            .iter()
+            .map(|r| WebhookDelivery {
+                event_id: r.1.clone(),
+                sequence: r.2,
+                attempt: r.3,
+                status_code: r.4,
+                error: r.5.clone(),
+                attempted_at: Some(timestamp(r.6)),
+                duration_ms: r.7,
+                next_attempt_at: r.8.map(timestamp),
+            })
+            .collect();
+        Ok(ListWebhookDeliveriesResponse {
+            deliveries,
+            next_page_token,
+        })
+    }
+
+    /// RedeliverWebhook: moves the webhook's position to `after_sequence`
+    /// and drops any pending retry; a worker in the middle of an attempt
+    /// (another generation) leaves the new position alone.
+    pub async fn redeliver(
+        &self,
+        caller: &Caller,
+        id: &str,
+        after_sequence: i64,
+    ) -> Result<RedeliverWebhookResponse, Error> {
+        if after_sequence < 0 {
+            return Err(invalid("after_sequence", "must not be negative"));
+        }
+        let mut tx = self.db.begin(caller).await?;
+        let id = self.visible(&mut tx, id).await?;
+        let (latest, oldest) = crate::changes::feed::head(&mut tx).await?;
+        if after_sequence > latest {
+            return Err(invalid(
+                "after_sequence",
+                format!("must be at most the latest sequence, {latest}"),
+            ));
+        }
+        crate::changes::feed::check_position(after_sequence, oldest)?;
+        sqlx::query(
+            "UPDATE webhooks SET position = $3, attempt = 0, first_attempt_at = NULL, \
+                 next_attempt_at = '-infinity', generation = generation + 1 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(caller.tenant_id())
+        .bind(&id)
+        .bind(after_sequence)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(RedeliverWebhookResponse {
+            after_sequence,
+            latest_sequence: latest,
+        })
     }
 }

@@ -80,6 +80,10 @@ pub fn config(db_name: &str) -> Config {
         changes_pool_size: 4,
         nats_url: None,
         webhooks_allow_private: false,
+        webhooks_retry_schedule: crm::webhooks::delivery::DEFAULT_SCHEDULE.into(),
+        webhooks_retry_for: std::time::Duration::from_secs(72 * 3600),
+        webhooks_max_in_flight: 32,
+        webhooks_tenant_in_flight: 4,
         failpoints: String::new(),
     }
 }

@@ -21,4 +21,5 @@ mod reliability;
 mod rest;
 mod roles;
 mod tenancy;
+mod webhook_delivery;
 mod webhooks;

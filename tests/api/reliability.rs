@@ -298,6 +298,7 @@ pub fn free_port() -> u16 {
 
 impl Process {
     pub fn start(db: &str, extra: &[(&str, &str)]) -> Self {
+        crm::net::install_tls_provider();
         let (gp, hp) = (free_port(), free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_crm"));
         cmd.arg("serve")

@@ -16,7 +16,7 @@ import struct
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -161,10 +161,11 @@ PG_BASE = os.environ.get("CRM_TEST_PG") or "postgres://postgres@127.0.0.1:5432"
 
 class OwnServer:
     """A crm server of the test's own (``crm serve --dev``) on database ``db``
-    (created by the server if missing), on free ports, so that a test can
-    stop it; ``stop()`` sends SIGTERM and waits for the exit."""
+    (created by the server if missing), on free ports, with ``extra_env``
+    added to its environment, so that a test can stop it or run it with other
+    settings; ``stop()`` sends SIGTERM and waits for the exit."""
 
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, extra_env: Mapping[str, str] | None = None) -> None:
         env = dict(os.environ)
         env.update(
             DATABASE_URL=f"{PG_BASE}/{db}",
@@ -173,6 +174,7 @@ class OwnServer:
             CRM_LOG_FORMAT="json",
             CRM_CHANGES_HEARTBEAT_SECS="1",
         )
+        env.update(extra_env or {})
         self._proc = subprocess.Popen(
             [str(crm_bin()), "serve", "--dev"],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

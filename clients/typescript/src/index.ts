@@ -25,7 +25,12 @@ import { ContactService, type Contact, type ContactSchema } from "./gen/crm/v1/c
 import { DealService, type Deal, type DealSchema } from "./gen/crm/v1/deal_pb.js";
 import { LineItemService, type LineItem, type LineItemSchema } from "./gen/crm/v1/line_item_pb.js";
 import { QuoteService, type Quote, type QuoteSchema } from "./gen/crm/v1/quote_pb.js";
-import { WebhookService, type Webhook, type WebhookSchema } from "./gen/crm/v1/webhook_pb.js";
+import {
+  WebhookService,
+  type Webhook,
+  type WebhookDelivery,
+  type WebhookSchema,
+} from "./gen/crm/v1/webhook_pb.js";
 import { Code as RpcCode } from "./gen/google/rpc/code_pb.js";
 import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 
@@ -600,7 +605,18 @@ function changesOf(transport: Transport): Changes {
 
 // ---------------------------------------------------------------- webhooks
 
-/** The tenant's webhooks (definitions; see WebhookService in the protos). */
+/** What `webhooks.redeliver` returns. */
+export interface RedeliverResult {
+  /** The webhook's new position: the `afterSequence` asked for. */
+  afterSequence: bigint;
+  /**
+   * The tenant's latest sequence when the request was served: the events up
+   * to it (that match the webhook) will be delivered.
+   */
+  latestSequence: bigint;
+}
+
+/** The tenant's webhooks (definitions, delivery logs, redelivery; see WebhookService in the protos). */
 export interface Webhooks {
   /** Creates a webhook; the result is the only one carrying `secret` (whsec_…). */
   create(webhook: WebhookInput, opts?: CallOptions): Promise<Webhook>;
@@ -614,6 +630,27 @@ export interface Webhooks {
   update(webhook: WebhookInput & { id: string }, updateMask?: string[], opts?: CallOptions): Promise<Webhook>;
   /** Deletes the webhook for good. */
   delete(id: string, opts?: CallOptions): Promise<void>;
+  /**
+   * One page of the webhook's delivery log, newest first: one entry per
+   * attempt (`sequence`, `attempt`, `statusCode` (0: no response), `error`,
+   * `attemptedAt`, `durationMs`, `nextAttemptAt`), kept for 30 days.
+   * `pageSize` 0/absent: 50, at most 500. An unknown webhook (or another
+   * tenant's) is CrmError NOT_FOUND; a bad `pageToken`, INVALID_ARGUMENT.
+   */
+  listDeliveries(
+    id: string,
+    params?: { pageSize?: number; pageToken?: string },
+    opts?: CallOptions,
+  ): Promise<{ items: WebhookDelivery[]; nextPageToken: string }>;
+  /**
+   * Delivers the webhook's matching events after `afterSequence` (again), in
+   * order: its position moves there and a pending retry is dropped (a
+   * position ahead of the current one skips the events between). From 0 (all
+   * still kept) up to the tenant's latest sequence: above it is CrmError
+   * INVALID_ARGUMENT on `after_sequence`, below the oldest kept event
+   * FAILED_PRECONDITION (CHANGES_EXPIRED). A disabled webhook stays disabled.
+   */
+  redeliver(id: string, afterSequence: ChangeSequence, opts?: CallOptions): Promise<RedeliverResult>;
 }
 
 function webhooksOf(transport: Transport): Webhooks {
@@ -631,6 +668,19 @@ function webhooksOf(transport: Transport): Webhooks {
     delete: (id, o) =>
       call(async () => {
         await rpc.deleteWebhook({ id }, o);
+      }),
+    listDeliveries: (id, params = {}, o) =>
+      call(async () => {
+        const res = await rpc.listWebhookDeliveries(
+          { id, pageSize: params.pageSize ?? 0, pageToken: params.pageToken ?? "" },
+          o,
+        );
+        return { items: res.deliveries, nextPageToken: res.nextPageToken };
+      }),
+    redeliver: (id, afterSequence, o) =>
+      call(async () => {
+        const res = await rpc.redeliverWebhook({ id, afterSequence: BigInt(afterSequence) }, o);
+        return { afterSequence: res.afterSequence, latestSequence: res.latestSequence };
       }),
   };
 }

@@ -3,11 +3,11 @@
 // `$CRM_BIN token` so that its feed starts at sequence 1. scripts/ts-client.sh
 // starts the server with CRM_CHANGES_HEARTBEAT_SECS=1 (heartbeats after 1 s
 // idle instead of 15 s); without it the heartbeat test just takes longer.
-// The shutdown test starts servers of its own (`$CRM_BIN serve --dev` on a
-// scratch database in CRM_TEST_PG's cluster, dropped afterwards, as
-// with-server.sh does) so that it can stop one.
+// The shutdown test starts servers of its own (own-server.ts: `$CRM_BIN
+// serve --dev` on a scratch database in CRM_TEST_PG's cluster, dropped
+// afterwards, as with-server.sh does) so that it can stop one.
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import net from "node:net";
 import { dirname, resolve } from "node:path";
 import { after, describe, test } from "node:test";
@@ -25,6 +25,7 @@ import {
   type ReconnectInfo,
   type WatchChangesRequest,
 } from "../src/index.js";
+import { dropDatabase, ownServer } from "./own-server.js";
 
 const grpc = process.env.CRM_GRPC;
 if (!grpc || !process.env.CRM_TOKEN) throw new Error("CRM_GRPC and CRM_TOKEN must be set (run under scripts/with-server.sh)");
@@ -32,7 +33,6 @@ const baseUrl = `http://${grpc}`;
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
 const crmBin = process.env.CRM_BIN || resolve(repoRoot, "target/debug/crm");
 const run = `chg${Date.now().toString(36)}${process.pid}`;
-const pgBase = process.env.CRM_TEST_PG || "postgres://postgres@127.0.0.1:5432";
 
 const closers: Array<() => void> = [];
 after(() => closers.forEach((c) => c()));
@@ -201,65 +201,6 @@ async function proxy(upstream = grpc!): Promise<{
   };
   closers.push(() => p.close());
   return p;
-}
-
-/**
- * A crm server of the test's own on database `db` (created by the server if
- * missing), on free ports; `stop()` sends SIGTERM and waits for the exit.
- */
-async function ownServer(db: string): Promise<{ grpc: string; stop(): Promise<void> }> {
-  const child = spawn(crmBin, ["serve", "--dev"], {
-    env: {
-      ...process.env,
-      DATABASE_URL: `${pgBase}/${db}`,
-      CRM_GRPC_ADDR: "127.0.0.1:0",
-      CRM_HTTP_ADDR: "127.0.0.1:0",
-      CRM_LOG_FORMAT: "json",
-      CRM_CHANGES_HEARTBEAT_SECS: "1",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  let log = "";
-  const addr = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`crm serve did not start within 60 s:\n${log}`)), 60_000);
-    const read = (chunk: Buffer) => {
-      if (log.length > 1_000_000) return; // keep draining the pipes, stop keeping the text
-      log += chunk;
-      const m = /"grpc":"([0-9.]+:[0-9]+)"/.exec(log);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    };
-    child.stdout!.on("data", read);
-    child.stderr!.on("data", read);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`crm serve exited (${code}):\n${log}`));
-    });
-  });
-  return {
-    grpc: addr,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-      await exited;
-    },
-  };
-}
-
-/** Drops a scratch database and its (cluster-wide) roles, as with-server.sh does. */
-function dropDatabase(db: string): void {
-  const psql = (url: string, sql: string) =>
-    execFileSync("psql", [url, "-tAc", sql], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-  let roles = "";
-  try {
-    roles = psql(`${pgBase}/${db}`, "SELECT array_to_string(crm_roles(), ',')");
-  } catch {
-    // no database (the server never got that far)
-  }
-  psql(`${pgBase}/postgres`, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-  if (/^[a-z0-9_]+(,[a-z0-9_]+)*$/.test(roles)) psql(`${pgBase}/postgres`, `DROP ROLE IF EXISTS ${roles}`);
 }
 
 describe("changes.list", () => {

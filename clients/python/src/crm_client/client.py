@@ -16,6 +16,10 @@
         for event in events:                            # resumes by itself after a drop
             ...
 
+    hook = client.webhooks.create({"url": "https://example.com/hook"})   # hook.secret: only here
+    log = client.webhooks.list_deliveries(hook.id)      # log.deliveries (newest first), log.next_page_token
+    client.webhooks.redeliver(hook.id, 0)               # deliver the events after sequence 0 again
+
 Every method raises CrmError on a non-OK status.
 """
 
@@ -703,7 +707,9 @@ class Changes:
 
 class Webhooks:
     """The tenant's webhooks (crm.v1.WebhookService): HTTP callbacks for its
-    change events, signed with the Standard Webhooks scheme."""
+    change events, signed with the Standard Webhooks scheme. The definitions
+    (create / get / list / update / delete), each one's delivery log
+    (list_deliveries) and redelivery (redeliver)."""
 
     def __init__(self, channel: grpc.Channel, call: _Caller) -> None:
         self._call = call
@@ -756,6 +762,38 @@ class Webhooks:
         """Deletes the webhook for good."""
         self._call(self._stub.DeleteWebhook, webhook_pb2.DeleteWebhookRequest(id=id))
 
+    def list_deliveries(
+        self, id: str, page_size: int = 0, page_token: str = ""
+    ) -> webhook_pb2.ListWebhookDeliveriesResponse:
+        """One page of the webhook's delivery log, newest first:
+        ``.deliveries`` (one per attempt: ``sequence``, ``attempt``,
+        ``status_code`` (0: no response), ``error``, ``attempted_at``,
+        ``duration_ms``, ``next_attempt_at``; kept for 30 days) and
+        ``.next_page_token`` (empty on the last page). ``page_size`` 0 is 50,
+        at most 500. An unknown webhook (or another tenant's) is CrmError
+        NOT_FOUND; a bad ``page_token``, INVALID_ARGUMENT."""
+        request = webhook_pb2.ListWebhookDeliveriesRequest(
+            id=id, page_size=page_size, page_token=page_token
+        )
+        result: webhook_pb2.ListWebhookDeliveriesResponse = self._call(
+            self._stub.ListWebhookDeliveries, request
+        )
+        return result
+
+    def redeliver(self, id: str, after_sequence: int) -> webhook_pb2.RedeliverWebhookResponse:
+        """Delivers the webhook's matching events after ``after_sequence``
+        (again), in order: its position moves there and a pending retry is
+        dropped (a position ahead of the current one skips the events
+        between). Returns ``.after_sequence`` (the new position) and
+        ``.latest_sequence`` (the tenant's latest: the events up to it will
+        be delivered). From 0 (all still kept) up to the latest sequence:
+        above it is CrmError INVALID_ARGUMENT on ``after_sequence``, below
+        the oldest kept event FAILED_PRECONDITION (CHANGES_EXPIRED). A
+        disabled webhook stays disabled."""
+        request = webhook_pb2.RedeliverWebhookRequest(id=id, after_sequence=after_sequence)
+        result: webhook_pb2.RedeliverWebhookResponse = self._call(self._stub.RedeliverWebhook, request)
+        return result
+
 
 class Client:
     """A connection to crm. Use as a context manager, or call close()."""
@@ -780,7 +818,8 @@ class Client:
         self.customer = Customer(self.channel, call)
         #: The change feed: ``changes.list(...)``, ``changes.watch(...)``.
         self.changes = Changes(self.channel, call)
-        #: Webhooks: ``webhooks.create(...)``, ``get``, ``list``, ``update``, ``delete``.
+        #: Webhooks: ``webhooks.create(...)``, ``get``, ``list``, ``update``, ``delete``,
+        #: ``list_deliveries`` (the delivery log), ``redeliver``.
         self.webhooks = Webhooks(self.channel, call)
 
     def close(self) -> None:

@@ -36,9 +36,33 @@ class WebhookServiceStub:
     unless the server runs with CRM_WEBHOOKS_ALLOW_PRIVATE=true. A tenant has
     at most 100 webhooks.
 
-    Status: webhooks can be defined (the methods below); delivering events to
-    them — the signed POSTs, retries, ListWebhookDeliveries and
-    RedeliverWebhook — is not served yet, so a webhook receives nothing yet.
+    Delivery. Each matching event is POSTed as JSON (the ChangeEvent as REST
+    shows it, `Content-Type: application/json`) with the Standard Webhooks
+    headers: `webhook-id` (the event id, the same on every attempt: dedupe on
+    it), `webhook-timestamp` (unix seconds of this attempt) and
+    `webhook-signature` (`v1,` + base64 of HMAC-SHA256 over
+    `<webhook-id>.<webhook-timestamp>.<body>`, keyed with the bytes whose
+    base64 follows `whsec_` in the secret), signed afresh on every attempt.
+    A webhook starts at the tenant's latest event in the feed when it is
+    created: it receives the events that enter the feed after that (a write
+    committed a few milliseconds before the webhook may still be among them). Events reach a webhook one at a time, in
+    sequence order; a failing event holds back the later ones.
+
+    Any 2xx within 10 s is success; the response body is read up to 64 KiB
+    and ignored; redirects are not followed (a 3xx is a failure). Otherwise
+    the event is tried again, by default 5 s, 30 s, 2 min, 15 min, 1 h and 3 h
+    after each failure and then every 6 h, each delay ±20 % at random, until
+    72 h have passed since its first attempt (CRM_WEBHOOKS_RETRY_SCHEDULE and
+    CRM_WEBHOOKS_RETRY_FOR change this); after that it is given up (its last
+    attempt in the log says so) and delivery goes on with the next event. A
+    429 or 503 answer's Retry-After (seconds or an HTTP date, at most 24 h) is
+    waited for when it is longer than the schedule's delay. A 410 Gone answer
+    disables the webhook; so does failing without a success for 5 days.
+    Either way `disabled_reason` says why; enabling it again (UpdateWebhook)
+    resumes where delivery stopped. The URL is checked again before every
+    attempt (its name may resolve elsewhere by then). Pending deliveries are
+    kept in PostgreSQL: a restart loses none, and any number of crm replicas
+    share the work without sending one attempt twice at once.
     """
 
     def __init__(self, channel):
@@ -72,6 +96,16 @@ class WebhookServiceStub:
                 request_serializer=crm_dot_v1_dot_webhook__pb2.DeleteWebhookRequest.SerializeToString,
                 response_deserializer=crm_dot_v1_dot_webhook__pb2.DeleteWebhookResponse.FromString,
                 _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/crm.v1.WebhookService/ListWebhookDeliveries',
+                request_serializer=crm_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.RedeliverWebhook = channel.unary_unary(
+                '/crm.v1.WebhookService/RedeliverWebhook',
+                request_serializer=crm_dot_v1_dot_webhook__pb2.RedeliverWebhookRequest.SerializeToString,
+                response_deserializer=crm_dot_v1_dot_webhook__pb2.RedeliverWebhookResponse.FromString,
+                _registered_method=True)
 
 
 class WebhookServiceServicer:
@@ -85,9 +119,33 @@ class WebhookServiceServicer:
     unless the server runs with CRM_WEBHOOKS_ALLOW_PRIVATE=true. A tenant has
     at most 100 webhooks.
 
-    Status: webhooks can be defined (the methods below); delivering events to
-    them — the signed POSTs, retries, ListWebhookDeliveries and
-    RedeliverWebhook — is not served yet, so a webhook receives nothing yet.
+    Delivery. Each matching event is POSTed as JSON (the ChangeEvent as REST
+    shows it, `Content-Type: application/json`) with the Standard Webhooks
+    headers: `webhook-id` (the event id, the same on every attempt: dedupe on
+    it), `webhook-timestamp` (unix seconds of this attempt) and
+    `webhook-signature` (`v1,` + base64 of HMAC-SHA256 over
+    `<webhook-id>.<webhook-timestamp>.<body>`, keyed with the bytes whose
+    base64 follows `whsec_` in the secret), signed afresh on every attempt.
+    A webhook starts at the tenant's latest event in the feed when it is
+    created: it receives the events that enter the feed after that (a write
+    committed a few milliseconds before the webhook may still be among them). Events reach a webhook one at a time, in
+    sequence order; a failing event holds back the later ones.
+
+    Any 2xx within 10 s is success; the response body is read up to 64 KiB
+    and ignored; redirects are not followed (a 3xx is a failure). Otherwise
+    the event is tried again, by default 5 s, 30 s, 2 min, 15 min, 1 h and 3 h
+    after each failure and then every 6 h, each delay ±20 % at random, until
+    72 h have passed since its first attempt (CRM_WEBHOOKS_RETRY_SCHEDULE and
+    CRM_WEBHOOKS_RETRY_FOR change this); after that it is given up (its last
+    attempt in the log says so) and delivery goes on with the next event. A
+    429 or 503 answer's Retry-After (seconds or an HTTP date, at most 24 h) is
+    waited for when it is longer than the schedule's delay. A 410 Gone answer
+    disables the webhook; so does failing without a success for 5 days.
+    Either way `disabled_reason` says why; enabling it again (UpdateWebhook)
+    resumes where delivery stopped. The URL is checked again before every
+    attempt (its name may resolve elsewhere by then). Pending deliveries are
+    kept in PostgreSQL: a restart loses none, and any number of crm replicas
+    share the work without sending one attempt twice at once.
     """
 
     def CreateWebhook(self, request, context):
@@ -120,7 +178,26 @@ class WebhookServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteWebhook(self, request, context):
-        """Deletes a webhook for good; nothing more is delivered to it.
+        """Deletes a webhook for good, with its delivery log; nothing more is
+        delivered to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """The webhook's delivery log, newest first: one entry per attempt, kept
+        for 30 days.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeliverWebhook(self, request, context):
+        """Delivers the webhook's matching events after `after_sequence` (again),
+        in order: its position moves to `after_sequence` and a pending retry is
+        dropped. A position ahead of the current one skips the events between.
+        A disabled webhook stays disabled until it is enabled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,6 +231,16 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     request_deserializer=crm_dot_v1_dot_webhook__pb2.DeleteWebhookRequest.FromString,
                     response_serializer=crm_dot_v1_dot_webhook__pb2.DeleteWebhookResponse.SerializeToString,
             ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=crm_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'RedeliverWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverWebhook,
+                    request_deserializer=crm_dot_v1_dot_webhook__pb2.RedeliverWebhookRequest.FromString,
+                    response_serializer=crm_dot_v1_dot_webhook__pb2.RedeliverWebhookResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'crm.v1.WebhookService', rpc_method_handlers)
@@ -173,9 +260,33 @@ class WebhookService:
     unless the server runs with CRM_WEBHOOKS_ALLOW_PRIVATE=true. A tenant has
     at most 100 webhooks.
 
-    Status: webhooks can be defined (the methods below); delivering events to
-    them — the signed POSTs, retries, ListWebhookDeliveries and
-    RedeliverWebhook — is not served yet, so a webhook receives nothing yet.
+    Delivery. Each matching event is POSTed as JSON (the ChangeEvent as REST
+    shows it, `Content-Type: application/json`) with the Standard Webhooks
+    headers: `webhook-id` (the event id, the same on every attempt: dedupe on
+    it), `webhook-timestamp` (unix seconds of this attempt) and
+    `webhook-signature` (`v1,` + base64 of HMAC-SHA256 over
+    `<webhook-id>.<webhook-timestamp>.<body>`, keyed with the bytes whose
+    base64 follows `whsec_` in the secret), signed afresh on every attempt.
+    A webhook starts at the tenant's latest event in the feed when it is
+    created: it receives the events that enter the feed after that (a write
+    committed a few milliseconds before the webhook may still be among them). Events reach a webhook one at a time, in
+    sequence order; a failing event holds back the later ones.
+
+    Any 2xx within 10 s is success; the response body is read up to 64 KiB
+    and ignored; redirects are not followed (a 3xx is a failure). Otherwise
+    the event is tried again, by default 5 s, 30 s, 2 min, 15 min, 1 h and 3 h
+    after each failure and then every 6 h, each delay ±20 % at random, until
+    72 h have passed since its first attempt (CRM_WEBHOOKS_RETRY_SCHEDULE and
+    CRM_WEBHOOKS_RETRY_FOR change this); after that it is given up (its last
+    attempt in the log says so) and delivery goes on with the next event. A
+    429 or 503 answer's Retry-After (seconds or an HTTP date, at most 24 h) is
+    waited for when it is longer than the schedule's delay. A 410 Gone answer
+    disables the webhook; so does failing without a success for 5 days.
+    Either way `disabled_reason` says why; enabling it again (UpdateWebhook)
+    resumes where delivery stopped. The URL is checked again before every
+    attempt (its name may resolve elsewhere by then). Pending deliveries are
+    kept in PostgreSQL: a restart loses none, and any number of crm replicas
+    share the work without sending one attempt twice at once.
     """
 
     @staticmethod
@@ -303,6 +414,60 @@ class WebhookService:
             '/crm.v1.WebhookService/DeleteWebhook',
             crm_dot_v1_dot_webhook__pb2.DeleteWebhookRequest.SerializeToString,
             crm_dot_v1_dot_webhook__pb2.DeleteWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.WebhookService/ListWebhookDeliveries',
+            crm_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            crm_dot_v1_dot_webhook__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.v1.WebhookService/RedeliverWebhook',
+            crm_dot_v1_dot_webhook__pb2.RedeliverWebhookRequest.SerializeToString,
+            crm_dot_v1_dot_webhook__pb2.RedeliverWebhookResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/webhook.proto.
  */
 export const file_crm_v1_webhook: GenFile = /*@__PURE__*/
-  fileDesc("ChRjcm0vdjEvd2ViaG9vay5wcm90bxIGY3JtLnYxIrUDCgdXZWJob29rEhAKAmlkGAEgASgJQgTiQQEDEhEKA3VybBgCIAEoCUIE4kEBAhIcCg5yZXNvdXJjZV90eXBlcxgDIAMoCUIE4kEBARIYCgpvcGVyYXRpb25zGAQgAygJQgTiQQEBEhkKC2Rlc2NyaXB0aW9uGAUgASgJQgTiQQEBEhoKB2VuYWJsZWQYBiABKAhCBOJBAQFIAIgBARIdCg9kaXNhYmxlZF9yZWFzb24YByABKAlCBOJBAQMSFAoGc2VjcmV0GAggASgJQgTiQQEDEhkKBmFwcF9pZBgJIAEoCUIE4kEBA0gBiAEBEjQKCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhgKCmNyZWF0ZWRfYnkYDCABKAlCBOJBAQMSGAoKdXBkYXRlZF9ieRgNIAEoCUIE4kEBAxIPCgd2ZXJzaW9uGA4gASgFQgoKCF9lbmFibGVkQgkKB19hcHBfaWQiPgoUQ3JlYXRlV2ViaG9va1JlcXVlc3QSJgoHd2ViaG9vaxgBIAEoCzIPLmNybS52MS5XZWJob29rQgTiQQECIiUKEUdldFdlYmhvb2tSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIkgKE0xpc3RXZWJob29rc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQEiXgoUTGlzdFdlYmhvb2tzUmVzcG9uc2USJwoId2ViaG9va3MYASADKAsyDy5jcm0udjEuV2ViaG9va0IE4kEBAxIdCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlCBOJBAQMidQoUVXBkYXRlV2ViaG9va1JlcXVlc3QSJgoHd2ViaG9vaxgBIAEoCzIPLmNybS52MS5XZWJob29rQgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBASIoChREZWxldGVXZWJob29rUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiIXChVEZWxldGVXZWJob29rUmVzcG9uc2UyogQKDldlYmhvb2tTZXJ2aWNlEmUKDUNyZWF0ZVdlYmhvb2sSHC5jcm0udjEuQ3JlYXRlV2ViaG9va1JlcXVlc3QaDy5jcm0udjEuV2ViaG9vayIlgtPkkwIfOgd3ZWJob29rIhQvYXBpL3YxL2NybS93ZWJob29rcxJbCgpHZXRXZWJob29rEhkuY3JtLnYxLkdldFdlYmhvb2tSZXF1ZXN0Gg8uY3JtLnYxLldlYmhvb2siIYLT5JMCGxIZL2FwaS92MS9jcm0vd2ViaG9va3Mve2lkfRJnCgxMaXN0V2ViaG9va3MSGy5jcm0udjEuTGlzdFdlYmhvb2tzUmVxdWVzdBocLmNybS52MS5MaXN0V2ViaG9va3NSZXNwb25zZSIcgtPkkwIWEhQvYXBpL3YxL2NybS93ZWJob29rcxJyCg1VcGRhdGVXZWJob29rEhwuY3JtLnYxLlVwZGF0ZVdlYmhvb2tSZXF1ZXN0Gg8uY3JtLnYxLldlYmhvb2siMoLT5JMCLDoHd2ViaG9vazIhL2FwaS92MS9jcm0vd2ViaG9va3Mve3dlYmhvb2suaWR9Em8KDURlbGV0ZVdlYmhvb2sSHC5jcm0udjEuRGVsZXRlV2ViaG9va1JlcXVlc3QaHS5jcm0udjEuRGVsZXRlV2ViaG9va1Jlc3BvbnNlIiGC0+STAhsqGS9hcGkvdjEvY3JtL3dlYmhvb2tzL3tpZH1iBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChRjcm0vdjEvd2ViaG9vay5wcm90bxIGY3JtLnYxIrUDCgdXZWJob29rEhAKAmlkGAEgASgJQgTiQQEDEhEKA3VybBgCIAEoCUIE4kEBAhIcCg5yZXNvdXJjZV90eXBlcxgDIAMoCUIE4kEBARIYCgpvcGVyYXRpb25zGAQgAygJQgTiQQEBEhkKC2Rlc2NyaXB0aW9uGAUgASgJQgTiQQEBEhoKB2VuYWJsZWQYBiABKAhCBOJBAQFIAIgBARIdCg9kaXNhYmxlZF9yZWFzb24YByABKAlCBOJBAQMSFAoGc2VjcmV0GAggASgJQgTiQQEDEhkKBmFwcF9pZBgJIAEoCUIE4kEBA0gBiAEBEjQKCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjQKCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhgKCmNyZWF0ZWRfYnkYDCABKAlCBOJBAQMSGAoKdXBkYXRlZF9ieRgNIAEoCUIE4kEBAxIPCgd2ZXJzaW9uGA4gASgFQgoKCF9lbmFibGVkQgkKB19hcHBfaWQiPgoUQ3JlYXRlV2ViaG9va1JlcXVlc3QSJgoHd2ViaG9vaxgBIAEoCzIPLmNybS52MS5XZWJob29rQgTiQQECIiUKEUdldFdlYmhvb2tSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIkgKE0xpc3RXZWJob29rc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQEiXgoUTGlzdFdlYmhvb2tzUmVzcG9uc2USJwoId2ViaG9va3MYASADKAsyDy5jcm0udjEuV2ViaG9va0IE4kEBAxIdCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlCBOJBAQMidQoUVXBkYXRlV2ViaG9va1JlcXVlc3QSJgoHd2ViaG9vaxgBIAEoCzIPLmNybS52MS5XZWJob29rQgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBASIoChREZWxldGVXZWJob29rUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiIXChVEZWxldGVXZWJob29rUmVzcG9uc2UiYwocTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBASKWAgoPV2ViaG9va0RlbGl2ZXJ5EhYKCGV2ZW50X2lkGAEgASgJQgTiQQEDEhYKCHNlcXVlbmNlGAIgASgDQgTiQQEDEhUKB2F0dGVtcHQYAyABKAVCBOJBAQMSGQoLc3RhdHVzX2NvZGUYBCABKAVCBOJBAQMSEwoFZXJyb3IYBSABKAlCBOJBAQMSNgoMYXR0ZW1wdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIZCgtkdXJhdGlvbl9tcxgHIAEoA0IE4kEBAxI5Cg9uZXh0X2F0dGVtcHRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDInEKHUxpc3RXZWJob29rRGVsaXZlcmllc1Jlc3BvbnNlEjEKCmRlbGl2ZXJpZXMYASADKAsyFy5jcm0udjEuV2ViaG9va0RlbGl2ZXJ5QgTiQQEDEh0KD25leHRfcGFnZV90b2tlbhgCIAEoCUIE4kEBAyJJChdSZWRlbGl2ZXJXZWJob29rUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhIcCg5hZnRlcl9zZXF1ZW5jZRgCIAEoA0IE4kEBAiJXChhSZWRlbGl2ZXJXZWJob29rUmVzcG9uc2USHAoOYWZ0ZXJfc2VxdWVuY2UYASABKANCBOJBAQMSHQoPbGF0ZXN0X3NlcXVlbmNlGAIgASgDQgTiQQEDMr8GCg5XZWJob29rU2VydmljZRJlCg1DcmVhdGVXZWJob29rEhwuY3JtLnYxLkNyZWF0ZVdlYmhvb2tSZXF1ZXN0Gg8uY3JtLnYxLldlYmhvb2siJYLT5JMCHzoHd2ViaG9vayIUL2FwaS92MS9jcm0vd2ViaG9va3MSWwoKR2V0V2ViaG9vaxIZLmNybS52MS5HZXRXZWJob29rUmVxdWVzdBoPLmNybS52MS5XZWJob29rIiGC0+STAhsSGS9hcGkvdjEvY3JtL3dlYmhvb2tzL3tpZH0SZwoMTGlzdFdlYmhvb2tzEhsuY3JtLnYxLkxpc3RXZWJob29rc1JlcXVlc3QaHC5jcm0udjEuTGlzdFdlYmhvb2tzUmVzcG9uc2UiHILT5JMCFhIUL2FwaS92MS9jcm0vd2ViaG9va3MScgoNVXBkYXRlV2ViaG9vaxIcLmNybS52MS5VcGRhdGVXZWJob29rUmVxdWVzdBoPLmNybS52MS5XZWJob29rIjKC0+STAiw6B3dlYmhvb2syIS9hcGkvdjEvY3JtL3dlYmhvb2tzL3t3ZWJob29rLmlkfRJvCg1EZWxldGVXZWJob29rEhwuY3JtLnYxLkRlbGV0ZVdlYmhvb2tSZXF1ZXN0Gh0uY3JtLnYxLkRlbGV0ZVdlYmhvb2tSZXNwb25zZSIhgtPkkwIbKhkvYXBpL3YxL2NybS93ZWJob29rcy97aWR9EpIBChVMaXN0V2ViaG9va0RlbGl2ZXJpZXMSJC5jcm0udjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBolLmNybS52MS5MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZSIsgtPkkwImEiQvYXBpL3YxL2NybS93ZWJob29rcy97aWR9L2RlbGl2ZXJpZXMShQEKEFJlZGVsaXZlcldlYmhvb2sSHy5jcm0udjEuUmVkZWxpdmVyV2ViaG9va1JlcXVlc3QaIC5jcm0udjEuUmVkZWxpdmVyV2ViaG9va1Jlc3BvbnNlIi6C0+STAig6ASoiIy9hcGkvdjEvY3JtL3dlYmhvb2tzL3tpZH06cmVkZWxpdmVyYgZwcm90bzM", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A webhook.
@@ -299,6 +299,202 @@ export const DeleteWebhookResponseSchema: GenMessage<DeleteWebhookResponse> = /*
   messageDesc(file_crm_v1_webhook, 7);
 
 /**
+ * ListWebhookDeliveries.
+ *
+ * @generated from message crm.v1.ListWebhookDeliveriesRequest
+ */
+export type ListWebhookDeliveriesRequest = Message<"crm.v1.ListWebhookDeliveriesRequest"> & {
+  /**
+   * The webhook's id (whk_...).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Page size: 0 means 50, above 500 is taken as 500; negative is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message crm.v1.ListWebhookDeliveriesRequest.
+ * Use `create(ListWebhookDeliveriesRequestSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesRequestSchema: GenMessage<ListWebhookDeliveriesRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_webhook, 8);
+
+/**
+ * One attempt to deliver one event.
+ *
+ * @generated from message crm.v1.WebhookDelivery
+ */
+export type WebhookDelivery = Message<"crm.v1.WebhookDelivery"> & {
+  /**
+   * The event's id: the `webhook-id` header of the attempt.
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * The event's sequence in the tenant's feed.
+   *
+   * @generated from field: int64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * 1 for the first attempt at this event, 2 for the first retry, ...
+   *
+   * @generated from field: int32 attempt = 3;
+   */
+  attempt: number;
+
+  /**
+   * The receiver's HTTP status; 0 when there was no response (refused
+   * address, connection error, timeout).
+   *
+   * @generated from field: int32 status_code = 4;
+   */
+  statusCode: number;
+
+  /**
+   * What went wrong (empty on success).
+   *
+   * @generated from field: string error = 5;
+   */
+  error: string;
+
+  /**
+   * When the attempt started.
+   *
+   * @generated from field: google.protobuf.Timestamp attempted_at = 6;
+   */
+  attemptedAt?: Timestamp | undefined;
+
+  /**
+   * How long it took, in milliseconds.
+   *
+   * @generated from field: int64 duration_ms = 7;
+   */
+  durationMs: bigint;
+
+  /**
+   * When the event is tried again; absent when it is not (delivered,
+   * given up, or the webhook was disabled).
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_at = 8;
+   */
+  nextAttemptAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message crm.v1.WebhookDelivery.
+ * Use `create(WebhookDeliverySchema)` to create a new message.
+ */
+export const WebhookDeliverySchema: GenMessage<WebhookDelivery> = /*@__PURE__*/
+  messageDesc(file_crm_v1_webhook, 9);
+
+/**
+ * A page of the delivery log.
+ *
+ * @generated from message crm.v1.ListWebhookDeliveriesResponse
+ */
+export type ListWebhookDeliveriesResponse = Message<"crm.v1.ListWebhookDeliveriesResponse"> & {
+  /**
+   * The attempts, newest first.
+   *
+   * @generated from field: repeated crm.v1.WebhookDelivery deliveries = 1;
+   */
+  deliveries: WebhookDelivery[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message crm.v1.ListWebhookDeliveriesResponse.
+ * Use `create(ListWebhookDeliveriesResponseSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesResponseSchema: GenMessage<ListWebhookDeliveriesResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_webhook, 10);
+
+/**
+ * RedeliverWebhook.
+ *
+ * @generated from message crm.v1.RedeliverWebhookRequest
+ */
+export type RedeliverWebhookRequest = Message<"crm.v1.RedeliverWebhookRequest"> & {
+  /**
+   * The webhook's id (whk_...).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Deliver the events after this sequence: 0 (all still kept) up to the
+   * tenant's latest sequence. Below the oldest kept event it is
+   * FAILED_PRECONDITION (CHANGES_EXPIRED); above the latest,
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: int64 after_sequence = 2;
+   */
+  afterSequence: bigint;
+};
+
+/**
+ * Describes the message crm.v1.RedeliverWebhookRequest.
+ * Use `create(RedeliverWebhookRequestSchema)` to create a new message.
+ */
+export const RedeliverWebhookRequestSchema: GenMessage<RedeliverWebhookRequest> = /*@__PURE__*/
+  messageDesc(file_crm_v1_webhook, 11);
+
+/**
+ * RedeliverWebhook's answer.
+ *
+ * @generated from message crm.v1.RedeliverWebhookResponse
+ */
+export type RedeliverWebhookResponse = Message<"crm.v1.RedeliverWebhookResponse"> & {
+  /**
+   * The webhook's new position: `after_sequence`.
+   *
+   * @generated from field: int64 after_sequence = 1;
+   */
+  afterSequence: bigint;
+
+  /**
+   * The tenant's latest sequence when the request was served: events up to
+   * it (that match the webhook) will be delivered.
+   *
+   * @generated from field: int64 latest_sequence = 2;
+   */
+  latestSequence: bigint;
+};
+
+/**
+ * Describes the message crm.v1.RedeliverWebhookResponse.
+ * Use `create(RedeliverWebhookResponseSchema)` to create a new message.
+ */
+export const RedeliverWebhookResponseSchema: GenMessage<RedeliverWebhookResponse> = /*@__PURE__*/
+  messageDesc(file_crm_v1_webhook, 12);
+
+/**
  * Webhooks: HTTP callbacks that receive the caller's change events (see
  * ChangeService), signed with the Standard Webhooks scheme.
  *
@@ -309,9 +505,33 @@ export const DeleteWebhookResponseSchema: GenMessage<DeleteWebhookResponse> = /*
  * unless the server runs with CRM_WEBHOOKS_ALLOW_PRIVATE=true. A tenant has
  * at most 100 webhooks.
  *
- * Status: webhooks can be defined (the methods below); delivering events to
- * them — the signed POSTs, retries, ListWebhookDeliveries and
- * RedeliverWebhook — is not served yet, so a webhook receives nothing yet.
+ * Delivery. Each matching event is POSTed as JSON (the ChangeEvent as REST
+ * shows it, `Content-Type: application/json`) with the Standard Webhooks
+ * headers: `webhook-id` (the event id, the same on every attempt: dedupe on
+ * it), `webhook-timestamp` (unix seconds of this attempt) and
+ * `webhook-signature` (`v1,` + base64 of HMAC-SHA256 over
+ * `<webhook-id>.<webhook-timestamp>.<body>`, keyed with the bytes whose
+ * base64 follows `whsec_` in the secret), signed afresh on every attempt.
+ * A webhook starts at the tenant's latest event in the feed when it is
+ * created: it receives the events that enter the feed after that (a write
+ * committed a few milliseconds before the webhook may still be among them). Events reach a webhook one at a time, in
+ * sequence order; a failing event holds back the later ones.
+ *
+ * Any 2xx within 10 s is success; the response body is read up to 64 KiB
+ * and ignored; redirects are not followed (a 3xx is a failure). Otherwise
+ * the event is tried again, by default 5 s, 30 s, 2 min, 15 min, 1 h and 3 h
+ * after each failure and then every 6 h, each delay ±20 % at random, until
+ * 72 h have passed since its first attempt (CRM_WEBHOOKS_RETRY_SCHEDULE and
+ * CRM_WEBHOOKS_RETRY_FOR change this); after that it is given up (its last
+ * attempt in the log says so) and delivery goes on with the next event. A
+ * 429 or 503 answer's Retry-After (seconds or an HTTP date, at most 24 h) is
+ * waited for when it is longer than the schedule's delay. A 410 Gone answer
+ * disables the webhook; so does failing without a success for 5 days.
+ * Either way `disabled_reason` says why; enabling it again (UpdateWebhook)
+ * resumes where delivery stopped. The URL is checked again before every
+ * attempt (its name may resolve elsewhere by then). Pending deliveries are
+ * kept in PostgreSQL: a restart loses none, and any number of crm replicas
+ * share the work without sending one attempt twice at once.
  *
  * @generated from service crm.v1.WebhookService
  */
@@ -358,7 +578,8 @@ export const WebhookService: GenService<{
     output: typeof WebhookSchema;
   },
   /**
-   * Deletes a webhook for good; nothing more is delivered to it.
+   * Deletes a webhook for good, with its delivery log; nothing more is
+   * delivered to it.
    *
    * @generated from rpc crm.v1.WebhookService.DeleteWebhook
    */
@@ -366,6 +587,30 @@ export const WebhookService: GenService<{
     methodKind: "unary";
     input: typeof DeleteWebhookRequestSchema;
     output: typeof DeleteWebhookResponseSchema;
+  },
+  /**
+   * The webhook's delivery log, newest first: one entry per attempt, kept
+   * for 30 days.
+   *
+   * @generated from rpc crm.v1.WebhookService.ListWebhookDeliveries
+   */
+  listWebhookDeliveries: {
+    methodKind: "unary";
+    input: typeof ListWebhookDeliveriesRequestSchema;
+    output: typeof ListWebhookDeliveriesResponseSchema;
+  },
+  /**
+   * Delivers the webhook's matching events after `after_sequence` (again),
+   * in order: its position moves to `after_sequence` and a pending retry is
+   * dropped. A position ahead of the current one skips the events between.
+   * A disabled webhook stays disabled until it is enabled.
+   *
+   * @generated from rpc crm.v1.WebhookService.RedeliverWebhook
+   */
+  redeliverWebhook: {
+    methodKind: "unary";
+    input: typeof RedeliverWebhookRequestSchema;
+    output: typeof RedeliverWebhookResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_crm_v1_webhook, 0);
