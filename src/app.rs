@@ -299,14 +299,14 @@ impl Application {
             feed_stopped.clone(),
         )
         .counting(self.metrics.watch_messages.clone());
-        let mut workers = self.spawn_feed_workers();
-        workers.push(tokio::spawn(crate::webhooks::delivery::run(
+        let workers = self.spawn_feed_workers();
+        let delivery = tokio::spawn(crate::webhooks::delivery::run(
             self.delivery_pool.clone(),
             self.feed.hub.clone(),
             self.delivery.clone(),
             self.metrics.webhook_deliveries.clone(),
             feed_stopped,
-        )));
+        ));
         let webhooks =
             crate::webhooks::Webhooks::new(self.store.db().clone(), self.webhooks_allow_private);
         let api = Api::new(self.store.clone(), feed, webhooks);
@@ -371,6 +371,7 @@ impl Application {
             result = &mut server => {
                 watcher.abort();
                 workers.iter().for_each(|w| w.abort());
+                delivery.abort();
                 return result;
             }
             () = shutdown => {}
@@ -394,6 +395,12 @@ impl Application {
             Err(_) => tracing::warn!("grace period over; closing remaining calls"),
         }
         workers.iter().for_each(|w| w.abort());
+        // Webhook attempts under way finish (each within 10 s) and give
+        // their claims back, so another replica goes on at once.
+        let delivery_abort = delivery.abort_handle();
+        if tokio::time::timeout(self.grace, delivery).await.is_err() {
+            delivery_abort.abort();
+        }
         self.db.close().await;
         self.feed.background.close().await;
         self.delivery_pool.close().await;

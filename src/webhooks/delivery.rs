@@ -627,13 +627,16 @@ async fn release(pool: &PgPool, c: &Claim, skip_to: Option<i64>) -> anyhow::Resu
 }
 
 /// Delivers to one claimed webhook until an attempt fails, it runs out of
-/// events, or it has had its turn.
+/// events, it has had its turn, or the process is stopping (then the claim
+/// is given back after the attempt under way, so another process takes the
+/// webhook over at once rather than when the lease lapses).
 async fn serve_claim(
     pool: PgPool,
     client: reqwest::Client,
     cfg: Arc<DeliveryConfig>,
     mut c: Claim,
     delivered: prometheus_client::metrics::counter::Counter,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let query = Query::filters(&c.resource_types, &c.operations);
     let mut done = 0usize;
@@ -663,6 +666,9 @@ async fn serve_claim(
             events
         };
         for event in &events {
+            if *stopping.borrow() {
+                break 'claim;
+            }
             let body = crate::changes::relay::event_json(event)?;
             let a = attempt(
                 &client,
@@ -709,7 +715,8 @@ async fn prune(pool: &PgPool) -> anyhow::Result<()> {
 
 /// The worker: claims due webhooks as room frees up and delivers to each
 /// in a task of its own, until `shutdown` turns true; then it lets the
-/// attempts under way finish (each ends within [`TIMEOUT`]).
+/// attempts under way finish (each ends within [`TIMEOUT`]) and gives their
+/// claims back.
 pub async fn run(
     pool: PgPool,
     hub: Arc<Hub>,
@@ -745,6 +752,7 @@ pub async fn run(
                             cfg.clone(),
                             c,
                             delivered.clone(),
+                            shutdown.clone(),
                         ));
                     }
                 }
@@ -775,7 +783,8 @@ pub async fn run(
             _ = shutdown.changed() => {}
         }
     }
-    while let Ok(Some(r)) = tokio::time::timeout(TIMEOUT + LEASE, tasks.join_next()).await {
+    let deadline = tokio::time::Instant::now() + TIMEOUT + Duration::from_secs(5);
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
         report(r);
     }
 }

@@ -906,3 +906,61 @@ async fn one_tenants_slow_receivers_cannot_take_every_slot() {
         .count();
     assert!(slow_started <= 2, "{slow_started} slow attempts at once");
 }
+
+#[tokio::test]
+async fn a_stopping_server_finishes_its_attempts_and_hands_its_webhooks_over() {
+    let db = ScratchDb::new();
+    let rx = receiver(Duration::from_millis(700)).await;
+    let a = Process::start(&db.0, &PROCESS_ENV);
+    a.ready().await;
+    let t = mint(&tenant(), "u1");
+    let ca = grpc(&a.grpc).await;
+    WebhookServiceClient::new(ca.clone())
+        .create_webhook(authed(
+            &t,
+            CreateWebhookRequest {
+                webhook: Some(at(format!("{}/t", rx.url))),
+            },
+        ))
+        .await
+        .unwrap();
+    let events = 12;
+    for i in 0..events {
+        AccountServiceClient::new(ca.clone())
+            .create_account(authed(
+                &t,
+                CreateAccountRequest {
+                    account: Some(Account {
+                        name: format!("n{i}"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    // Deliveries are under way (0.7 s each) when the server is told to stop.
+    for _ in 0..100 {
+        if !rx.log.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.signal("-TERM");
+    let b = Process::start(&db.0, &PROCESS_ENV);
+    b.ready().await;
+    let handed_over = std::time::Instant::now();
+    for _ in 0..600 {
+        if rx.log.lock().unwrap().len() >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = rx.log.lock().unwrap().clone();
+    assert_complete(&log, &["/t".to_owned()], events);
+    // The rest took about their 0.7 s each, not a lapsed lease's 30 s.
+    let took = handed_over.elapsed();
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    drop((a, b));
+}
