@@ -121,6 +121,40 @@ struct Tally {
     slowest_failure: Duration,
 }
 
+/// Makes one write (`call`, on a fresh connection) until it is acknowledged,
+/// counting the failures; records the acknowledged id.
+async fn until_acked<F, Fut>(tally: &Mutex<Tally>, mut call: F)
+where
+    F: FnMut(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<String, tonic::Status>>,
+{
+    loop {
+        let started = Instant::now();
+        let result = match Channel::from_shared(format!("http://{GRPC}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(ch) => call(ch).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(id) => {
+                tally.lock().unwrap().acked.push(id);
+                return;
+            }
+            Err(_) => {
+                {
+                    let mut t = tally.lock().unwrap();
+                    t.failures += 1;
+                    t.slowest_failure = t.slowest_failure.max(started.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Clients creating line items until `stop`; each write is retried with its
 /// request_id until acknowledged.
 fn load(
@@ -146,34 +180,16 @@ fn load(
                         }),
                         request_id,
                     };
-                    loop {
-                        let started = Instant::now();
-                        let result = match Channel::from_shared(format!("http://{GRPC}"))
-                            .unwrap()
-                            .connect()
-                            .await
-                        {
-                            Ok(ch) => LineItemServiceClient::new(ch)
-                                .create_line_item(authed(&token, req.clone()))
+                    until_acked(&tally, |ch| {
+                        let (token, req) = (token.clone(), req.clone());
+                        async move {
+                            LineItemServiceClient::new(ch)
+                                .create_line_item(authed(&token, req))
                                 .await
-                                .map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        match result {
-                            Ok(r) => {
-                                tally.lock().unwrap().acked.push(r.into_inner().id);
-                                break;
-                            }
-                            Err(_) => {
-                                {
-                                    let mut t = tally.lock().unwrap();
-                                    t.failures += 1;
-                                    t.slowest_failure = t.slowest_failure.max(started.elapsed());
-                                }
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
+                                .map(|r| r.into_inner().id)
                         }
-                    }
+                    })
+                    .await;
                 }
             })
         })
@@ -496,34 +512,16 @@ fn account_writers(
                         }),
                         request_id,
                     };
-                    loop {
-                        let started = Instant::now();
-                        let result = match Channel::from_shared(format!("http://{GRPC}"))
-                            .unwrap()
-                            .connect()
-                            .await
-                        {
-                            Ok(ch) => AccountServiceClient::new(ch)
-                                .create_account(authed(&token, req.clone()))
+                    until_acked(&tally, |ch| {
+                        let (token, req) = (token.clone(), req.clone());
+                        async move {
+                            AccountServiceClient::new(ch)
+                                .create_account(authed(&token, req))
                                 .await
-                                .map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        match result {
-                            Ok(r) => {
-                                tally.lock().unwrap().acked.push(r.into_inner().id);
-                                break;
-                            }
-                            Err(_) => {
-                                {
-                                    let mut t = tally.lock().unwrap();
-                                    t.failures += 1;
-                                    t.slowest_failure = t.slowest_failure.max(started.elapsed());
-                                }
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
+                                .map(|r| r.into_inner().id)
                         }
-                    }
+                    })
+                    .await;
                     // Paced, so the server is killed with writes under way.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

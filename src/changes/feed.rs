@@ -111,18 +111,12 @@ impl Query {
     /// A webhook's stored filters (checked when it was saved; anything
     /// unknown is left out).
     pub fn filters(resource_types: &[String], operations: &[String]) -> Self {
-        let keep = |given: &[String], allowed: &[&'static str]| -> Vec<&'static str> {
-            allowed
-                .iter()
-                .copied()
-                .filter(|a| given.iter().any(|g| g == a))
-                .collect()
-        };
+        let mut ignored = Violations::new();
         Self {
             after: 0,
             limit: i64::from(DEFAULT_PAGE_SIZE),
-            resource_types: keep(resource_types, &RESOURCE_TYPES),
-            operations: keep(operations, &OPERATIONS),
+            resource_types: pick("", resource_types, &RESOURCE_TYPES, &mut ignored),
+            operations: pick("", operations, &OPERATIONS, &mut ignored),
         }
     }
 

@@ -724,6 +724,35 @@ async fn grpc(url: &str) -> Channel {
     panic!("no gRPC at {url}");
 }
 
+/// Creates a webhook at `url` through `ch`, then `n` accounts (acknowledged
+/// one after another).
+async fn hook_then_accounts(ch: &Channel, token: &str, url: String, n: usize) {
+    WebhookServiceClient::new(ch.clone())
+        .create_webhook(authed(
+            token,
+            CreateWebhookRequest {
+                webhook: Some(at(url)),
+            },
+        ))
+        .await
+        .unwrap();
+    for i in 0..n {
+        AccountServiceClient::new(ch.clone())
+            .create_account(authed(
+                token,
+                CreateAccountRequest {
+                    account: Some(Account {
+                        name: format!("n{i}"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+    }
+}
+
 fn mint(tenant: &str, sub: &str) -> String {
     crm::auth::mint(SECRET.as_bytes(), tenant, sub, None, 3600, None, None).unwrap()
 }
@@ -817,31 +846,8 @@ async fn a_sigkilled_server_loses_no_pending_delivery() {
     a.ready().await;
     let t = mint(&tenant(), "u1");
     let ca = grpc(&a.grpc).await;
-    WebhookServiceClient::new(ca.clone())
-        .create_webhook(authed(
-            &t,
-            CreateWebhookRequest {
-                webhook: Some(at(format!("{}/k", rx.url))),
-            },
-        ))
-        .await
-        .unwrap();
     let events = 20;
-    for i in 0..events {
-        AccountServiceClient::new(ca.clone())
-            .create_account(authed(
-                &t,
-                CreateAccountRequest {
-                    account: Some(Account {
-                        name: format!("n{i}"),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap();
-    }
+    hook_then_accounts(&ca, &t, format!("{}/k", rx.url), events).await;
     // The receiver is down and being retried; the server dies.
     tokio::time::sleep(Duration::from_millis(800)).await;
     a.signal("-KILL");
@@ -915,31 +921,8 @@ async fn a_stopping_server_finishes_its_attempts_and_hands_its_webhooks_over() {
     a.ready().await;
     let t = mint(&tenant(), "u1");
     let ca = grpc(&a.grpc).await;
-    WebhookServiceClient::new(ca.clone())
-        .create_webhook(authed(
-            &t,
-            CreateWebhookRequest {
-                webhook: Some(at(format!("{}/t", rx.url))),
-            },
-        ))
-        .await
-        .unwrap();
     let events = 12;
-    for i in 0..events {
-        AccountServiceClient::new(ca.clone())
-            .create_account(authed(
-                &t,
-                CreateAccountRequest {
-                    account: Some(Account {
-                        name: format!("n{i}"),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap();
-    }
+    hook_then_accounts(&ca, &t, format!("{}/t", rx.url), events).await;
     // Deliveries are under way (0.7 s each) when the server is told to stop.
     for _ in 0..100 {
         if !rx.log.lock().unwrap().is_empty() {
