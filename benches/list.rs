@@ -18,8 +18,11 @@ use crm::proto::{Account, ListAccountsRequest};
 use crm::records::Entity;
 use crm::records::query::{Plan, select_page};
 use sqlx::{Connection, Execute, Executor, PgConnection};
-use tonic::Request;
 use tonic::transport::Channel;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::authed;
 
 const DB: &str = "crm_bench_list";
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-0";
@@ -72,13 +75,6 @@ async fn seed(conn: &mut PgConnection) -> anyhow::Result<()> {
     conn.execute("VACUUM ANALYZE accounts").await?;
     eprintln!("seeded in {:.0?}", started.elapsed());
     Ok(())
-}
-
-fn authed<T>(token: &str, msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 struct Stats {

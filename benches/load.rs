@@ -33,6 +33,10 @@ use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection};
 use tonic::transport::Channel;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::authed;
+
 const DB: &str = "crm_bench_load";
 const SECRET: &str = "bench-load-secret-bench-load-secret-0000";
 const TENANT: &str = "bench";
@@ -183,13 +187,6 @@ enum Transport {
 enum Conn {
     Grpc(Channel),
     Rest(reqwest::Client),
-}
-
-fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 async fn channel(addr: &str) -> anyhow::Result<Channel> {

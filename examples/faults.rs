@@ -36,6 +36,9 @@ use crm::proto::*;
 use sqlx::Connection;
 use tonic::transport::Channel;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const SECRET: &str = "faults-secret-faults-secret-faults-secret";
 const GRPC: &str = "127.0.0.1:50151";
 const HTTP: &str = "127.0.0.1:58151";
@@ -107,9 +110,7 @@ async fn ready() -> Channel {
 }
 
 fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut r = common::authed(token, msg);
     r.set_timeout(Duration::from_secs(6));
     r
 }

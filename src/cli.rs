@@ -34,7 +34,13 @@ enum Command {
         dev: bool,
     },
     /// Create the database if missing and apply migrations, then exit.
-    Migrate,
+    Migrate {
+        /// Then distribute every tenant table by tenant_id, co-located (a
+        /// Citus coordinator only; refused where the citus extension is not
+        /// installed). Idempotent.
+        #[arg(long)]
+        distribute: bool,
+    },
     /// Print a JWT signed with CRM_JWT_SECRET (or the development secret).
     Token {
         /// tenant_id claim.
@@ -142,7 +148,7 @@ pub async fn run() -> anyhow::Result<()> {
             let app = Application::build(&config, dev).await?;
             app.run(shutdown_signal()).await
         }
-        Command::Migrate => {
+        Command::Migrate { distribute } => {
             init_logging(config.log_format);
             db::create_database_if_missing(&config.database_url).await?;
             let roles = db::migrate(&config.database_url).await?;
@@ -152,6 +158,14 @@ pub async fn run() -> anyhow::Result<()> {
                 integration_role = roles.integration(),
                 "migrations applied"
             );
+            if distribute {
+                let done = db::distribute::distribute(&config.database_url).await?;
+                tracing::info!(
+                    distributed = ?done.distributed,
+                    already = ?done.already,
+                    "tables distributed by tenant_id"
+                );
+            }
             Ok(())
         }
         Command::Token {

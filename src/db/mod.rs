@@ -2,6 +2,7 @@
 //! tenant-bound transaction ([`TenantTx`]) that is the only way to reach a
 //! tenant table. SQL text for the record tables is built in [`sql`].
 
+pub mod distribute;
 pub mod sql;
 
 use std::str::FromStr;
@@ -11,13 +12,14 @@ use anyhow::Context;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{
-    Column, ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres, Row, SqlSafeStr,
+    ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres, Row, SqlSafeStr,
     Transaction,
 };
 
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::failpoint::Failpoints;
+use crate::records::fields::RecordId;
 use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,9 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// This database's roles (migration 0004), named after the database so that
 /// deployments sharing a cluster never share one: requests run as
 /// [`Roles::app`] (owns nothing, no BYPASSRLS), integration tokens' requests
-/// switch to [`Roles::integration`] (the same rights, plus the app-scope
-/// policies). The cluster-wide `crm_app` and `crm_app_integration` of
-/// migrations 0001 and 0003 keep no right in a migrated database.
+/// switch to [`Roles::integration`] (the same rights; their app scope is the
+/// `crm.app_id` setting that every table's policy compares). The
+/// cluster-wide `crm_app` and `crm_app_integration` of migrations 0001 and
+/// 0003 keep no right in a migrated database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Roles {
     app: String,
@@ -136,11 +139,14 @@ fn plain_literal(s: &str) -> Result<String, Error> {
     }
 }
 
-/// The statement that sets the caller's row-level-security settings for the
-/// current transaction: tenant, app, and for integration tokens the
-/// integration role, whose policies add the app scope (a person's token keeps
-/// the connection's request role). The role name is inlined: [`Roles`] holds
-/// only `[a-z0-9_]` names.
+/// The statements that set the caller's row-level-security settings for the
+/// current transaction: tenant and app (`crm_tenant()`, `crm_app_id()`, read
+/// by every table's one policy), and for integration tokens the integration
+/// role. `SET LOCAL`, not `set_config()`: Citus propagates `SET LOCAL` to
+/// the workers that run a distributed query's shard statements (with
+/// `citus.propagate_set_commands = 'local'`), never a function call. `SET`
+/// takes no parameters, so the values are inlined: ids of the charset that
+/// [`plain_literal`] checks, and a role name of [`Roles`].
 fn scope_sql(caller: &Caller, roles: &Roles) -> Result<String, Error> {
     if caller.tenant_id().is_empty() {
         return Err(Error::internal(anyhow::anyhow!(
@@ -149,13 +155,10 @@ fn scope_sql(caller: &Caller, roles: &Roles) -> Result<String, Error> {
     }
     let tenant = plain_literal(caller.tenant_id())?;
     let app = plain_literal(caller.app_id().unwrap_or(""))?;
-    let mut sql = format!(
-        "SELECT set_config('crm.tenant_id', {tenant}, true), set_config('crm.app_id', {app}, true)"
-    );
+    let mut sql = format!("SET LOCAL crm.tenant_id = {tenant}; SET LOCAL crm.app_id = {app}");
     if caller.app_id().is_some() {
-        sql.push_str(", set_config('role', '");
+        sql.push_str("; SET LOCAL ROLE ");
         sql.push_str(roles.integration());
-        sql.push_str("', true)");
     }
     Ok(sql)
 }
@@ -206,8 +209,8 @@ fn begin_sql(
     if let Some(w) = write {
         let request_id = w.request_id.map(|u| u.to_string()).unwrap_or_default();
         sql.push_str(&format!(
-            ", set_config('crm.sub', {}, true), set_config('crm.request_id', {}, true), \
-             set_config('crm.transaction_id', {}, true)",
+            "; SET LOCAL crm.sub = {}; SET LOCAL crm.request_id = {}; \
+             SET LOCAL crm.transaction_id = {}",
             quoted_literal(caller.sub())?,
             plain_literal(&request_id)?,
             plain_literal(&w.transaction_id)?,
@@ -218,8 +221,15 @@ fn begin_sql(
 
 /// One read as one simple-query message, which Postgres runs as one implicit
 /// transaction: the caller's settings, then `select` (a `select_one` of
-/// `db::sql`) with its `$1` tenant, `$2` app and `$3` id inlined.
-fn read_one_sql(caller: &Caller, roles: &Roles, select: &str, id: &str) -> Result<String, Error> {
+/// `db::sql`) with its `$1` tenant, `$2` app and `$3` id inlined. The id can
+/// only be one the id parser made ([`RecordId`]); tenant and app are the
+/// authenticator's, checked again by [`plain_literal`].
+fn read_one_sql(
+    caller: &Caller,
+    roles: &Roles,
+    select: &str,
+    id: &RecordId,
+) -> Result<String, Error> {
     let app = match caller.app_id() {
         Some(a) => plain_literal(a)?,
         None => "NULL".into(),
@@ -227,7 +237,7 @@ fn read_one_sql(caller: &Caller, roles: &Roles, select: &str, id: &str) -> Resul
     let select = select
         .replace("$1", &plain_literal(caller.tenant_id())?)
         .replace("$2", &app)
-        .replace("$3", &plain_literal(id)?);
+        .replace("$3", &plain_literal(id.as_str())?);
     Ok(format!("{}; {select}", scope_sql(caller, roles)?))
 }
 
@@ -478,7 +488,6 @@ impl Db {
         let mut tx = TenantTx {
             tx,
             caller: caller.clone(),
-            roles: self.roles.clone(),
             failpoints: self.failpoints.clone(),
         };
         tx.failpoint("in_transaction").await?;
@@ -486,30 +495,28 @@ impl Db {
     }
 
     /// The one row `select` (a `select_one` of `db::sql`: `$1` tenant, `$2`
-    /// app, `$3` id) finds for `caller`, as its `row_to_json` text: the
-    /// settings and the read in one message, one round trip, no explicit
-    /// transaction to end. `id` must already be a parsed record id.
+    /// app, `$3` id, one `text` column) finds for `caller`: the settings and
+    /// the read in one message, one round trip, no explicit transaction to
+    /// end.
     pub async fn read_one(
         &self,
         caller: &Caller,
         select: &str,
-        id: &str,
+        id: &RecordId,
     ) -> Result<Option<String>, Error> {
         self.transactions.inc();
         let sql = sqlx::AssertSqlSafe(read_one_sql(caller, &self.roles, select, id)?);
         let mut conn = self.acquire().await?;
         let rows = self.note(sqlx::raw_sql(sql).fetch_all(&mut *conn).await)?;
-        // The settings statement's row comes first; the read's row (if any)
-        // is the one row_to_json column.
-        rows.iter()
-            .find(|r| {
-                r.columns()
-                    .first()
-                    .is_some_and(|c| c.name() == "row_to_json")
-            })
-            .map(|r| r.try_get::<String, _>(0))
-            .transpose()
-            .map_err(Into::into)
+        // The settings (`SET`) return no rows: any row is the read's.
+        match rows.as_slice() {
+            [] => Ok(None),
+            [row] => Ok(Some(row.try_get::<String, _>(0)?)),
+            _ => Err(Error::internal(anyhow::anyhow!(
+                "a single-record read returned {} rows",
+                rows.len()
+            ))),
+        }
     }
 
     /// True when the database answers within `within` (and remembered, for
@@ -547,7 +554,6 @@ impl Db {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     caller: Caller,
-    roles: Arc<Roles>,
     failpoints: Failpoints,
 }
 
@@ -568,8 +574,7 @@ impl TenantTx {
     /// with [`TenantTx::restore_app_scope`]. No-op for a person's token.
     pub async fn lift_app_scope(&mut self) -> Result<(), Error> {
         if self.caller.app_id().is_some() {
-            sqlx::query("SELECT set_config('role', $1, true)")
-                .bind(self.roles.app())
+            sqlx::raw_sql("SET LOCAL crm.app_id = ''")
                 .execute(&mut *self.tx)
                 .await?;
         }
@@ -578,9 +583,9 @@ impl TenantTx {
 
     /// Restores the caller's app scope after [`TenantTx::lift_app_scope`].
     pub async fn restore_app_scope(&mut self) -> Result<(), Error> {
-        if self.caller.app_id().is_some() {
-            sqlx::query("SELECT set_config('role', $1, true)")
-                .bind(self.roles.integration())
+        if let Some(app) = self.caller.app_id() {
+            let sql = format!("SET LOCAL crm.app_id = {}", plain_literal(app)?);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut *self.tx)
                 .await?;
         }
@@ -640,7 +645,7 @@ mod tests {
         let person = begin_sql(&Caller::unchecked("acme-1", "u", None), &roles, None).unwrap();
         assert_eq!(
             person,
-            "BEGIN; SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', '', true)"
+            "BEGIN; SET LOCAL crm.tenant_id = 'acme-1'; SET LOCAL crm.app_id = ''"
         );
         let app = begin_sql(
             &Caller::unchecked("acme-1", "u", Some("app:x@y.z")),
@@ -648,9 +653,11 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(app.ends_with(
-            "set_config('crm.app_id', 'app:x@y.z', true), set_config('role', 'crm_int_crm_1a2b3c4d', true)"
-        ));
+        assert!(
+            app.ends_with(
+                "SET LOCAL crm.app_id = 'app:x@y.z'; SET LOCAL ROLE crm_int_crm_1a2b3c4d"
+            )
+        );
         // Ids the authenticator would never let through are refused here too.
         for (tenant, app) in [
             ("a'b", None),
@@ -680,8 +687,8 @@ mod tests {
         .unwrap();
         assert!(
             sql.ends_with(
-                "set_config('crm.sub', 'O''Brien \\ x', true), set_config('crm.request_id', \
-                 '00000000-0000-0000-0000-000000000000', true), set_config('crm.transaction_id', 'txn_01HX', true)"
+                "SET LOCAL crm.sub = 'O''Brien \\ x'; SET LOCAL crm.request_id = \
+                 '00000000-0000-0000-0000-000000000000'; SET LOCAL crm.transaction_id = 'txn_01HX'"
             ),
             "{sql}"
         );
@@ -692,23 +699,27 @@ mod tests {
     fn a_read_is_one_message_with_its_values_inlined() {
         let select = "SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = $1 AND ($2::text IS NULL OR t.app_id = $2) AND t.id = $3";
         let roles = roles();
+        let kind = &crate::entities::account::KIND;
+        let id = RecordId::parse(kind, "acc_01arz3ndektsv4rrffq69g5fav").unwrap();
         let person = Caller::unchecked("acme-1", "u", None);
         assert_eq!(
-            read_one_sql(&person, &roles, select, "acc_01HXAMPLE").unwrap(),
-            "SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', '', true); \
-             SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = 'acme-1' AND (NULL::text IS NULL OR t.app_id = NULL) AND t.id = 'acc_01HXAMPLE'"
+            read_one_sql(&person, &roles, select, &id).unwrap(),
+            "SET LOCAL crm.tenant_id = 'acme-1'; SET LOCAL crm.app_id = ''; \
+             SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = 'acme-1' AND (NULL::text IS NULL OR t.app_id = NULL) AND t.id = 'acc_01ARZ3NDEKTSV4RRFFQ69G5FAV'"
         );
         let app = Caller::unchecked("acme-1", "u", Some("app-7"));
-        assert!(
-            read_one_sql(&app, &roles, select, "acc_1")
-                .unwrap()
-                .contains("('app-7'::text IS NULL OR t.app_id = 'app-7')")
-        );
-        assert!(
-            read_one_sql(&app, &roles, select, "acc_1")
-                .unwrap()
-                .starts_with("SELECT set_config('crm.tenant_id', 'acme-1', true), set_config('crm.app_id', 'app-7', true), set_config('role', 'crm_int_crm_1a2b3c4d', true); ")
-        );
-        assert!(read_one_sql(&person, &roles, select, "acc_1' OR true --").is_err());
+        let sql = read_one_sql(&app, &roles, select, &id).unwrap();
+        assert!(sql.contains("('app-7'::text IS NULL OR t.app_id = 'app-7')"));
+        assert!(sql.starts_with(
+            "SET LOCAL crm.tenant_id = 'acme-1'; SET LOCAL crm.app_id = 'app-7'; SET LOCAL ROLE crm_int_crm_1a2b3c4d; "
+        ));
+        // Only the parser makes a RecordId: anything else is not one.
+        for bad in [
+            "acc_1' OR true --",
+            "acc_01HXAMPLE0000000000000000'",
+            "con_01HXAMPLE0000000000000000",
+        ] {
+            assert!(RecordId::parse(kind, bad).is_none(), "{bad:?}");
+        }
     }
 }

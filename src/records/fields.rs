@@ -98,6 +98,29 @@ pub fn canonical_id(kind: &Kind, s: &str) -> Option<String> {
     canonical_id_with(kind.prefix, s)
 }
 
+/// A record id as the id parser produced it: `<prefix>_` and a canonical
+/// ULID, so only `[a-z_0-9A-Z]`. Constructed nowhere else, which is what lets
+/// the single-message read ([`crate::db::Db::read_one`]) inline it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordId(String);
+
+impl RecordId {
+    /// `s` as an id of `kind`, canonicalized; `None` if it is not one.
+    pub fn parse(kind: &Kind, s: &str) -> Option<Self> {
+        canonical_id(kind, s).map(Self)
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id's text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// The canonical form of `<prefix>_<ULID>`. 26 base-32 characters hold 130
 /// bits; a ULID is 128, so the first character is at most `7` (a larger one
 /// would silently wrap around to another id).

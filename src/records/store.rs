@@ -8,7 +8,7 @@ use prost_types::Timestamp;
 use sqlx::Row;
 
 use super::convert::{from_dynamic, from_row_json, to_dynamic, to_row_json};
-use super::fields::{self, Checker, article, canonical_id};
+use super::fields::{self, Checker, RecordId, article};
 use super::idempotency::{self, Idempotency};
 use super::page::{Cursor, PageKey};
 use super::query::{Plan, select_page};
@@ -89,11 +89,16 @@ pub fn now() -> Timestamp {
 
 /// The canonical id of `E` in `value`, or INVALID_ARGUMENT on `field`.
 pub fn parse_id<E: Entity>(field: &str, value: &str) -> Result<String, Error> {
+    parse_record_id::<E>(field, value).map(RecordId::into_string)
+}
+
+/// [`parse_id`], typed.
+pub fn parse_record_id<E: Entity>(field: &str, value: &str) -> Result<RecordId, Error> {
     let kind = E::kind();
     if value.is_empty() {
         return Err(invalid(field, "is required"));
     }
-    canonical_id(kind, value).ok_or_else(|| {
+    RecordId::parse(kind, value).ok_or_else(|| {
         invalid(
             field,
             format!(
@@ -561,7 +566,7 @@ impl Store {
 
     /// Returns the record `id` (soft-deleted ones too).
     pub async fn get<E: Entity>(&self, caller: &Caller, id: &str) -> Result<E, Error> {
-        let id = parse_id::<E>("id", id)?;
+        let id = parse_record_id::<E>("id", id)?;
         self.db.failpoints().pause("before_db").await;
         let row = self
             .db
@@ -569,7 +574,7 @@ impl Store {
             .await?;
         row.map(|json| from_row_json::<E>(&json))
             .transpose()?
-            .ok_or_else(|| not_found::<E>(&id))
+            .ok_or_else(|| not_found::<E>(id.as_str()))
     }
 
     /// Lists the caller's records: filtered, searched, ordered, one keyset

@@ -2,6 +2,7 @@
 //! (outages, crash recovery) or need password authentication, without
 //! disturbing the shared one.
 
+use crate::helpers::free_port;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -23,14 +24,6 @@ fn bin_dir() -> PathBuf {
         .collect();
     dirs.sort();
     dirs.pop().expect("an initdb")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn is_root() -> bool {

@@ -204,14 +204,7 @@ async fn ten_thousand_requests_alternating_tenants_never_leak() {
 #[tokio::test]
 async fn bad_tokens_do_no_database_work() {
     let app = spawn_app().await;
-    let metric = |text: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with("crm_db_transactions_total "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let (_, before, _) = app.rest("GET", "/metrics", None, None).await;
+    let before = app.metric("crm_db_transactions_total").await;
     let forged = crm::auth::mint(
         b"another-secret-another-secret-another",
         "tenant-a",
@@ -232,19 +225,15 @@ async fn bad_tokens_do_no_database_work() {
         let (status, _, _) = app.rest("GET", "/api/v1/crm/accounts", None, None).await;
         assert_eq!(status, 401);
     }
-    let (_, after, _) = app.rest("GET", "/metrics", None, None).await;
-    assert_eq!(
-        metric(before.as_str().unwrap()),
-        metric(after.as_str().unwrap())
-    );
+    let after = app.metric("crm_db_transactions_total").await;
+    assert_eq!(before, after);
     // A good token does count.
     let t = app.token("tenant-a", "u1");
     app.accounts()
         .list_accounts(authed(&t, ListAccountsRequest::default()))
         .await
         .unwrap();
-    let (_, later, _) = app.rest("GET", "/metrics", None, None).await;
-    assert!(metric(later.as_str().unwrap()) > metric(after.as_str().unwrap()));
+    assert!(app.metric("crm_db_transactions_total").await > after);
 }
 
 #[tokio::test]
@@ -503,14 +492,7 @@ async fn huge_pages_and_filters_are_bounded() {
         "a page_size over 1000 is coerced, not refused"
     );
     // A 10,000-clause filter is refused before any database work.
-    let transactions = |text: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with("crm_db_transactions_total "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let (_, before, _) = app.rest("GET", "/metrics", None, None).await;
+    let before = app.metric("crm_db_transactions_total").await;
     let huge = vec!["name = \"x\""; 10_000].join(" OR ");
     let e = app
         .accounts()
@@ -524,11 +506,7 @@ async fn huge_pages_and_filters_are_bounded() {
         .await
         .unwrap_err();
     assert_eq!(violations(&e), vec!["filter"]);
-    let (_, after, _) = app.rest("GET", "/metrics", None, None).await;
-    assert_eq!(
-        transactions(before.as_str().unwrap()),
-        transactions(after.as_str().unwrap())
-    );
+    assert_eq!(before, app.metric("crm_db_transactions_total").await);
     // Within the length limit, the clause limit holds.
     let many = vec!["a = 1"; 41].join(" OR ");
     let e = app

@@ -16,8 +16,12 @@ use crm::proto::quote_service_client::QuoteServiceClient;
 use sqlx::Connection;
 use sqlx::postgres::PgConnectOptions;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 use tonic_types::StatusExt;
+
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{authed, free_port};
 
 /// The HS256 secret test servers trust.
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -43,6 +47,9 @@ pub struct TestApp {
     pub channel: Channel,
     /// The owner URL of the database (its cluster may be a private one).
     owner_url: String,
+    /// The proxy the server reaches Postgres through, which checks that
+    /// every request statement carries its tenant (`statements`).
+    pub capture: Option<crate::statements::Capture>,
     /// The HS256 secret the server trusts.
     secret: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -107,11 +114,34 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .get_database()
         .expect("DATABASE_URL names a database")
         .to_owned();
+    // The server reaches Postgres through the statement capture (unless the
+    // test gives the request role a login of its own).
+    let owner_url = cfg.database_url.clone();
+    let capture = if cfg.app_database_url.is_none() {
+        let options = PgConnectOptions::from_str(&cfg.database_url).unwrap();
+        let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+            .await
+            .ok()
+            .and_then(|mut a| a.next());
+        match upstream {
+            Some(upstream) => {
+                let capture = crate::statements::Capture::start(upstream).await;
+                let mut url = url::Url::parse(&cfg.database_url).unwrap();
+                url.set_host(Some("127.0.0.1")).unwrap();
+                url.set_port(Some(capture.addr.port())).unwrap();
+                cfg.database_url = url.to_string();
+                Some(capture)
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
     let app = Application::build(&cfg, false)
         .await
         .expect("server builds");
     let (app_role, integration_role, background_role): (String, String, String) = {
-        let mut owner = sqlx::PgConnection::connect(&cfg.database_url)
+        let mut owner = sqlx::PgConnection::connect(&owner_url)
             .await
             .expect("owner connects");
         let roles =
@@ -143,7 +173,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         integration_role,
         background_role,
         channel,
-        owner_url: cfg.database_url.clone(),
+        owner_url,
+        capture,
         // Without one (JWKS tests), tokens are minted as before with SECRET.
         secret: cfg.jwt_secret.clone().unwrap_or_else(|| SECRET.into()),
         stop: Some(stop),
@@ -317,6 +348,24 @@ impl TestApp {
         (status, json, headers)
     }
 
+    /// The value of the metric sample `name` (a whole series, e.g.
+    /// `crm_db_transactions_total`) on `/metrics`. Panics if the server does
+    /// not export it, so that a renamed metric fails the test using it.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (status, body, _) = self.rest("GET", "/metrics", None, None).await;
+        assert_eq!(status, 200);
+        let text = body.as_str().expect("metrics are text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the server exports no metric {name}:\n{text}"))
+    }
+
+    /// The owner URL of this test's database.
+    pub fn owner_url(&self) -> &str {
+        &self.owner_url
+    }
+
     /// A connection to this test's database as the owner.
     pub async fn owner_conn(&self) -> sqlx::PgConnection {
         sqlx::PgConnection::connect(&self.owner_url).await.unwrap()
@@ -339,6 +388,15 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if let Some(capture) = &self.capture {
+            let flagged = capture.flagged();
+            if !flagged.is_empty() && !std::thread::panicking() {
+                panic!(
+                    "the server sent statements on tenant tables without tenant_id = $n:\n{}",
+                    flagged.join("\n")
+                );
+            }
+        }
         if let Some(s) = self.stop.take() {
             s.send(()).ok();
         }
@@ -383,12 +441,10 @@ impl Drop for TestApp {
     }
 }
 
-/// `msg` with `authorization: Bearer <token>`.
-pub fn authed<T>(token: &str, msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
+/// The password test servers give their request role (derived from
+/// [`SECRET`]).
+pub fn app_password() -> String {
+    crm::app::app_password(SECRET)
 }
 
 /// Asserts `status` has `code` and an ErrorInfo with `reason` in domain crm.v1.

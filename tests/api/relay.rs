@@ -12,8 +12,9 @@ use crm::proto::change_service_client::ChangeServiceClient;
 use crm::proto::*;
 use tonic::transport::Channel;
 
+use crate::helpers::free_port;
 use crate::helpers::*;
-use crate::reliability::{Process, ScratchDb, free_port};
+use crate::reliability::{Process, ScratchDb};
 
 /// A private nats-server with JetStream, on its own port and store.
 struct Nats {

@@ -288,14 +288,6 @@ pub struct Process {
     pub http: String,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Process {
     pub fn start(db: &str, extra: &[(&str, &str)]) -> Self {
         crm::net::install_tls_provider();

@@ -540,30 +540,340 @@ async fn health_openapi_and_explorer_are_served() {
     );
 }
 
+/// The HTTP status grpc-gateway gives a gRPC code (runtime/errors.go).
+fn http_of(code: Code) -> u16 {
+    match code {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::Aborted => 409,
+        Code::ResourceExhausted => 429,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        _ => 500,
+    }
+}
+
+/// Asserts that one failure looks the same both ways: the REST status is
+/// grpc-gateway's for the code, the body's `code` is the gRPC code, and the
+/// message and ErrorInfo reason are the gRPC ones (`same_message`: false
+/// where a request id makes each message unique). Returns the code.
+fn agree(
+    what: &str,
+    g: &tonic::Status,
+    (status, body, _): &(u16, Value, reqwest::header::HeaderMap),
+    same_message: bool,
+) -> Code {
+    use tonic_types::StatusExt;
+    assert_eq!(*status, http_of(g.code()), "{what}: {body}");
+    assert_eq!(body["code"], g.code() as i32, "{what}: {body}");
+    if same_message {
+        assert_eq!(body["message"].as_str(), Some(g.message()), "{what}");
+    }
+    let reason = g
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default();
+    assert!(
+        !reason.is_empty(),
+        "{what}: the gRPC status has an ErrorInfo"
+    );
+    assert_eq!(
+        body["details"][0]["reason"],
+        reason.as_str(),
+        "{what}: {body}"
+    );
+    g.code()
+}
+
 #[tokio::test]
 async fn grpc_and_rest_agree_on_errors_for_every_code_we_return() {
+    let mut codes = std::collections::HashSet::new();
     let app = spawn_app().await;
-    let t = app.token("tenant-a", "u1");
+    let tenant = tenant();
+    let t = app.token(&tenant, "u1");
+    let missing = "acc_01JD7Z3K8Q9W2X4Y6Z8A0B1C2D";
+    let acc = app.account(&t, "Acme").await;
+    let path = format!("/api/v1/crm/accounts/{}", acc.id);
+
+    // INVALID_ARGUMENT: a required field missing.
     let g = app
         .accounts()
-        .get_account(authed(
+        .create_account(authed(
             &t,
-            GetAccountRequest {
-                id: "acc_01JD7Z3K8Q9W2X4Y6Z8A0B1C2D".into(),
+            CreateAccountRequest {
+                account: Some(Account::default()),
+                ..Default::default()
             },
         ))
         .await
         .unwrap_err();
-    assert_eq!(g.code(), Code::NotFound);
-    let (status, body, _) = app
+    let r = app
+        .rest("POST", "/api/v1/crm/accounts", Some(&t), Some(json!({})))
+        .await;
+    codes.insert(agree("invalid", &g, &r, true));
+
+    // NOT_FOUND.
+    let g = app
+        .accounts()
+        .get_account(authed(&t, GetAccountRequest { id: missing.into() }))
+        .await
+        .unwrap_err();
+    let r = app
         .rest(
             "GET",
-            "/api/v1/crm/accounts/acc_01JD7Z3K8Q9W2X4Y6Z8A0B1C2D",
+            &format!("/api/v1/crm/accounts/{missing}"),
             Some(&t),
             None,
         )
         .await;
-    assert_eq!(status, 404);
-    assert_eq!(body["message"].as_str(), Some(g.message()));
-    assert_eq!(body["details"][0]["metadata"]["resource_type"], "account");
+    codes.insert(agree("not found", &g, &r, true));
+    assert_eq!(r.1["details"][0]["metadata"]["resource_type"], "account");
+
+    // ALREADY_EXISTS: undeleting a live record.
+    let g = app
+        .accounts()
+        .undelete_account(authed(
+            &t,
+            UndeleteAccountRequest {
+                id: acc.id.clone(),
+                version: 0,
+            },
+        ))
+        .await
+        .unwrap_err();
+    let r = app
+        .rest(
+            "POST",
+            &format!("{path}:undelete"),
+            Some(&t),
+            Some(json!({})),
+        )
+        .await;
+    codes.insert(agree("already exists", &g, &r, true));
+
+    // ABORTED: a stale version.
+    let g = app
+        .accounts()
+        .delete_account(authed(
+            &t,
+            DeleteAccountRequest {
+                id: acc.id.clone(),
+                version: 99,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    let r = app
+        .rest("DELETE", &format!("{path}?version=99"), Some(&t), None)
+        .await;
+    codes.insert(agree("aborted", &g, &r, true));
+
+    // FAILED_PRECONDITION: a feed position older than what is kept.
+    let mut owner = app.owner_conn().await;
+    // (The head as retention would leave it after pruning events 1 to 3.)
+    let moved = sqlx::query(
+        "INSERT INTO change_heads (tenant_id, last_sequence, oldest_sequence) VALUES ($1, 5, 4) \
+         ON CONFLICT (tenant_id) DO UPDATE SET last_sequence = 5, oldest_sequence = 4",
+    )
+    .bind(&tenant)
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    assert_eq!(moved.rows_affected(), 1);
+    let mut changes =
+        crm::proto::change_service_client::ChangeServiceClient::new(app.channel.clone());
+    let mut ask = ListChangesRequest {
+        after_sequence: 1,
+        ..Default::default()
+    };
+    ask.page_size = 10;
+    let g = changes.list_changes(authed(&t, ask)).await.unwrap_err();
+    let r = app
+        .rest(
+            "GET",
+            "/api/v1/crm/changes?after_sequence=1&page_size=10",
+            Some(&t),
+            None,
+        )
+        .await;
+    codes.insert(agree("failed precondition", &g, &r, true));
+
+    // UNAUTHENTICATED: no token.
+    let g = app
+        .accounts()
+        .get_account(GetAccountRequest { id: missing.into() })
+        .await
+        .unwrap_err();
+    let r = app
+        .rest(
+            "GET",
+            &format!("/api/v1/crm/accounts/{missing}"),
+            None,
+            None,
+        )
+        .await;
+    codes.insert(agree("unauthenticated", &g, &r, true));
+    app.stop().await;
+
+    // OUT_OF_RANGE: a request over the size limit (REST answers 413, as
+    // the README says, with the same code in the body).
+    let small = spawn_app_with(|c| c.max_request_bytes = 2048).await;
+    let t = small.token(&tenant, "u1");
+    let big = "x".repeat(4096);
+    let g = small
+        .accounts()
+        .create_account(authed(
+            &t,
+            CreateAccountRequest {
+                account: Some(Account {
+                    name: big.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(g.code(), Code::OutOfRange, "{g:?}");
+    let (status, body, _) = small
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts",
+            Some(&t),
+            Some(json!({"name": big})),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["code"], Code::OutOfRange as i32, "{body}");
+    assert_eq!(body["details"][0]["reason"], "MESSAGE_TOO_LARGE", "{body}");
+    codes.insert(Code::OutOfRange);
+    small.stop().await;
+
+    // INTERNAL: a database error inside the server (the message carries
+    // the request id, so each is unique).
+    let broken = spawn_app_with(|c| c.failpoints = "in_transaction=sql_error".into()).await;
+    let t = broken.token(&tenant, "u1");
+    let g = broken
+        .accounts()
+        .create_account(authed(
+            &t,
+            CreateAccountRequest {
+                account: Some(Account {
+                    name: "n".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    let r = broken
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts",
+            Some(&t),
+            Some(json!({"name": "n"})),
+        )
+        .await;
+    codes.insert(agree("internal", &g, &r, false));
+    broken.stop().await;
+
+    // DEADLINE_EXCEEDED: a statement Postgres cancels at the timeout.
+    let slow = spawn_app_with(|c| {
+        c.failpoints = "in_transaction=sql_sleep(3000)".into();
+        c.db_statement_timeout_ms = 300;
+    })
+    .await;
+    let t = slow.token(&tenant, "u1");
+    let g = slow
+        .accounts()
+        .create_account(authed(
+            &t,
+            CreateAccountRequest {
+                account: Some(Account {
+                    name: "n".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    let r = slow
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts",
+            Some(&t),
+            Some(json!({"name": "n"})),
+        )
+        .await;
+    codes.insert(agree("deadline", &g, &r, false));
+    slow.stop().await;
+
+    // UNAVAILABLE and RESOURCE_EXHAUSTED: one connection, held by a slow
+    // request, for which the next waits in vain; one request at a time, so
+    // a third is turned away at once.
+    for (limit, expect) in [(256, Code::Unavailable), (1, Code::ResourceExhausted)] {
+        let held = spawn_app_with(|c| {
+            c.failpoints = "in_transaction=sleep(2500)".into();
+            c.db_pool_size = 1;
+            c.db_acquire_timeout_secs = 1;
+            c.max_concurrent_requests = limit;
+        })
+        .await;
+        let t = held.token(&tenant, "u1");
+        let create = |app: &TestApp| {
+            let mut client = app.accounts();
+            let req = authed(
+                &t,
+                CreateAccountRequest {
+                    account: Some(Account {
+                        name: "n".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+            async move { client.create_account(req).await }
+        };
+        let holder = tokio::spawn(create(&held));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let g = create(&held).await.unwrap_err();
+        let r = held
+            .rest(
+                "POST",
+                "/api/v1/crm/accounts",
+                Some(&t),
+                Some(json!({"name": "n"})),
+            )
+            .await;
+        assert_eq!(g.code(), expect, "{g:?}");
+        codes.insert(agree("busy", &g, &r, false));
+        holder.await.unwrap().unwrap();
+        held.stop().await;
+    }
+
+    // Every code the server's error mapping produces, but UNIMPLEMENTED
+    // (which no served method returns).
+    use Code::*;
+    let expected = [
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        Aborted,
+        FailedPrecondition,
+        Unauthenticated,
+        OutOfRange,
+        Internal,
+        DeadlineExceeded,
+        Unavailable,
+        ResourceExhausted,
+    ];
+    for code in expected {
+        assert!(codes.contains(&code), "{code:?} was not compared");
+    }
 }
