@@ -156,6 +156,63 @@ struct Measured {
     p99: Duration,
     errors: usize,
     calls: usize,
+    /// CPU time per call of the server process, µs (user + system).
+    server_us: f64,
+    /// CPU time per call of every Postgres process, µs (backends and the
+    /// background workers together).
+    postgres_us: f64,
+}
+
+/// The server under test, whose CPU time [`drive`] reads (0: none yet).
+static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// User + system CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // After the command name (in parentheses, which may hold spaces):
+            // state is field 3, utime 14, stime 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time of (server, every `postgres` process) so far, in µs.
+fn cpu_now() -> (f64, f64) {
+    // /proc counts in USER_HZ: 100 on Linux's mainstream targets; asked of
+    // getconf once.
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let us = |ticks: u64| ticks as f64 * 1e6 / hz;
+    let server = match SERVER_PID.load(Ordering::Relaxed) {
+        0 => 0,
+        pid => cpu_ticks(pid),
+    };
+    let mut postgres = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end() == "postgres")
+            {
+                postgres += cpu_ticks(pid);
+            }
+        }
+    }
+    (us(server), us(postgres))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -371,6 +428,10 @@ async fn drive(
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        cpu_now()
+    });
     let mut tasks = Vec::new();
     for (c, conn) in conns.into_iter().enumerate() {
         let world = world.clone();
@@ -402,8 +463,16 @@ async fn drive(
         all.extend(l);
         errors += e;
     }
+    // The measured calls are those begun after the warm-up; the last end
+    // just now.
+    let (server_1, postgres_1) = cpu_now();
+    let (server_0, postgres_0) = cpu_at_start.await?;
+    let calls = all.len().max(1) as f64;
+    let per_call = |us: f64| us / calls;
     all.sort_unstable();
     Ok(Measured {
+        server_us: per_call(server_1 - server_0),
+        postgres_us: per_call(postgres_1 - postgres_0),
         throughput: (all.len() - errors) as f64 / duration.as_secs_f64(),
         p50: percentile(&all, 0.50),
         p90: percentile(&all, 0.90),
@@ -411,6 +480,92 @@ async fn drive(
         errors,
         calls: all.len(),
     })
+}
+
+/// CreateLineItem's latency against the size of its quote: `samples`
+/// sequential calls on a new quote (p50 of lines 1..), then the quote filled
+/// to `lines` with batches, then `samples` more (p50 of the last lines).
+/// Returns (p50 first, p50 at `lines`), and checks the quote's total.
+async fn long_quote(
+    world: &World,
+    lines: usize,
+    samples: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let mut quotes = QuoteServiceClient::new(channel(GRPC).await?);
+    let mut client = LineItemServiceClient::new(channel(GRPC).await?);
+    let quote = quotes
+        .create_quote(authed(
+            &world.token,
+            CreateQuoteRequest {
+                quote: Some(Quote {
+                    account_id: format!("acc_{:0>26}", 1),
+                    name: "Long".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await?
+        .into_inner();
+    let line = || LineItem {
+        quote_id: quote.id.clone(),
+        description: "Seat".into(),
+        quantity: Some(2.0),
+        unit_price: Some(0.1),
+        ..Default::default()
+    };
+    let timed = async |client: &mut LineItemServiceClient<Channel>| {
+        let mut latencies = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let t0 = Instant::now();
+            client
+                .create_line_item(authed(
+                    &world.token,
+                    CreateLineItemRequest {
+                        line_item: Some(line()),
+                        request_id: String::new(),
+                    },
+                ))
+                .await?;
+            latencies.push(t0.elapsed());
+        }
+        latencies.sort_unstable();
+        anyhow::Ok(percentile(&latencies, 0.5))
+    };
+    let first = timed(&mut client).await?;
+    let mut made = samples;
+    while made + samples < lines {
+        let n = (lines - samples - made).min(1000);
+        client
+            .batch_create_line_items(authed(
+                &world.token,
+                BatchCreateLineItemsRequest {
+                    requests: (0..n)
+                        .map(|_| CreateLineItemRequest {
+                            line_item: Some(line()),
+                            request_id: String::new(),
+                        })
+                        .collect(),
+                    request_id: String::new(),
+                },
+            ))
+            .await?;
+        made += n;
+    }
+    let last = timed(&mut client).await?;
+    made += samples;
+    let got = quotes
+        .get_quote(authed(&world.token, GetQuoteRequest { id: quote.id }))
+        .await?
+        .into_inner();
+    // 0.2 a line, exactly.
+    let want = format!("{:.1}", made as f64 * 0.2);
+    ensure!(
+        got.total.map(|t| format!("{t:.1}")) == Some(want.clone()),
+        "the long quote's total is {:?}, not {want}",
+        got.total
+    );
+    Ok((first, last))
 }
 
 /// Records per second of the bulk paths, each measured the same way: the
@@ -1358,6 +1513,7 @@ async fn main() -> anyhow::Result<()> {
     let mut srv = server(&args.bin, GRPC, HTTP, None)?;
     ready(&mut srv, HTTP).await?;
     let pid = srv.0.id();
+    SERVER_PID.store(pid, Ordering::Relaxed);
 
     let mut report = String::new();
     let mut rows = Vec::new();
@@ -1435,6 +1591,9 @@ async fn main() -> anyhow::Result<()> {
     let watch = watch_latency(&world, args.clients / 2, duration).await?;
     eprintln!("bulk: single creates, batches, upserts, line items, pgbench's multi-row INSERT…");
     let bulk = bulk(&world, if args.smoke { 1 } else { 5 }, args.seconds).await?;
+    let long_lines = if args.smoke { 300 } else { 3000 };
+    eprintln!("CreateLineItem on a quote of {long_lines} lines…");
+    let long = long_quote(&world, long_lines, 50).await?;
     let rss = peak_rss_mib(pid);
     drop(srv);
     let mut counter_rows = Vec::new();
@@ -1478,16 +1637,16 @@ async fn main() -> anyhow::Result<()> {
     )?;
     writeln!(
         report,
-        "| operation | gRPC calls/s | p50 | p90 | p99 | REST calls/s | p50 | p90 | p99 | errors | pgbench: the one statement, tps | pgbench: the service's statements, tps | gRPC / one statement | gRPC / service's statements | REST / gRPC |"
+        "| operation | gRPC calls/s | p50 | p90 | p99 | REST calls/s | p50 | p90 | p99 | errors | pgbench: the one statement, tps | pgbench: the service's statements, tps | gRPC / one statement | gRPC / service's statements | REST / gRPC | CPU µs/call, gRPC: server | Postgres | CPU µs/call, REST: server | Postgres |"
     )?;
     writeln!(
         report,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for (op, g, r, one, replay) in &rows {
         writeln!(
             report,
-            "| {} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | **{:.2}×** | {:.2}× | **{:.2}×** |",
+            "| {} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} | {:.0} | **{:.2}×** | {:.2}× | **{:.2}×** | {:.0} | {:.0} | {:.0} | {:.0} |",
             op.name(),
             g.throughput,
             ms(g.p50),
@@ -1502,7 +1661,11 @@ async fn main() -> anyhow::Result<()> {
             replay.throughput,
             g.throughput / one.throughput,
             g.throughput / replay.throughput,
-            r.throughput / g.throughput
+            r.throughput / g.throughput,
+            g.server_us,
+            g.postgres_us,
+            r.server_us,
+            r.postgres_us
         )?;
     }
     writeln!(
@@ -1600,6 +1763,15 @@ async fn main() -> anyhow::Result<()> {
             value / bulk.pgbench
         )?;
     }
+    writeln!(
+        report,
+        "\n#### CreateLineItem against the quote's size\n\nOne client, one quote: p50 of 50 \
+         sequential CreateLineItem calls on the new quote, then the quote filled by batches, then \
+         p50 of 50 more ending at line {long_lines}: {} ms, then {} ms: **{:.2}×**.",
+        ms(long.0),
+        ms(long.1),
+        long.1.as_secs_f64() / long.0.as_secs_f64()
+    )?;
     writeln!(
         report,
         "\n<details><summary>The pgbench scripts</summary>\n"

@@ -180,6 +180,9 @@ impl Application {
                 .map(app_password),
             failpoints,
             transactions: metrics.transactions.clone(),
+            prepare: crate::entities::kinds()
+                .map(|k| k.meta().sql.prepare_get.clone())
+                .collect(),
         };
         let db = Db::connect(&db_config).await?;
         // The feed's readers: the same role and rules, their own connections.

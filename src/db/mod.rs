@@ -103,6 +103,9 @@ pub struct DbConfig {
     pub failpoints: Failpoints,
     /// Counts the transactions begun (a metric).
     pub transactions: Counter<u64, AtomicU64>,
+    /// `PREPARE` statements every connection runs as it opens (the
+    /// single-message reads' statements, see [`Db::read_one`]).
+    pub prepare: Vec<Arc<str>>,
 }
 
 /// The request pool.
@@ -220,25 +223,32 @@ fn begin_sql(
 }
 
 /// One read as one simple-query message, which Postgres runs as one implicit
-/// transaction: the caller's settings, then `select` (a `select_one` of
-/// `db::sql`) with its `$1` tenant, `$2` app and `$3` id inlined. The id can
-/// only be one the id parser made ([`RecordId`]); tenant and app are the
-/// authenticator's, checked again by [`plain_literal`].
+/// transaction: the caller's settings, then `EXECUTE` of the statement every
+/// connection prepared as `name` (`$1` tenant, `$2` app, `$3` id), its plan
+/// cached by Postgres. The id can only be one the id parser made
+/// ([`RecordId`]); tenant and app are the authenticator's, checked again by
+/// [`plain_literal`]; `name` is a `db::sql` statement name (`[a-z_]`).
 fn read_one_sql(
     caller: &Caller,
     roles: &Roles,
-    select: &str,
+    name: &str,
     id: &RecordId,
 ) -> Result<String, Error> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(Error::internal(anyhow::anyhow!(
+            "not a prepared statement's name: {name:?}"
+        )));
+    }
     let app = match caller.app_id() {
         Some(a) => plain_literal(a)?,
         None => "NULL".into(),
     };
-    let select = select
-        .replace("$1", &plain_literal(caller.tenant_id())?)
-        .replace("$2", &app)
-        .replace("$3", &plain_literal(id.as_str())?);
-    Ok(format!("{}; {select}", scope_sql(caller, roles)?))
+    Ok(format!(
+        "{}; EXECUTE {name}({}, {app}, {})",
+        scope_sql(caller, roles)?,
+        plain_literal(caller.tenant_id())?,
+        plain_literal(id.as_str())?
+    ))
 }
 
 /// Gives this database's request role `app` its login password (on the
@@ -365,6 +375,8 @@ impl Db {
         owner.close().await.ok();
         // Inlined: the name is [a-z0-9_] (Roles).
         let set_role_sql = format!("SET ROLE {app}");
+        // Prepared as the request role (plans are per role anyway).
+        let prepare_sql: Arc<str> = config.prepare.join("; ").into();
         let statement_timeout = format!("{}ms", config.statement_timeout.as_millis());
         let options = options.application_name("crm").options([
             // A transaction left open (a crashed handler) is ended by Postgres.
@@ -389,9 +401,15 @@ impl Db {
             })
             .after_connect(move |conn, _meta| {
                 let set_role_sql = set_role_sql.clone();
+                let prepare_sql = prepare_sql.clone();
                 Box::pin(async move {
                     if set_role {
                         conn.execute(sqlx::AssertSqlSafe(set_role_sql)).await?;
+                    }
+                    if !prepare_sql.is_empty() {
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(prepare_sql.to_string()))
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -494,18 +512,18 @@ impl Db {
         Ok(tx)
     }
 
-    /// The one row `select` (a `select_one` of `db::sql`: `$1` tenant, `$2`
-    /// app, `$3` id, one `text` column) finds for `caller`: the settings and
-    /// the read in one message, one round trip, no explicit transaction to
-    /// end.
+    /// The one row the statement prepared as `name` (a `get_name` of
+    /// `db::sql`: `$1` tenant, `$2` app, `$3` id, one `text` column) finds
+    /// for `caller`: the settings and the read in one message, one round
+    /// trip, no explicit transaction to end, no planning.
     pub async fn read_one(
         &self,
         caller: &Caller,
-        select: &str,
+        name: &str,
         id: &RecordId,
     ) -> Result<Option<String>, Error> {
         self.transactions.inc();
-        let sql = sqlx::AssertSqlSafe(read_one_sql(caller, &self.roles, select, id)?);
+        let sql = sqlx::AssertSqlSafe(read_one_sql(caller, &self.roles, name, id)?);
         let mut conn = self.acquire().await?;
         let rows = self.note(sqlx::raw_sql(sql).fetch_all(&mut *conn).await)?;
         // The settings (`SET`) return no rows: any row is the read's.
@@ -697,29 +715,29 @@ mod tests {
 
     #[test]
     fn a_read_is_one_message_with_its_values_inlined() {
-        let select = "SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = $1 AND ($2::text IS NULL OR t.app_id = $2) AND t.id = $3";
         let roles = roles();
         let kind = &crate::entities::account::KIND;
         let id = RecordId::parse(kind, "acc_01arz3ndektsv4rrffq69g5fav").unwrap();
         let person = Caller::unchecked("acme-1", "u", None);
         assert_eq!(
-            read_one_sql(&person, &roles, select, &id).unwrap(),
+            read_one_sql(&person, &roles, "crm_get_accounts", &id).unwrap(),
             "SET LOCAL crm.tenant_id = 'acme-1'; SET LOCAL crm.app_id = ''; \
-             SELECT row_to_json(t)::text FROM accounts t WHERE t.tenant_id = 'acme-1' AND (NULL::text IS NULL OR t.app_id = NULL) AND t.id = 'acc_01ARZ3NDEKTSV4RRFFQ69G5FAV'"
+             EXECUTE crm_get_accounts('acme-1', NULL, 'acc_01ARZ3NDEKTSV4RRFFQ69G5FAV')"
         );
         let app = Caller::unchecked("acme-1", "u", Some("app-7"));
-        let sql = read_one_sql(&app, &roles, select, &id).unwrap();
-        assert!(sql.contains("('app-7'::text IS NULL OR t.app_id = 'app-7')"));
-        assert!(sql.starts_with(
-            "SET LOCAL crm.tenant_id = 'acme-1'; SET LOCAL crm.app_id = 'app-7'; SET LOCAL ROLE crm_int_crm_1a2b3c4d; "
-        ));
+        assert_eq!(
+            read_one_sql(&app, &roles, "crm_get_accounts", &id).unwrap(),
+            "SET LOCAL crm.tenant_id = 'acme-1'; SET LOCAL crm.app_id = 'app-7'; \
+             SET LOCAL ROLE crm_int_crm_1a2b3c4d; EXECUTE crm_get_accounts('acme-1', 'app-7', 'acc_01ARZ3NDEKTSV4RRFFQ69G5FAV')"
+        );
         // Only the parser makes a RecordId: anything else is not one.
         for bad in [
             "acc_1' OR true --",
-            "acc_01HXAMPLE0000000000000000'",
-            "con_01HXAMPLE0000000000000000",
+            "acc_01ARZ3NDEKTSV4RRFFQ69G5FAV'",
+            "con_01ARZ3NDEKTSV4RRFFQ69G5FAV",
         ] {
             assert!(RecordId::parse(kind, bad).is_none(), "{bad:?}");
         }
+        assert!(read_one_sql(&person, &roles, "x; DROP TABLE accounts", &id).is_err());
     }
 }

@@ -59,6 +59,13 @@ const IMMUTABLE: [&str; 5] = ["tenant_id", "id", "app_id", "created_at", "create
 pub struct Statements {
     /// `$3` id → the row as JSON.
     pub select_one: Arc<str>,
+    /// The name under which every request connection has `select_one`
+    /// prepared (`crm_get_<table>`: `[a-z_]`), for the single-message read
+    /// ([`crate::db::Db::read_one`]).
+    pub get_name: Arc<str>,
+    /// The `PREPARE` of `select_one` as `get_name`, run as each request
+    /// connection opens.
+    pub prepare_get: Arc<str>,
     /// Same, locking the row for a read-modify-write, if it is at version
     /// `$4` (0: any). `FOR NO KEY UPDATE`: the key never changes, so other
     /// transactions' foreign-key checks against the row (`FOR KEY SHARE`)
@@ -127,8 +134,12 @@ impl Statements {
         let mutable_names: Vec<String> = mutable.iter().map(|c| ident(&c.name)).collect();
         let mutable_values: Vec<String> = mutable.iter().map(|c| value(c)).collect();
         let select = format!("SELECT row_to_json(t)::text FROM {t} t");
+        let select_one = format!("{select} WHERE {scope} AND t.id = $3");
+        let get_name = format!("crm_get_{table}");
         Self {
-            select_one: format!("{select} WHERE {scope} AND t.id = $3").into(),
+            prepare_get: format!("PREPARE {get_name}(text, text, text) AS {select_one}").into(),
+            get_name: get_name.into(),
+            select_one: select_one.into(),
             select_one_for_update: format!(
                 "{select} WHERE {scope} AND t.id = $3 AND ($4::integer = 0 OR t.version = $4) FOR NO KEY UPDATE"
             )

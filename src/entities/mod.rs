@@ -17,8 +17,8 @@ use crate::db::TenantTx;
 use crate::error::Error;
 use crate::records::Kind;
 
-/// The kind whose resource name is `resource` (`account`, `line_item`, ...).
-pub fn kind_of(resource: &str) -> Option<&'static Kind> {
+/// The six kinds of record.
+pub fn kinds() -> impl Iterator<Item = &'static Kind> {
     [
         &account::KIND,
         &contact::KIND,
@@ -28,7 +28,11 @@ pub fn kind_of(resource: &str) -> Option<&'static Kind> {
         &line_item::KIND,
     ]
     .into_iter()
-    .find(|k| k.resource == resource)
+}
+
+/// The kind whose resource name is `resource` (`account`, `line_item`, ...).
+pub fn kind_of(resource: &str) -> Option<&'static Kind> {
+    kinds().find(|k| k.resource == resource)
 }
 
 /// Keeps a record's human-readable number (`deal_number`, `quote_number`):

@@ -2,7 +2,7 @@
 //! one of draft/sent/accepted/rejected/expired, a per-tenant `Q-<year>-<n>`
 //! number, `validity_date`/`valid_until` mirrored, one primary quote per deal,
 //! membership in the deal's `quote_ids`. `value`, `total` and `line_items`
-//! are maintained from the live line items by [`rollup`].
+//! are maintained from the live line items by [`rollup`], incrementally.
 
 use std::collections::{HashMap, HashSet};
 
@@ -291,30 +291,88 @@ impl Entity for Quote {
     }
 }
 
-/// Recomputes `value`, `total` and `line_items` of the quotes `quote_ids`
-/// from their live line items, exactly, and bumps their versions: one
-/// statement for any number of quotes. The caller must hold the quotes' row
-/// locks (see `line_item`), so each sum sees every committed line.
-pub async fn rollup(tx: &mut TenantTx, quote_ids: &[&str]) -> Result<(), Error> {
+/// How many line summaries a quote embeds (`Quote.line_items`): its first
+/// live lines by creation. The rest are read with ListLineItems.
+pub const EMBEDDED_LINES: i64 = 100;
+
+/// One line item's effect on its quote, for [`rollup`].
+pub struct LineEffect<'a> {
+    /// The line's quote.
+    pub quote_id: &'a str,
+    /// The line's id.
+    pub line_id: &'a str,
+    /// The line's part of the quote's total before the write (its total
+    /// while live, else 0), as exact decimal text.
+    pub before: String,
+    /// Same, after the write.
+    pub after: String,
+    /// The line existed before the write (its summary may be in the list).
+    pub existed: bool,
+    /// The line is live after the write (it may belong in the list).
+    pub live: bool,
+}
+
+/// Moves the quotes of `effects` by their lines' changes, exactly, and bumps
+/// their versions: one statement for any number of lines and quotes, whose
+/// cost does not grow with a quote's size. `value` and `total` move by the
+/// lines' deltas (exact decimals: every stored total has at most 15
+/// significant digits, which a double's shortest text gives back exactly).
+/// `line_items` is rebuilt (at most [`EMBEDDED_LINES`] rows, read by index)
+/// only when it could change: it is not full, a line in it changed, or a
+/// live changed line sorts before its last (an undeleted line, or one whose
+/// transaction began before the last's). Appending to a long quote leaves
+/// it alone. The caller must hold the quotes' row locks (see `line_item`).
+pub async fn rollup(tx: &mut TenantTx, effects: &[LineEffect<'_>]) -> Result<(), Error> {
     let caller = tx.caller().clone();
+    let mut quotes = Vec::with_capacity(effects.len());
+    let mut lines = Vec::with_capacity(effects.len());
+    let mut before = Vec::with_capacity(effects.len());
+    let mut after = Vec::with_capacity(effects.len());
+    let mut existed = Vec::with_capacity(effects.len());
+    let mut live = Vec::with_capacity(effects.len());
+    for e in effects {
+        quotes.push(e.quote_id);
+        lines.push(e.line_id);
+        before.push(e.before.as_str());
+        after.push(e.after.as_str());
+        existed.push(e.existed);
+        live.push(e.live);
+    }
     sqlx::query(
-        "UPDATE quotes q SET value = s.total, total = s.total, line_items = s.items, \
-             version = q.version + 1, updated_at = now(), updated_by = $3 \
-         FROM (SELECT w.id, COALESCE(sum(li.total), 0) AS total, \
-                      COALESCE(jsonb_agg(jsonb_build_object( \
-                          'id', li.id, 'description', COALESCE(li.description, ''), \
-                          'quantity', li.quantity, 'unit_price', li.unit_price, \
-                          'discount', COALESCE(li.discount, 0), 'discount_type', li.discount_type, \
-                          'total', li.total, 'currency', COALESCE(li.currency, '')) \
-                        ORDER BY li.created_at, li.id) FILTER (WHERE li.id IS NOT NULL), '[]'::jsonb) AS items \
-               FROM unnest($2::text[]) AS w(id) \
-               LEFT JOIN line_items li \
-                 ON li.tenant_id = $1 AND li.quote_id = w.id AND NOT li.is_deleted \
-               GROUP BY w.id) s \
-         WHERE q.tenant_id = $1 AND q.id = s.id",
+        "WITH d AS (SELECT c.quote_id, sum(c.after::numeric - c.before::numeric) AS delta, \
+                           array_agg(c.line_id) FILTER (WHERE c.existed) AS changed, \
+                           array_agg(c.line_id) FILTER (WHERE c.live) AS live \
+                    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bool[]) \
+                         AS c(quote_id, line_id, before, after, existed, live) \
+                    GROUP BY c.quote_id) \
+         UPDATE quotes q SET value = COALESCE(q.value, 0) + d.delta, total = COALESCE(q.total, 0) + d.delta, \
+             line_items = CASE WHEN jsonb_array_length(q.line_items) <> $8 \
+                 OR EXISTS (SELECT 1 FROM jsonb_array_elements(q.line_items) e WHERE e->>'id' = ANY(d.changed)) \
+                 OR EXISTS (SELECT 1 FROM line_items n JOIN line_items l \
+                            ON l.tenant_id = $1 AND l.id = q.line_items->-1->>'id' \
+                            WHERE n.tenant_id = $1 AND n.id = ANY(d.live) \
+                              AND (n.created_at, n.id) < (l.created_at, l.id)) \
+               THEN (SELECT COALESCE(jsonb_agg(jsonb_build_object( \
+                          'id', s.id, 'description', COALESCE(s.description, ''), \
+                          'quantity', s.quantity, 'unit_price', s.unit_price, \
+                          'discount', COALESCE(s.discount, 0), 'discount_type', s.discount_type, \
+                          'total', s.total, 'currency', COALESCE(s.currency, '')) \
+                        ORDER BY s.created_at, s.id), '[]'::jsonb) \
+                     FROM (SELECT li.* FROM line_items li \
+                           WHERE li.tenant_id = $1 AND li.quote_id = q.id AND NOT li.is_deleted \
+                           ORDER BY li.created_at, li.id LIMIT $8) s) \
+               ELSE q.line_items END, \
+             version = q.version + 1, updated_at = now(), updated_by = $9 \
+         FROM d WHERE q.tenant_id = $1 AND q.id = d.quote_id",
     )
     .bind(caller.tenant_id())
-    .bind(quote_ids)
+    .bind(&quotes)
+    .bind(&lines)
+    .bind(&before)
+    .bind(&after)
+    .bind(&existed)
+    .bind(&live)
+    .bind(EMBEDDED_LINES as i32)
     .bind(caller.sub())
     .execute(tx.conn())
     .await

@@ -570,7 +570,7 @@ impl Store {
         self.db.failpoints().pause("before_db").await;
         let row = self
             .db
-            .read_one(caller, &E::kind().meta().sql.select_one, &id)
+            .read_one(caller, &E::kind().meta().sql.get_name, &id)
             .await?;
         row.map(|json| from_row_json::<E>(&json))
             .transpose()?

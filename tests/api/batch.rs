@@ -786,15 +786,16 @@ async fn a_line_item_batch_rolls_its_quote_up_once() {
         .into_inner();
     // 999 × 0.3, exactly; one rollup, so one new version.
     assert_eq!(q.total, Some(299.7));
-    assert_eq!(q.line_items.len(), 1000);
+    // The quote embeds its first 100 lines; the rest are listed.
+    assert_eq!(q.line_items.len(), 100);
     assert_eq!(q.version, quote.version + 1);
     // A batch delete of lines rolls up once too.
-    let ids: Vec<String> = made.iter().take(10).map(|l| l.id.clone()).collect();
+    let ids: Vec<String> = q.line_items.iter().take(10).map(|l| l.id.clone()).collect();
     app.line_items()
         .batch_delete_line_items(authed(
             &t,
             BatchDeleteLineItemsRequest {
-                ids,
+                ids: ids.clone(),
                 request_id: String::new(),
             },
         ))
@@ -811,7 +812,17 @@ async fn a_line_item_batch_rolls_its_quote_up_once() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((q.total, q.version), (Some(297.0), quote.version + 2));
+    // The first ten embedded lines are gone: 0.3 each but the free one.
+    let gone = made
+        .iter()
+        .filter(|l| ids.contains(&l.id) && l.total != Some(0.0))
+        .count();
+    let want: f64 = format!("{:.1}", (999 - gone) as f64 * 0.3).parse().unwrap();
+    assert_eq!((q.total, q.version), (Some(want), quote.version + 2));
+    // The deleted lines were embedded: the next ten take their places.
+    let embedded: Vec<&str> = q.line_items.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(embedded.len(), 100);
+    assert!(ids.iter().all(|id| !embedded.contains(&id.as_str())));
 }
 
 #[tokio::test]

@@ -696,3 +696,183 @@ async fn moving_a_quote_moves_it_between_deals() {
     assert!(quote_ids(f.deal.id.clone()).await.is_empty());
     assert_eq!(quote_ids(second.id.clone()).await, vec![q.id.clone()]);
 }
+
+/// The quote as the lines say it should be: the exact sum of the live lines'
+/// totals, and the ids and totals of its first 100 live lines by creation.
+async fn expected(app: &TestApp, quote: &str) -> (String, Vec<(String, f64)>) {
+    let mut conn = app.owner_conn().await;
+    let sum: String = sqlx::query_scalar(
+        "SELECT COALESCE(sum(total), 0)::text FROM line_items WHERE quote_id = $1 AND NOT is_deleted",
+    )
+    .bind(quote)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let first: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT id, total::float8 FROM line_items WHERE quote_id = $1 AND NOT is_deleted \
+         ORDER BY created_at, id LIMIT 100",
+    )
+    .bind(quote)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    (sum, first)
+}
+
+/// Checks the stored quote against [`expected`], and returns it.
+async fn agrees(f: &Fixture, quote: &str) -> Quote {
+    let got = f
+        .app
+        .quotes()
+        .get_quote(authed(&f.t, GetQuoteRequest { id: quote.into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let (sum, first) = expected(&f.app, quote).await;
+    let mut conn = f.app.owner_conn().await;
+    let stored: String = sqlx::query_scalar("SELECT total::text FROM quotes WHERE id = $1")
+        .bind(quote)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.parse::<f64>().unwrap(),
+        sum.parse::<f64>().unwrap(),
+        "stored {stored}, lines sum to {sum}"
+    );
+    assert_eq!(got.total, Some(sum.parse().unwrap()));
+    assert_eq!(got.value, got.total);
+    let embedded: Vec<(String, f64)> = got
+        .line_items
+        .iter()
+        .map(|l| (l.id.clone(), l.total))
+        .collect();
+    assert_eq!(embedded, first, "the first 100 live lines, in order");
+    got
+}
+
+#[tokio::test]
+async fn a_long_quote_embeds_its_first_hundred_lines_and_moves_its_total_exactly() {
+    let f = fixture().await;
+    let q = f
+        .app
+        .quote(
+            &f.t,
+            Quote {
+                account_id: f.account.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    // 150 lines in one batch (one transaction: one created_at, ordered by id).
+    let made = f
+        .app
+        .line_items()
+        .batch_create_line_items(authed(
+            &f.t,
+            BatchCreateLineItemsRequest {
+                requests: (1..=150)
+                    .map(|i| CreateLineItemRequest {
+                        line_item: Some(line(&q.id, i as f64, 0.1)),
+                        request_id: String::new(),
+                    })
+                    .collect(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .line_items;
+    let quote = agrees(&f, &q.id).await;
+    assert_eq!(quote.line_items.len(), 100);
+    // 0.1 × (1 + … + 150) = 1132.5, exactly.
+    assert_eq!(quote.total, Some(1132.5));
+
+    // Appending past the hundredth leaves the summaries, moves the total.
+    let extra = f.app.line_item(&f.t, line(&q.id, 3.0, 0.1)).await;
+    let after = agrees(&f, &q.id).await;
+    assert_eq!(after.total, Some(1132.8));
+    assert_eq!(after.line_items, quote.line_items);
+    assert!(!after.line_items.iter().any(|l| l.id == extra.id));
+
+    let update = |id: &str, quantity: f64| {
+        let (mut c, t, id) = (f.app.line_items(), f.t.clone(), id.to_string());
+        async move {
+            c.update_line_item(authed(
+                &t,
+                UpdateLineItemRequest {
+                    line_item: Some(LineItem {
+                        id,
+                        quantity: Some(quantity),
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    // A line beyond the summaries: the total moves, the list does not.
+    update(&extra.id, 7.0).await;
+    let after = agrees(&f, &q.id).await;
+    assert_eq!(after.total, Some(1133.2));
+    assert_eq!(after.line_items, quote.line_items);
+    // A summarized line: its summary changes in place.
+    let first = &quote.line_items[0].id;
+    let changed = update(first, 1000.0).await;
+    let after = agrees(&f, &q.id).await;
+    assert_eq!(after.line_items[0].total, changed.total.unwrap());
+
+    // Deleting a summarized line pulls the 101st in; undeleting puts it back.
+    let c = f.app.line_items();
+    c.clone()
+        .delete_line_item(authed(
+            &f.t,
+            DeleteLineItemRequest {
+                id: first.clone(),
+                version: 0,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let after = agrees(&f, &q.id).await;
+    assert_eq!(after.line_items.len(), 100);
+    assert!(!after.line_items.iter().any(|l| &l.id == first));
+    c.clone()
+        .undelete_line_item(authed(
+            &f.t,
+            UndeleteLineItemRequest {
+                id: first.clone(),
+                version: 0,
+            },
+        ))
+        .await
+        .unwrap();
+    let after = agrees(&f, &q.id).await;
+    assert_eq!(&after.line_items[0].id, first);
+    // Deleting a line beyond the summaries only moves the total.
+    let before = after;
+    let last = made
+        .iter()
+        .find(|l| !before.line_items.iter().any(|s| s.id == l.id))
+        .unwrap();
+    c.clone()
+        .delete_line_item(authed(
+            &f.t,
+            DeleteLineItemRequest {
+                id: last.id.clone(),
+                version: 0,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let after = agrees(&f, &q.id).await;
+    assert_eq!(after.line_items, before.line_items);
+    assert_eq!(after.version, before.version + 1);
+}
