@@ -739,7 +739,9 @@ fn pgbench(script: &str, mode: &str, clients: usize, seconds: f64) -> anyhow::Re
     std::fs::write(&path, script)?;
     let url = url::Url::parse(&base())?;
     let out = Command::new("pgbench")
-        .args(["-n", "-M", mode, "-j", "2"])
+        // `prepared`: 0 until a client has prepared what the service's
+        // connections prepare as they open (see `capture`).
+        .args(["-n", "-M", mode, "-j", "2", "-D", "prepared=0"])
         .arg("-c")
         .arg(clients.to_string())
         .arg("-T")
@@ -1369,6 +1371,27 @@ async fn capture(
             script.push_str(&v);
             script.push('\n');
         }
+        // A statement the service's connections prepare as they open
+        // (EXECUTE name(...)): each pgbench client prepares it once, as the
+        // first thing it runs (-D prepared=0, see `pgbench`).
+        for name in body.iter().flat_map(|s| executed(s)) {
+            let prepare =
+                statements_from_log(&String::from_utf8_lossy(&text), &format!("{app_role}@"))
+                    .into_iter()
+                    .flat_map(|(sql, ..)| {
+                        sql.split(';')
+                            .map(str::trim)
+                            .filter(|s| s.starts_with(&format!("PREPARE {name}(")))
+                            .map(String::from)
+                            .collect::<Vec<_>>()
+                    })
+                    .next()
+                    .with_context(|| format!("no PREPARE {name} in the log"))?;
+            script.push_str(&format!(
+                "\\if :prepared = 0\n{};\n\\set prepared 1\n\\endif\n",
+                escape_colons(&prepare).replace('\n', " ")
+            ));
+        }
         for s in body {
             // pgbench wants one statement per line (continuations end in \).
             script.push_str(&s.replace('\n', " "));
@@ -1377,6 +1400,17 @@ async fn capture(
         out.insert(*op, (script, if simple { "simple" } else { "prepared" }));
     }
     Ok(out)
+}
+
+/// The names of the prepared statements `sql` runs (`EXECUTE name(`).
+fn executed(sql: &str) -> Vec<String> {
+    sql.match_indices("EXECUTE ")
+        .filter_map(|(i, m)| {
+            let rest = &sql[i + m.len()..];
+            let end = rest.find('(')?;
+            Some(rest[..end].trim().to_string())
+        })
+        .collect()
 }
 
 /// `sql`'s statements (`;` outside literals) joined with pgbench's `\;`, so

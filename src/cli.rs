@@ -70,16 +70,26 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr from a thread of their own, so that no request waits on
+/// the write, and in batches: lines are buffered and flushed whenever the
+/// queue runs dry (one write for many lines under load, every line at once
+/// when idle). Lossless: a full queue slows the loggers rather than drop
+/// lines. Keep the guard until exit: dropping it flushes what is left.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("crm-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 async fn shutdown_signal() {
@@ -144,12 +154,12 @@ pub async fn run() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve { dev: false }) {
         Command::Descriptor { out } => write_descriptor(out.as_deref()),
         Command::Serve { dev } => {
-            init_logging(config.log_format);
+            let _log = init_logging(config.log_format);
             let app = Application::build(&config, dev).await?;
             app.run(shutdown_signal()).await
         }
         Command::Migrate { distribute } => {
-            init_logging(config.log_format);
+            let _log = init_logging(config.log_format);
             db::create_database_if_missing(&config.database_url).await?;
             let roles = db::migrate(&config.database_url).await?;
             // What an operator needs for CRM_APP_DATABASE_URL.

@@ -876,3 +876,42 @@ async fn a_long_quote_embeds_its_first_hundred_lines_and_moves_its_total_exactly
     assert_eq!(after.line_items, before.line_items);
     assert_eq!(after.version, before.version + 1);
 }
+
+#[tokio::test]
+async fn a_quote_grows_past_its_summaries_by_batches() {
+    let f = fixture().await;
+    let q = f
+        .app
+        .quote(
+            &f.t,
+            Quote {
+                account_id: f.account.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    for _ in 0..50 {
+        f.app.line_item(&f.t, line(&q.id, 2.0, 0.1)).await;
+    }
+    for _ in 0..3 {
+        f.app
+            .line_items()
+            .batch_create_line_items(authed(
+                &f.t,
+                BatchCreateLineItemsRequest {
+                    requests: (0..1000)
+                        .map(|_| CreateLineItemRequest {
+                            line_item: Some(line(&q.id, 2.0, 0.1)),
+                            request_id: String::new(),
+                        })
+                        .collect(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    f.app.line_item(&f.t, line(&q.id, 2.0, 0.1)).await;
+    let got = agrees(&f, &q.id).await;
+    assert_eq!(got.total, Some(610.2));
+}
