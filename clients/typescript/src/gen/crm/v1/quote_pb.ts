@@ -241,7 +241,9 @@ export type Quote = Message<"crm.v1.Quote"> & {
   notes: string;
 
   /**
-   * Summaries of the live line items, in creation order. Full records via
+   * Summaries of the first 100 live line items, in creation order (then id).
+   * A quote with more lines embeds only these 100; list the rest, and the
+   * full records, with ListLineItems (filter quote_id = "qte_..."), at
    * /api/v1/crm/line-items.
    *
    * @generated from field: repeated crm.v1.LineItemSummary line_items = 33;
