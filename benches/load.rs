@@ -482,6 +482,28 @@ async fn drive(
     })
 }
 
+/// A new quote on account 1 named `name`.
+async fn new_quote(
+    quotes: &mut QuoteServiceClient<Channel>,
+    token: &str,
+    name: &str,
+) -> anyhow::Result<Quote> {
+    Ok(quotes
+        .create_quote(authed(
+            token,
+            CreateQuoteRequest {
+                quote: Some(Quote {
+                    account_id: format!("acc_{:0>26}", 1),
+                    name: name.into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await?
+        .into_inner())
+}
+
 /// CreateLineItem's latency against the size of its quote: `samples`
 /// sequential calls on a new quote (p50 of lines 1..), then the quote filled
 /// to `lines` with batches, then `samples` more (p50 of the last lines).
@@ -493,20 +515,7 @@ async fn long_quote(
 ) -> anyhow::Result<(Duration, Duration)> {
     let mut quotes = QuoteServiceClient::new(channel(GRPC).await?);
     let mut client = LineItemServiceClient::new(channel(GRPC).await?);
-    let quote = quotes
-        .create_quote(authed(
-            &world.token,
-            CreateQuoteRequest {
-                quote: Some(Quote {
-                    account_id: format!("acc_{:0>26}", 1),
-                    name: "Long".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await?
-        .into_inner();
+    let quote = new_quote(&mut quotes, &world.token, "Long").await?;
     let line = || LineItem {
         quote_id: quote.id.clone(),
         description: "Seat".into(),
@@ -673,20 +682,7 @@ async fn bulk(world: &Arc<World>, rounds: usize, seconds: f64) -> anyhow::Result
     let mut lines = LineItemServiceClient::new(channel(GRPC).await?);
     let mut elapsed = Duration::ZERO;
     for _ in 0..rounds {
-        let quote = quotes
-            .create_quote(authed(
-                &world.token,
-                CreateQuoteRequest {
-                    quote: Some(Quote {
-                        account_id: format!("acc_{:0>26}", 1),
-                        name: "Bulk".into(),
-                        ..Default::default()
-                    }),
-                    request_id: String::new(),
-                },
-            ))
-            .await?
-            .into_inner();
+        let quote = new_quote(&mut quotes, &world.token, "Bulk").await?;
         let requests = (0..N)
             .map(|i| CreateLineItemRequest {
                 line_item: Some(LineItem {
@@ -1316,6 +1312,18 @@ async fn capture(
     }
     // Turn the captured windows into scripts.
     let text = std::fs::read(log)?;
+    // What the service's connections prepared as they opened, read once.
+    let prepared: Vec<String> =
+        statements_from_log(&String::from_utf8_lossy(&text), &format!("{app_role}@"))
+            .into_iter()
+            .flat_map(|(sql, ..)| {
+                sql.split(';')
+                    .map(str::trim)
+                    .filter(|s| s.starts_with("PREPARE "))
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
     let mut out = BTreeMap::new();
     for (op, (from, to, sent, created)) in &scripts {
         let window = String::from_utf8_lossy(&text[*from as usize..*to as usize]);
@@ -1375,21 +1383,13 @@ async fn capture(
         // (EXECUTE name(...)): each pgbench client prepares it once, as the
         // first thing it runs (-D prepared=0, see `pgbench`).
         for name in body.iter().flat_map(|s| executed(s)) {
-            let prepare =
-                statements_from_log(&String::from_utf8_lossy(&text), &format!("{app_role}@"))
-                    .into_iter()
-                    .flat_map(|(sql, ..)| {
-                        sql.split(';')
-                            .map(str::trim)
-                            .filter(|s| s.starts_with(&format!("PREPARE {name}(")))
-                            .map(String::from)
-                            .collect::<Vec<_>>()
-                    })
-                    .next()
-                    .with_context(|| format!("no PREPARE {name} in the log"))?;
+            let prepare = prepared
+                .iter()
+                .find(|s| s.starts_with(&format!("PREPARE {name}(")))
+                .with_context(|| format!("no PREPARE {name} in the log"))?;
             script.push_str(&format!(
                 "\\if :prepared = 0\n{};\n\\set prepared 1\n\\endif\n",
-                escape_colons(&prepare).replace('\n', " ")
+                escape_colons(prepare).replace('\n', " ")
             ));
         }
         for s in body {
