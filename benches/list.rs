@@ -16,7 +16,7 @@ use crm::config::{Config, LogFormat};
 use crm::proto::account_service_client::AccountServiceClient;
 use crm::proto::{Account, ListAccountsRequest};
 use crm::records::Entity;
-use crm::records::query::{Plan, select_page};
+use crm::sql::list::{Plan, select_page};
 use sqlx::{Connection, Execute, Executor, PgConnection};
 use tonic::transport::Channel;
 

@@ -16,10 +16,11 @@
 //! - [`records`]: the shared record mechanism (stamps, scoping, versions,
 //!   soft delete, idempotency, masks, paging, validation), written once.
 //! - [`entities`]: each entity's own rules.
-//! - [`db`]: pools, migrations, the tenant-bound transaction, and the one SQL
-//!   builder.
+//! - [`db`]: pools, migrations, roles, and the tenant-bound transaction.
+//! - [`sql`]: every piece of SQL text built at run time.
 //! - [`proto`]: the generated `crm.v1` code and descriptor set.
-//! - [`error`]: the error type and its mapping to `google.rpc` statuses.
+//! - [`error`]: the error type; [`error::transport`] makes every status a
+//!   caller sees (gRPC and REST).
 
 pub mod app;
 pub mod auth;
@@ -36,4 +37,5 @@ pub mod net;
 pub mod proto;
 pub mod records;
 pub mod rest;
+pub mod sql;
 pub mod webhooks;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use crm::records::Entity;
-use crm::records::query::Plan;
+use crm::sql::list::Plan;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{Postgres, QueryBuilder};
 use tokio::sync::mpsc;
 
 use super::Hub;
@@ -20,6 +19,7 @@ use crate::proto::{
     ChangeEvent, Heartbeat, ListChangesResponse, WatchChangesResponse, watch_changes_response,
 };
 use crate::records::convert;
+use crate::sql::changes;
 
 /// Default page size of ListChanges.
 pub const DEFAULT_PAGE_SIZE: i32 = 100;
@@ -142,9 +142,6 @@ struct Row {
     transaction_id: String,
 }
 
-const COLUMNS: &str = "sequence, committed_at, resource_type, record_id, record_version, operation, \
-                       changed_fields, record::text AS record, actor, app_id, request_id, transaction_id";
-
 /// The id of the event at `sequence` of `tenant`: a ULID whose time is the
 /// commit's and whose random part is drawn from (tenant, sequence) — the same
 /// every time it is delivered, without being stored.
@@ -261,21 +258,8 @@ pub async fn scoped_events(
     until: Option<i64>,
     limit: i64,
 ) -> Result<Vec<ChangeEvent>, Error> {
-    let where_ = |qb: &mut QueryBuilder<Postgres>| {
-        qb.push(" FROM change_events WHERE tenant_id = ")
-            .push_bind(scope.tenant.to_owned());
-        if let Some(app) = scope.app {
-            qb.push(" AND app_id = ").push_bind(app.to_owned());
-        }
-        qb.push(" AND sequence > ").push_bind(after);
-        if let Some(until) = until {
-            qb.push(" AND sequence <= ").push_bind(until);
-        }
-    };
-    let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
-    if q.filtered() {
-        // One index range per (type, operation): the cost follows the
-        // matching events, not the events skipped.
+    let filter = q.filtered().then(|| {
+        // Empty lists mean every type / every operation.
         let types: &[&str] = if q.resource_types.is_empty() {
             &RESOURCE_TYPES
         } else {
@@ -286,31 +270,9 @@ pub async fn scoped_events(
         } else {
             &q.operations
         };
-        qb.push("* FROM (");
-        let mut first = true;
-        for t in types {
-            for o in ops {
-                if !first {
-                    qb.push(" UNION ALL ");
-                }
-                first = false;
-                qb.push("(SELECT ").push(COLUMNS);
-                where_(&mut qb);
-                qb.push(" AND resource_type = ")
-                    .push_bind(*t)
-                    .push(" AND operation = ")
-                    .push_bind(*o)
-                    .push(" ORDER BY sequence LIMIT ")
-                    .push_bind(limit)
-                    .push(")");
-            }
-        }
-        qb.push(") e ORDER BY sequence LIMIT ").push_bind(limit);
-    } else {
-        qb.push(COLUMNS);
-        where_(&mut qb);
-        qb.push(" ORDER BY sequence LIMIT ").push_bind(limit);
-    }
+        (types, ops)
+    });
+    let mut qb = changes::scoped_events(scope.tenant, scope.app, filter, after, until, limit);
     let rows: Vec<Row> = qb
         .build_query_as()
         .persistent(false)
@@ -329,15 +291,12 @@ pub async fn tenant_events(
     after: i64,
     limit: i64,
 ) -> Result<Vec<ChangeEvent>, Error> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM change_events WHERE tenant_id = $1 AND sequence > $2 \
-         ORDER BY sequence LIMIT $3"
-    )))
-    .bind(tenant)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(changes::TENANT_EVENTS))
+        .bind(tenant)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.into_iter().map(|r| r.into_event(tenant)).collect()
 }
 

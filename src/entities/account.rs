@@ -66,22 +66,24 @@ impl Entity for Account {
         // re-parentings cannot close a cycle between them.
         super::lock(tx, "account_tree").await?;
         let tenant = tx.caller().tenant_id().to_owned();
-        tx.lift_app_scope().await?;
-        let cycle: bool = sqlx::query_scalar(
-            "WITH RECURSIVE up(id, parent, depth) AS ( \
+        let cycle: bool = tx
+            .across_apps(async |conn| {
+                Ok(sqlx::query_scalar(
+                    "WITH RECURSIVE up(id, parent, depth) AS ( \
                  SELECT id, parent_account_id, 1 FROM accounts WHERE tenant_id = $1 AND id = $2 \
                  UNION ALL \
                  SELECT a.id, a.parent_account_id, up.depth + 1 FROM accounts a \
                  JOIN up ON a.tenant_id = $1 AND a.id = up.parent WHERE up.depth < $4) \
              SELECT EXISTS (SELECT 1 FROM up WHERE id = $3)",
-        )
-        .bind(&tenant)
-        .bind(new_parent)
-        .bind(&change.new.id)
-        .bind(MAX_DEPTH)
-        .fetch_one(tx.conn())
-        .await?;
-        tx.restore_app_scope().await?;
+                )
+                .bind(&tenant)
+                .bind(new_parent)
+                .bind(&change.new.id)
+                .bind(MAX_DEPTH)
+                .fetch_one(conn)
+                .await?)
+            })
+            .await?;
         if cycle {
             return Err(invalid(
                 "account.parent_account_id",

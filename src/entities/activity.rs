@@ -10,6 +10,7 @@ use prost_types::Timestamp;
 use crate::db::TenantTx;
 use crate::error::Error;
 use crate::proto::Activity;
+use crate::records::effects::{self, SideWrite};
 use crate::records::store::now;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
@@ -40,6 +41,44 @@ pub static KIND: Kind = Kind::new(
     &["description", "notes"],
 )
 .with_search(&["subject", "description", "notes"]);
+
+/// Moves accounts' `last_activity_at` to their latest new activity: the
+/// activities' own accounts, their deals', and their contacts', of whichever
+/// app. `$3` accounts, `$4` deals, `$5` times (per activity), `$6` contacts,
+/// `$7` times (per involved contact).
+static ACCOUNTS_ACTIVE: SideWrite = SideWrite::new(
+    "accounts",
+    "a",
+    "last_activity_at = l.at",
+    "a.id = l.id AND NOT a.is_deleted AND (a.last_activity_at IS NULL OR a.last_activity_at < l.at)",
+)
+.from(
+    "(SELECT id, max(at) AS at FROM ( \
+        SELECT NULLIF(i.account_id, '') AS id, i.at \
+          FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS i(account_id, deal_id, at) \
+        UNION ALL \
+        SELECT d.account_id, i.at \
+          FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS i(account_id, deal_id, at) \
+          JOIN deals d ON d.tenant_id = $1 AND d.id = i.deal_id \
+        UNION ALL \
+        SELECT c.account_id, x.at \
+          FROM unnest($6::text[], $7::timestamptz[]) AS x(id, at) \
+          JOIN contacts c ON c.tenant_id = $1 AND c.id = x.id) t \
+      WHERE id IS NOT NULL GROUP BY id) l",
+);
+
+/// Moves contacts' `last_interaction_at` to their latest new activity: `$3`
+/// contacts, `$4` times.
+static CONTACTS_MET: SideWrite = SideWrite::new(
+    "contacts",
+    "c",
+    "last_interaction_at = l.at",
+    "c.id = l.id AND NOT c.is_deleted \
+     AND (c.last_interaction_at IS NULL OR c.last_interaction_at < l.at)",
+)
+.from(
+    "(SELECT id, max(at) AS at FROM unnest($3::text[], $4::timestamptz[]) AS x(id, at) GROUP BY id) l",
+);
 
 fn to_chrono(ts: &Timestamp) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(ts.seconds, ts.nanos as u32).unwrap_or_default()
@@ -112,50 +151,17 @@ impl Entity for Activity {
         if ats.is_empty() {
             return Ok(());
         }
-        let caller = tx.caller().clone();
-        // Accounts: the activities' own, their deals', and their contacts',
-        // of whichever app.
-        tx.lift_app_scope().await?;
-        sqlx::query(
-            "UPDATE accounts a SET last_activity_at = l.at, version = a.version + 1, updated_at = now(), updated_by = $7 \
-             FROM (SELECT id, max(at) AS at FROM ( \
-                     SELECT NULLIF(i.account_id, '') AS id, i.at \
-                       FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS i(account_id, deal_id, at) \
-                     UNION ALL \
-                     SELECT d.account_id, i.at \
-                       FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS i(account_id, deal_id, at) \
-                       JOIN deals d ON d.tenant_id = $1 AND d.id = i.deal_id \
-                     UNION ALL \
-                     SELECT c.account_id, x.at \
-                       FROM unnest($5::text[], $6::timestamptz[]) AS x(id, at) \
-                       JOIN contacts c ON c.tenant_id = $1 AND c.id = x.id) t \
-                   WHERE id IS NOT NULL GROUP BY id) l \
-             WHERE a.tenant_id = $1 AND a.id = l.id AND NOT a.is_deleted \
-               AND (a.last_activity_at IS NULL OR a.last_activity_at < l.at)",
-        )
-        .bind(caller.tenant_id())
-        .bind(&accounts)
-        .bind(&deals)
-        .bind(&ats)
-        .bind(&contacts)
-        .bind(&contact_ats)
-        .bind(caller.sub())
-        .execute(tx.conn())
+        effects::apply(tx, &ACCOUNTS_ACTIVE, |q| {
+            q.bind(&accounts)
+                .bind(&deals)
+                .bind(&ats)
+                .bind(&contacts)
+                .bind(&contact_ats)
+        })
         .await?;
         if !contacts.is_empty() {
-            sqlx::query(
-                "UPDATE contacts c SET last_interaction_at = l.at, version = c.version + 1, updated_at = now(), updated_by = $4 \
-                 FROM (SELECT id, max(at) AS at FROM unnest($2::text[], $3::timestamptz[]) AS x(id, at) GROUP BY id) l \
-                 WHERE c.tenant_id = $1 AND c.id = l.id AND NOT c.is_deleted \
-                   AND (c.last_interaction_at IS NULL OR c.last_interaction_at < l.at)",
-            )
-            .bind(caller.tenant_id())
-            .bind(&contacts)
-            .bind(&contact_ats)
-            .bind(caller.sub())
-            .execute(tx.conn())
-            .await?;
+            effects::apply(tx, &CONTACTS_MET, |q| q.bind(&contacts).bind(&contact_ats)).await?;
         }
-        tx.restore_app_scope().await
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 use crate::db::TenantTx;
 use crate::error::Error;
 use crate::proto::Contact;
+use crate::records::effects::SideWrite;
 use crate::records::store::now;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
@@ -40,6 +41,15 @@ fn full_name(c: &Contact) -> String {
         name.to_owned()
     }
 }
+
+/// Clears the primary flag of an account's other live contacts: `$3` the
+/// accounts, `$4` the contacts being written.
+static CLEAR_PRIMARY: SideWrite = SideWrite::new(
+    "contacts",
+    "c",
+    "is_primary = false",
+    "c.account_id = ANY($3) AND c.id <> ALL($4) AND c.is_primary AND NOT c.is_deleted",
+);
 
 impl Entity for Contact {
     fn kind() -> &'static Kind {
@@ -122,8 +132,7 @@ impl Entity for Contact {
         let demoted = super::make_exclusive(
             tx,
             "primary_contact",
-            "UPDATE contacts SET is_primary = false, version = version + 1, updated_at = now(), updated_by = $4 \
-             WHERE tenant_id = $1 AND account_id = ANY($2) AND id <> ALL($3) AND is_primary AND NOT is_deleted",
+            &CLEAR_PRIMARY,
             &items,
             "contact.is_primary",
             prefixes,

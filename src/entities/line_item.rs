@@ -78,16 +78,18 @@ impl Entity for LineItem {
         let mut ids: Vec<&str> = changes.iter().map(|c| c.new.quote_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        tx.lift_app_scope().await?;
-        let quotes: Vec<(String, Option<String>, bool)> = sqlx::query_as(
-            "SELECT id, currency, is_deleted FROM quotes WHERE tenant_id = $1 AND id = ANY($2) \
-             ORDER BY id FOR UPDATE",
-        )
-        .bind(caller.tenant_id())
-        .bind(&ids)
-        .fetch_all(tx.conn())
-        .await?;
-        tx.restore_app_scope().await?;
+        let quotes: Vec<(String, Option<String>, bool)> = tx
+            .across_apps(async |conn| {
+                Ok(sqlx::query_as(
+                    "SELECT id, currency, is_deleted FROM quotes WHERE tenant_id = $1 AND id = ANY($2) \
+                     ORDER BY id FOR UPDATE",
+                )
+                .bind(caller.tenant_id())
+                .bind(&ids)
+                .fetch_all(conn)
+                .await?)
+            })
+            .await?;
         let quotes: HashMap<String, (String, bool)> = quotes
             .into_iter()
             .map(|(id, currency, deleted)| (id, (currency.unwrap_or_default(), deleted)))
@@ -193,7 +195,6 @@ impl Entity for LineItem {
                 }
             })
             .collect();
-        tx.lift_app_scope().await?;
         super::quote::rollup(tx, &effects)
             .await
             .map_err(|e| match e {
@@ -205,7 +206,6 @@ impl Entity for LineItem {
                     Error::Invalid(all)
                 }
                 e => e,
-            })?;
-        tx.restore_app_scope().await
+            })
     }
 }

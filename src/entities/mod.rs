@@ -16,6 +16,7 @@ use sqlx::SqlSafeStr;
 use crate::db::TenantTx;
 use crate::error::Error;
 use crate::records::Kind;
+use crate::records::effects::{self, SideWrite};
 
 /// The six kinds of record.
 pub fn kinds() -> impl Iterator<Item = &'static Kind> {
@@ -107,39 +108,40 @@ async fn next_numbers(
     let tenant = tx.caller().tenant_id().to_owned();
     let year = chrono::Datelike::year(&chrono::Utc::now());
     // Numbers are unique per tenant, across apps.
-    tx.lift_app_scope().await?;
-    let mut numbers = Vec::with_capacity(n);
-    while numbers.len() < n {
-        let k = (n - numbers.len()) as i32;
-        let last: i32 = sqlx::query_scalar(
-            "INSERT INTO number_sequences AS s (tenant_id, kind, year, last_value) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant_id, kind, year) DO UPDATE SET last_value = s.last_value + $4 \
-             RETURNING last_value",
-        )
-        .bind(&tenant)
-        .bind(sequence)
-        .bind(year)
-        .bind(k)
-        .fetch_one(tx.conn())
-        .await?;
-        let candidates: Vec<String> = (last - k + 1..=last)
-            .map(|i| format!("{prefix}-{year}-{i:05}"))
-            .collect();
-        let used: std::collections::HashSet<String> = sqlx::query_scalar(taken)
+    tx.across_apps(async |conn| {
+        let mut numbers = Vec::with_capacity(n);
+        while numbers.len() < n {
+            let k = (n - numbers.len()) as i32;
+            let last: i32 = sqlx::query_scalar(
+                "INSERT INTO number_sequences AS s (tenant_id, kind, year, last_value) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, kind, year) DO UPDATE SET last_value = s.last_value + $4 \
+                 RETURNING last_value",
+            )
             .bind(&tenant)
-            .bind(&candidates)
-            .fetch_all(tx.conn())
-            .await?
-            .into_iter()
-            .collect();
-        numbers.extend(
-            candidates
+            .bind(sequence)
+            .bind(year)
+            .bind(k)
+            .fetch_one(&mut *conn)
+            .await?;
+            let candidates: Vec<String> = (last - k + 1..=last)
+                .map(|i| format!("{prefix}-{year}-{i:05}"))
+                .collect();
+            let used: std::collections::HashSet<String> = sqlx::query_scalar(taken)
+                .bind(&tenant)
+                .bind(&candidates)
+                .fetch_all(&mut *conn)
+                .await?
                 .into_iter()
-                .filter(|c| !used.contains(c) && !also_taken.contains(c)),
-        );
-    }
-    tx.restore_app_scope().await?;
-    Ok(numbers)
+                .collect();
+            numbers.extend(
+                candidates
+                    .into_iter()
+                    .filter(|c| !used.contains(c) && !also_taken.contains(c)),
+            );
+        }
+        Ok(numbers)
+    })
+    .await
 }
 
 /// Where a record's exclusive flag (`is_primary`) lives: the record's id, its
@@ -184,14 +186,14 @@ impl FlagChange<'_> {
 /// or a batch): for every scope where an item becomes flagged, takes the
 /// scope's advisory lock (one statement, in key order) and clears the flag
 /// of every other live record of the scope outside the write, across apps
-/// (one statement; `clear` takes (tenant, scopes, ids of the write, sub)).
+/// (one side write; `clear` takes `$3` the scopes, `$4` the write's ids).
 /// Two items becoming flagged in one scope are a violation of the later
 /// (`field`, under its prefix). Returns the items that keep a stored flag in
 /// a scope another item takes over: the caller clears their flag.
 pub async fn make_exclusive(
     tx: &mut TenantTx,
     lock_key: &str,
-    clear: &'static str,
+    clear: &'static SideWrite,
     items: &[FlagChange<'_>],
     field: &str,
     prefixes: &[String],
@@ -229,15 +231,7 @@ pub async fn make_exclusive(
     .execute(tx.conn())
     .await?;
     let ids: Vec<&str> = items.iter().map(|i| i.new.id).collect();
-    tx.lift_app_scope().await?;
-    sqlx::query(clear)
-        .bind(caller.tenant_id())
-        .bind(&scopes)
-        .bind(&ids)
-        .bind(caller.sub())
-        .execute(tx.conn())
-        .await?;
-    tx.restore_app_scope().await?;
+    effects::apply(tx, clear, |q| q.bind(&scopes).bind(&ids)).await?;
     Ok(items
         .iter()
         .enumerate()

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use crate::db::TenantTx;
 use crate::error::{Error, Violations, invalid};
 use crate::proto::Quote;
+use crate::records::effects::{self, SideWrite};
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
 use super::rules::is_currency;
@@ -36,6 +37,42 @@ pub static KIND: Kind = Kind::new(
     &["notes"],
 )
 .with_search(&["name", "quote_number", "notes"]);
+
+/// Clears the primary flag of a deal's other live quotes: `$3` the deals,
+/// `$4` the quotes being written.
+static CLEAR_PRIMARY: SideWrite = SideWrite::new(
+    "quotes",
+    "q",
+    "is_primary = false",
+    "q.deal_id = ANY($3) AND q.id <> ALL($4) AND q.is_primary AND NOT q.is_deleted",
+);
+
+/// Takes quotes off the deals they left: `$3` deals, `$4` quotes (pairs).
+static LEAVE_DEALS: SideWrite = SideWrite::new(
+    "deals",
+    "d",
+    "quote_ids = ARRAY(SELECT q FROM unnest(d.quote_ids) WITH ORDINALITY AS u(q, o) \
+         WHERE q <> ALL(r.qs) ORDER BY o)",
+    "d.id = r.deal AND d.quote_ids && r.qs",
+)
+.from(
+    "(SELECT deal, array_agg(quote) AS qs FROM unnest($3::text[], $4::text[]) AS x(deal, quote) \
+      GROUP BY deal) r",
+);
+
+/// Adds quotes, in the batch's order, to the deals they joined: `$3` deals,
+/// `$4` quotes (pairs).
+static JOIN_DEALS: SideWrite = SideWrite::new(
+    "deals",
+    "d",
+    "quote_ids = d.quote_ids || ARRAY(SELECT q FROM unnest(r.qs) WITH ORDINALITY AS u(q, o) \
+         WHERE q <> ALL(d.quote_ids) ORDER BY o)",
+    "d.id = r.deal AND NOT (r.qs <@ d.quote_ids)",
+)
+.from(
+    "(SELECT deal, array_agg(quote ORDER BY i) AS qs \
+      FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS x(deal, quote, i) GROUP BY deal) r",
+);
 
 impl Entity for Quote {
     fn kind() -> &'static Kind {
@@ -215,8 +252,7 @@ impl Entity for Quote {
         let demoted = super::make_exclusive(
             tx,
             "primary_quote",
-            "UPDATE quotes SET is_primary = false, version = version + 1, updated_at = now(), updated_by = $4 \
-             WHERE tenant_id = $1 AND deal_id = ANY($2) AND id <> ALL($3) AND is_primary AND NOT is_deleted",
+            &CLEAR_PRIMARY,
             &items,
             "quote.is_primary",
             prefixes,
@@ -252,42 +288,15 @@ impl Entity for Quote {
         if left.is_empty() && joined.is_empty() {
             return Ok(());
         }
-        let caller = tx.caller().clone();
-        tx.lift_app_scope().await?;
-        for (pairs, sql) in [
-            (
-                left,
-                "UPDATE deals d SET quote_ids = ARRAY(SELECT q FROM unnest(d.quote_ids) WITH ORDINALITY AS u(q, o) \
-                     WHERE q <> ALL(r.qs) ORDER BY o), \
-                   version = d.version + 1, updated_at = now(), updated_by = $4 \
-                 FROM (SELECT deal, array_agg(quote) AS qs FROM unnest($2::text[], $3::text[]) AS x(deal, quote) \
-                       GROUP BY deal) r \
-                 WHERE d.tenant_id = $1 AND d.id = r.deal AND d.quote_ids && r.qs",
-            ),
-            (
-                joined,
-                "UPDATE deals d SET quote_ids = d.quote_ids || ARRAY(SELECT q FROM unnest(r.qs) WITH ORDINALITY AS u(q, o) \
-                     WHERE q <> ALL(d.quote_ids) ORDER BY o), \
-                   version = d.version + 1, updated_at = now(), updated_by = $4 \
-                 FROM (SELECT deal, array_agg(quote ORDER BY i) AS qs \
-                       FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS x(deal, quote, i) GROUP BY deal) r \
-                 WHERE d.tenant_id = $1 AND d.id = r.deal AND NOT (r.qs <@ d.quote_ids)",
-            ),
-        ] {
+        for (pairs, write) in [(left, &LEAVE_DEALS), (joined, &JOIN_DEALS)] {
             if pairs.is_empty() {
                 continue;
             }
             let (deals, quotes): (Vec<&str>, Vec<&str>) =
                 pairs.iter().map(|[d, q]| (*d, *q)).unzip();
-            sqlx::query(sql)
-                .bind(caller.tenant_id())
-                .bind(&deals)
-                .bind(&quotes)
-                .bind(caller.sub())
-                .execute(tx.conn())
-                .await?;
+            effects::apply(tx, write, |q| q.bind(&deals).bind(&quotes)).await?;
         }
-        tx.restore_app_scope().await
+        Ok(())
     }
 }
 
@@ -312,7 +321,68 @@ pub struct LineEffect<'a> {
     pub live: bool,
 }
 
-/// Moves the quotes of `effects` by their lines' changes, exactly, and bumps
+/// The quote rollup of [`rollup`]: `$3` quotes, `$4` lines, `$5` and `$6`
+/// their parts of the total before and after (exact decimal text), `$7`
+/// whether each existed, `$8` whether each is live, `$9` [`EMBEDDED_LINES`].
+/// Whether to rebuild `line_items` is decided apart from the UPDATE, from
+/// plain columns: under row-level security a condition holding a
+/// non-leakproof function (jsonb's ->>) cannot use an index. Every line is
+/// found by its key (LIMIT 1 keeps each lookup a lookup): a generic plan (a
+/// prepared statement's sixth run) would otherwise compare (created_at, id)
+/// along the tenant's whole list index.
+static ROLLUP: SideWrite = SideWrite::new(
+    "quotes",
+    "q",
+    "value = COALESCE(q.value, 0) + r.delta, total = COALESCE(q.total, 0) + r.delta, \
+     line_items = CASE WHEN r.rebuild \
+       THEN (SELECT COALESCE(jsonb_agg(jsonb_build_object( \
+                  'id', s.id, 'description', COALESCE(s.description, ''), \
+                  'quantity', s.quantity, 'unit_price', s.unit_price, \
+                  'discount', COALESCE(s.discount, 0), 'discount_type', s.discount_type, \
+                  'total', s.total, 'currency', COALESCE(s.currency, '')) \
+                ORDER BY s.created_at, s.id), '[]'::jsonb) \
+             FROM (SELECT li.* FROM line_items li \
+                   WHERE li.tenant_id = $1 AND li.quote_id = q.id AND NOT li.is_deleted \
+                   ORDER BY li.created_at, li.id LIMIT $9) s) \
+       ELSE q.line_items END",
+    "q.id = r.quote_id",
+)
+.from("r")
+.with(
+    "d AS (SELECT c.quote_id, sum(c.after::numeric - c.before::numeric) AS delta, \
+                  array_agg(c.line_id) FILTER (WHERE c.existed) AS changed, \
+                  array_agg(c.line_id) FILTER (WHERE c.live) AS live \
+           FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bool[]) \
+                AS c(quote_id, line_id, before, after, existed, live) \
+           GROUP BY c.quote_id), \
+     w AS MATERIALIZED (SELECT d.*, jsonb_array_length(q.line_items) AS embedded, \
+                  q.line_items->-1->>'id' AS last, \
+                  ARRAY(SELECT e->>'id' FROM jsonb_array_elements(q.line_items) e) AS ids \
+           FROM d JOIN quotes q ON q.tenant_id = $1 AND q.id = d.quote_id), \
+     r AS (SELECT w.quote_id, w.delta, \
+                  w.embedded <> $9 OR w.ids && w.changed \
+                  OR EXISTS (SELECT 1 FROM unnest(w.live) AS x(id) \
+                             CROSS JOIN LATERAL (SELECT n.created_at FROM line_items n \
+                                  WHERE n.tenant_id = $1 AND n.id = x.id LIMIT 1) n \
+                             WHERE (n.created_at, x.id) < (l.created_at, w.last)) AS rebuild \
+           FROM w LEFT JOIN LATERAL (SELECT l.created_at FROM line_items l \
+                WHERE l.tenant_id = $1 AND l.id = w.last LIMIT 1) l ON true)",
+)
+.refusing(|constraint| {
+    // quotes_total_representable / quotes_value_representable: the sum of
+    // the lines is beyond what reads back exactly.
+    constraint.ends_with("_representable").then(|| {
+        invalid(
+            "line_item.total",
+            format!(
+                "would make the quote's total (the sum of its line totals) break its rule: it {}",
+                crate::records::store::NUMBER_RULE
+            ),
+        )
+    })
+});
+
+/// Moves the quotes of `changes` by their lines' changes, exactly, and bumps
 /// their versions: one statement for any number of lines and quotes, whose
 /// cost does not grow with a quote's size. `value` and `total` move by the
 /// lines' deltas (exact decimals: every stored total has at most 15
@@ -322,15 +392,14 @@ pub struct LineEffect<'a> {
 /// live changed line sorts before its last (an undeleted line, or one whose
 /// transaction began before the last's). Appending to a long quote leaves
 /// it alone. The caller must hold the quotes' row locks (see `line_item`).
-pub async fn rollup(tx: &mut TenantTx, effects: &[LineEffect<'_>]) -> Result<(), Error> {
-    let caller = tx.caller().clone();
-    let mut quotes = Vec::with_capacity(effects.len());
-    let mut lines = Vec::with_capacity(effects.len());
-    let mut before = Vec::with_capacity(effects.len());
-    let mut after = Vec::with_capacity(effects.len());
-    let mut existed = Vec::with_capacity(effects.len());
-    let mut live = Vec::with_capacity(effects.len());
-    for e in effects {
+pub async fn rollup(tx: &mut TenantTx, changes: &[LineEffect<'_>]) -> Result<(), Error> {
+    let mut quotes = Vec::with_capacity(changes.len());
+    let mut lines = Vec::with_capacity(changes.len());
+    let mut before = Vec::with_capacity(changes.len());
+    let mut after = Vec::with_capacity(changes.len());
+    let mut existed = Vec::with_capacity(changes.len());
+    let mut live = Vec::with_capacity(changes.len());
+    for e in changes {
         quotes.push(e.quote_id);
         lines.push(e.line_id);
         before.push(e.before.as_str());
@@ -338,72 +407,15 @@ pub async fn rollup(tx: &mut TenantTx, effects: &[LineEffect<'_>]) -> Result<(),
         existed.push(e.existed);
         live.push(e.live);
     }
-    sqlx::query(
-        // Whether to rebuild is decided apart from the UPDATE, from plain
-        // columns: under row-level security a condition holding a
-        // non-leakproof function (jsonb's ->>) cannot use an index. Every
-        // line is found by its key (LIMIT 1 keeps each lookup a lookup):
-        // a generic plan (a prepared statement's sixth run) would otherwise
-        // compare (created_at, id) along the tenant's whole list index.
-        "WITH d AS (SELECT c.quote_id, sum(c.after::numeric - c.before::numeric) AS delta, \
-                           array_agg(c.line_id) FILTER (WHERE c.existed) AS changed, \
-                           array_agg(c.line_id) FILTER (WHERE c.live) AS live \
-                    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bool[]) \
-                         AS c(quote_id, line_id, before, after, existed, live) \
-                    GROUP BY c.quote_id), \
-              w AS MATERIALIZED (SELECT d.*, jsonb_array_length(q.line_items) AS embedded, \
-                           q.line_items->-1->>'id' AS last, \
-                           ARRAY(SELECT e->>'id' FROM jsonb_array_elements(q.line_items) e) AS ids \
-                    FROM d JOIN quotes q ON q.tenant_id = $1 AND q.id = d.quote_id), \
-              r AS (SELECT w.quote_id, w.delta, \
-                           w.embedded <> $8 OR w.ids && w.changed \
-                           OR EXISTS (SELECT 1 FROM unnest(w.live) AS x(id) \
-                                      CROSS JOIN LATERAL (SELECT n.created_at FROM line_items n \
-                                           WHERE n.tenant_id = $1 AND n.id = x.id LIMIT 1) n \
-                                      WHERE (n.created_at, x.id) < (l.created_at, w.last)) AS rebuild \
-                    FROM w LEFT JOIN LATERAL (SELECT l.created_at FROM line_items l \
-                         WHERE l.tenant_id = $1 AND l.id = w.last LIMIT 1) l ON true) \
-         UPDATE quotes q SET value = COALESCE(q.value, 0) + r.delta, total = COALESCE(q.total, 0) + r.delta, \
-             line_items = CASE WHEN r.rebuild \
-               THEN (SELECT COALESCE(jsonb_agg(jsonb_build_object( \
-                          'id', s.id, 'description', COALESCE(s.description, ''), \
-                          'quantity', s.quantity, 'unit_price', s.unit_price, \
-                          'discount', COALESCE(s.discount, 0), 'discount_type', s.discount_type, \
-                          'total', s.total, 'currency', COALESCE(s.currency, '')) \
-                        ORDER BY s.created_at, s.id), '[]'::jsonb) \
-                     FROM (SELECT li.* FROM line_items li \
-                           WHERE li.tenant_id = $1 AND li.quote_id = q.id AND NOT li.is_deleted \
-                           ORDER BY li.created_at, li.id LIMIT $8) s) \
-               ELSE q.line_items END, \
-             version = q.version + 1, updated_at = now(), updated_by = $9 \
-         FROM r WHERE q.tenant_id = $1 AND q.id = r.quote_id",
-    )
-    .bind(caller.tenant_id())
-    .bind(&quotes)
-    .bind(&lines)
-    .bind(&before)
-    .bind(&after)
-    .bind(&existed)
-    .bind(&live)
-    .bind(EMBEDDED_LINES as i32)
-    .bind(caller.sub())
-    .execute(tx.conn())
-    .await
-    .map_err(|e| match &e {
-        // quotes_total_representable / quotes_value_representable: the sum
-        // of the lines is beyond what reads back exactly.
-        sqlx::Error::Database(d)
-            if d.constraint().is_some_and(|c| c.ends_with("_representable")) =>
-        {
-            invalid(
-                "line_item.total",
-                format!(
-                    "would make the quote's total (the sum of its line totals) break its rule: it {}",
-                    crate::records::store::NUMBER_RULE
-                ),
-            )
-        }
-        _ => Error::from(e),
-    })?;
+    effects::apply(tx, &ROLLUP, |q| {
+        q.bind(&quotes)
+            .bind(&lines)
+            .bind(&before)
+            .bind(&after)
+            .bind(&existed)
+            .bind(&live)
+            .bind(EMBEDDED_LINES as i32)
+    })
+    .await?;
     Ok(())
 }

@@ -27,6 +27,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::auth::{Authenticator, Caller};
+use crate::error::transport;
 use crate::metrics::{Metrics, code_name};
 
 /// Metadata key of the request id.
@@ -119,32 +120,6 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// A status with an `ErrorInfo` quoting the request id.
-fn status(code: Code, reason: &str, message: impl Into<String>, request_id: &str) -> tonic::Status {
-    let meta = [("request_id".to_owned(), request_id.to_owned())].into();
-    crate::error::status(code, reason, message, meta, None)
-}
-
-/// The code and reason of an error tonic made itself (no details), given
-/// its code and message. tonic reports an undecodable request message (bad
-/// bytes, or nested deeper than prost's recursion limit) as INTERNAL; it is
-/// the caller's input that is wrong, so it becomes INVALID_ARGUMENT. Framing
-/// errors that the gRPC specification assigns to INTERNAL (a compressed flag
-/// without `grpc-encoding`) stay INTERNAL.
-fn tonic_error(code: Code, message: &str) -> (Code, &'static str) {
-    match code {
-        Code::Internal
-            if message.starts_with("failed to decode")
-                || message.starts_with("Unexpected EOF decoding") =>
-        {
-            (Code::InvalidArgument, "MALFORMED_MESSAGE")
-        }
-        Code::OutOfRange | Code::ResourceExhausted => (code, "MESSAGE_TOO_LARGE"),
-        Code::Unimplemented => (code, "METHOD_NOT_FOUND"),
-        _ => (code, code_name(code)),
-    }
-}
-
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> Service<Request<B>> for CallService<S>
@@ -195,7 +170,7 @@ where
                         Ok(p) => permit = Some(p),
                         Err(_) => {
                             layer.metrics.shed.inc();
-                            rejected = Some(status(
+                            rejected = Some(transport::with_request_id(
                                 Code::ResourceExhausted,
                                 "SERVER_BUSY",
                                 "the server is at its concurrency limit; retry with backoff",
@@ -224,7 +199,7 @@ where
                         None => Some(call.await),
                     };
                     match outcome {
-                        None => status(
+                        None => transport::with_request_id(
                             Code::DeadlineExceeded,
                             "DEADLINE_EXCEEDED",
                             format!(
@@ -241,7 +216,7 @@ where
                                 .or_else(|| panic.downcast_ref::<String>().cloned())
                                 .unwrap_or_default();
                             tracing::error!(request_id = %rid, method = %method, panic = %what, "handler panicked");
-                            status(
+                            transport::with_request_id(
                                 Code::Internal,
                                 "INTERNAL_ERROR",
                                 format!("internal error (request id {rid})"),
@@ -265,18 +240,9 @@ where
             if code != Code::Ok && !response.headers().contains_key("grpc-status-details-bin") {
                 // An error tonic made itself (e.g. a message over the size
                 // limit): give it the ErrorInfo every error carries.
-                let message = tonic::Status::from_header_map(response.headers())
-                    .map(|s| s.message().to_owned())
-                    .unwrap_or_default();
-                let (mapped, reason) = tonic_error(code, &message);
-                code = mapped;
-                let message = match mapped {
-                    Code::InvalidArgument => {
-                        format!("the request message could not be decoded: {message}")
-                    }
-                    _ => message,
-                };
-                response = status(code, reason, message, &rid).into_http();
+                let status = transport::completed(code, response.headers(), &rid);
+                code = status.code();
+                response = status.into_http();
             }
             response.headers_mut().insert(REQUEST_ID, request_id);
             let seconds = started.elapsed().as_secs_f64();
@@ -350,26 +316,6 @@ mod tests {
         ] {
             assert_eq!(known_method(p), "unknown", "{p}");
         }
-    }
-
-    #[test]
-    fn tonic_decode_errors_are_the_callers() {
-        assert_eq!(
-            tonic_error(
-                Code::Internal,
-                "failed to decode Protobuf message: recursion limit reached"
-            )
-            .0,
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            tonic_error(Code::Internal, "Error encoding: x").0,
-            Code::Internal
-        );
-        assert_eq!(
-            tonic_error(Code::OutOfRange, "too large"),
-            (Code::OutOfRange, "MESSAGE_TOO_LARGE")
-        );
     }
 
     #[test]

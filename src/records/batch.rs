@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use prost_reflect::DynamicMessage;
 
-use super::convert::{from_dynamic, from_row_json, to_dynamic, to_row_json};
+use super::convert::{from_row_json, to_dynamic, to_row_json};
 use super::fields::{self, Checker, canonical_id};
 use super::idempotency::Idempotency;
 use super::store::{
@@ -454,8 +454,7 @@ impl Store {
                     }
                 },
                 None => {
-                    let rec: E = from_dynamic(&p.msg);
-                    let new = new_record(&caller, rec, at, &mut v)?;
+                    let new = new_record::<E>(&caller, p.msg.clone(), at, &mut v)?;
                     answers.push(Err(changes.len()));
                     changes.push(Change {
                         op: Op::Create,

@@ -11,18 +11,20 @@
 //! - [`idempotency`]: `request_id` handling.
 //! - [`store`]: the operations — get, list, create, update, delete, undelete —
 //!   with stamps, tenant + app scoping, versions and error mapping.
+//! - [`effects`]: the writes a write makes to other records (rollups,
+//!   exclusive flags, stamps), stamped and scoped the same way.
 //!
 //! An entity plugs in with its proto, its migration and an [`Entity`] impl
 //! holding only its own rules (`crate::entities`).
 
 pub mod batch;
 pub mod convert;
+pub mod effects;
 pub mod fields;
 pub mod filter;
 pub mod idempotency;
 pub mod mask;
 pub mod page;
-pub mod query;
 pub mod schema;
 pub mod store;
 

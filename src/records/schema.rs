@@ -5,8 +5,8 @@
 use prost_reflect::{FieldDescriptor, Kind as ProtoKind, MessageDescriptor, Value};
 
 use super::Kind;
-use crate::db::sql::{Column, ColumnType, Statements};
 use crate::proto::DESCRIPTOR_POOL;
+use crate::sql::statements::{Column, ColumnType, Statements};
 
 /// The shape of a field, as far as the mechanism cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

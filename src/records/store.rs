@@ -11,11 +11,11 @@ use super::convert::{from_dynamic, from_row_json, to_dynamic, to_row_json};
 use super::fields::{self, Checker, RecordId, article};
 use super::idempotency::{self, Idempotency};
 use super::page::{Cursor, PageKey};
-use super::query::{Plan, select_page};
 use super::{Change, Entity, Op, mask};
 use crate::auth::Caller;
 use crate::db::{Db, TenantTx, WriteContext};
 use crate::error::{Error, invalid};
+use crate::sql::list::{Plan, select_page};
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: i32 = 50;
@@ -355,15 +355,23 @@ pub(super) async fn check_references_many<E: Entity>(
     Ok(())
 }
 
-/// Normalizes and validates a record about to be written: generic rules,
-/// then the entity's own. Violations are reported on `v`, so that the
-/// reference checks can add theirs and every problem is reported at once.
-pub(super) fn prepare<E: Entity>(rec: E, old: Option<&E>, v: &mut Checker) -> E {
+/// The record `msg` holds about to be written, normalized and checked:
+/// generic rules, then the entity's own (`stamp` completes the typed record
+/// first, so that rules may use its id and times). Violations are reported
+/// on `v`, so that the reference checks can add theirs and every problem is
+/// reported at once. One conversion each way: the generic rules work on the
+/// dynamic form, the entity's on the typed one.
+fn prepare<E: Entity>(
+    mut msg: prost_reflect::DynamicMessage,
+    old: Option<&E>,
+    stamp: impl FnOnce(&mut E),
+    v: &mut Checker,
+) -> E {
     let kind = E::kind();
     let meta = kind.meta();
-    let mut msg = to_dynamic(&rec);
     fields::normalize(&mut msg, meta);
     let mut rec: E = from_dynamic(&msg);
+    stamp(&mut rec);
     rec.check(old, v);
     fields::validate(&to_dynamic(&rec), meta, kind, v);
     rec
@@ -382,19 +390,18 @@ async fn store_change<E: Entity>(tx: &mut TenantTx, mut change: Change<E>) -> Re
     Ok(change.new)
 }
 
-/// A new record from a create request's `rec`: output-only fields cleared,
-/// the header stamped for `caller` at `at`, then normalized and checked
-/// (violations on `v`). A record over the size limits is refused at once,
+/// A new record from a create request's record (in its dynamic form `msg`):
+/// output-only fields cleared, normalized, the header stamped for `caller`
+/// at `at`, then checked (violations on `v`). A record over the size limits is refused at once,
 /// before any work proportional to it.
 pub(super) fn new_record<E: Entity>(
     caller: &Caller,
-    rec: E,
+    mut msg: prost_reflect::DynamicMessage,
     at: Timestamp,
     v: &mut Checker,
 ) -> Result<E, Error> {
     let kind = E::kind();
     let meta = kind.meta();
-    let mut msg = to_dynamic(&rec);
     fields::precheck(&msg, meta, v.prefix())?;
     for f in meta
         .fields
@@ -403,24 +410,28 @@ pub(super) fn new_record<E: Entity>(
     {
         msg.clear_field(&f.desc);
     }
-    let mut rec: E = from_dynamic(&msg);
-    {
-        let h = rec.header();
-        *h.id = format!("{}_{}", kind.prefix, ulid::Ulid::generate());
-        *h.tenant_id = caller.tenant_id().to_owned();
-        *h.app_id = caller.app_id().map(str::to_owned);
-        *h.created_at = Some(at);
-        *h.updated_at = Some(at);
-        *h.created_by = caller.sub().to_owned();
-        *h.updated_by = caller.sub().to_owned();
-        *h.is_deleted = false;
-        *h.deleted_at = None;
-        *h.deleted_by = None;
-        *h.schema_version = 1;
-        *h.version = 1;
-    }
-    // Stamped first, so that rules may use the id and creation time.
-    Ok(prepare::<E>(rec, None, v))
+    // Stamped before the entity's rules, so that they may use the id and
+    // creation time.
+    Ok(prepare::<E>(
+        msg,
+        None,
+        |rec| {
+            let h = rec.header();
+            *h.id = format!("{}_{}", kind.prefix, ulid::Ulid::generate());
+            *h.tenant_id = caller.tenant_id().to_owned();
+            *h.app_id = caller.app_id().map(str::to_owned);
+            *h.created_at = Some(at);
+            *h.updated_at = Some(at);
+            *h.created_by = caller.sub().to_owned();
+            *h.updated_by = caller.sub().to_owned();
+            *h.is_deleted = false;
+            *h.deleted_at = None;
+            *h.deleted_by = None;
+            *h.schema_version = 1;
+            *h.version = 1;
+        },
+        v,
+    ))
 }
 
 /// `old` with the fields `paths` of `patch` applied, normalized, checked
@@ -443,7 +454,7 @@ pub(super) fn merge<E: Entity>(
             v.add(&f.name, "cannot be changed");
         }
     }
-    let mut new = prepare::<E>(from_dynamic(&merged), Some(old), v);
+    let mut new = prepare::<E>(merged, Some(old), |_| {}, v);
     if new == *old && v.is_empty() {
         return None;
     }
@@ -578,7 +589,7 @@ impl Store {
     }
 
     /// Lists the caller's records: filtered, searched, ordered, one keyset
-    /// page at a time (see [`super::query`]).
+    /// page at a time (see [`crate::sql::list`]).
     pub async fn list<E: Entity>(&self, caller: &Caller, p: &ListParams) -> Result<Page<E>, Error> {
         let kind = E::kind();
         let meta = kind.meta();
@@ -654,7 +665,7 @@ impl Store {
     ) -> Result<E, Error> {
         let kind = E::kind();
         let mut v = Checker::new(kind.resource);
-        let rec = new_record(caller, rec, now(), &mut v)?;
+        let rec: E = new_record(caller, to_dynamic(&rec), now(), &mut v)?;
         let violations = v.into_violations();
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let (rec, violations) = (rec.clone(), violations.clone());

@@ -3,6 +3,7 @@
 //! generated from the protos at build time), the API explorer at
 //! `/explorer` (assets embedded), `/healthz`, `/readyz` and `/metrics`.
 
+pub mod request;
 pub mod template;
 pub mod transcode;
 

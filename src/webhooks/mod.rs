@@ -171,12 +171,16 @@ impl Webhooks {
             .bind(caller.tenant_id())
             .execute(tx.conn())
             .await?;
-        tx.lift_app_scope().await?;
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhooks WHERE tenant_id = $1")
-            .bind(caller.tenant_id())
-            .fetch_one(tx.conn())
+        let count: i64 = tx
+            .across_apps(async |conn| {
+                Ok(
+                    sqlx::query_scalar("SELECT count(*) FROM webhooks WHERE tenant_id = $1")
+                        .bind(caller.tenant_id())
+                        .fetch_one(conn)
+                        .await?,
+                )
+            })
             .await?;
-        tx.restore_app_scope().await?;
         if count >= MAX_PER_TENANT {
             return Err(Error::Precondition {
                 reason: "WEBHOOK_LIMIT",

@@ -535,3 +535,87 @@ async fn references_must_name_records_of_the_tenant_and_type() {
         .await;
     assert_eq!(c.reports_to_contact_id, boss.id);
 }
+
+// An integration token's write keeps the tenant's invariants over the
+// records of every app, though it sees only its own: its side writes run
+// across apps, stamped as its own writes.
+#[tokio::test]
+async fn an_apps_write_keeps_the_tenants_invariants_across_apps() {
+    let app = spawn_app().await;
+    let person = app.token("tenant-a", "u1");
+    let x = app.app_token("tenant-a", "svc-x", "app-x");
+    let y = app.app_token("tenant-a", "svc-y", "app-y");
+    let acme = app.account(&x, "Acme").await;
+    let by_person = app
+        .contact(
+            &person,
+            Contact {
+                account_id: acme.id.clone(),
+                first_name: "P".into(),
+                is_primary: Some(true),
+                ..Default::default()
+            },
+        )
+        .await;
+    // App X cannot see the person's contact, yet its new primary demotes it.
+    let by_x = app
+        .contact(
+            &x,
+            Contact {
+                account_id: acme.id.clone(),
+                first_name: "X".into(),
+                is_primary: Some(true),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(by_x.is_primary, Some(true));
+    let p = app
+        .contacts()
+        .get_contact(authed(
+            &person,
+            GetContactRequest {
+                id: by_person.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.is_primary, Some(false));
+    assert_eq!(p.version, 2);
+    assert_eq!(p.updated_by, "svc-x");
+    let e = app
+        .contacts()
+        .get_contact(authed(
+            &x,
+            GetContactRequest {
+                id: by_person.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
+    // Numbers are the tenant's, whichever app takes one.
+    let d1 = app
+        .deal(
+            &x,
+            Deal {
+                name: "X's".into(),
+                account_id: acme.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    let own = app.account(&y, "Own").await;
+    let d2 = app
+        .deal(
+            &y,
+            Deal {
+                name: "Y's".into(),
+                account_id: own.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_ne!(d1.deal_number, d2.deal_number);
+}

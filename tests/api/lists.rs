@@ -730,7 +730,7 @@ async fn plan(
     search: &str,
     after: Option<Vec<Option<String>>>,
 ) -> String {
-    use crm::records::query::{Plan, select_page};
+    use crm::sql::list::{Plan, select_page};
     use sqlx::Execute;
     let meta = kind.meta();
     let p = Plan::new(meta, filter, order_by, search, false).unwrap();

@@ -1,5 +1,5 @@
 //! SQL text for the fixed statements of the record tables (List queries are
-//! built by `records::query`, on the same rules). Identifiers come
+//! built by [`super::list`], on the same rules). Identifiers come
 //! only from the entity's known columns (derived from its proto descriptor at
 //! start-up) and are checked to be plain lowercase identifiers; every value is
 //! a bind parameter. Rows travel as JSON: `row_to_json` out,

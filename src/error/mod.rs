@@ -10,6 +10,10 @@ use tonic::Code;
 
 use crate::proto::google::rpc;
 
+pub mod transport;
+
+pub use transport::status;
+
 /// `ErrorInfo.domain` of every error this service returns.
 pub const DOMAIN: &str = "crm.v1";
 
@@ -424,44 +428,6 @@ fn summary(items: impl Iterator<Item = String>, total: usize) -> String {
         out.push_str(&format!("; and {} more", total - shown));
     }
     out
-}
-
-/// A `google.protobuf.Any` holding `msg`.
-fn any(type_name: &str, msg: &impl Message) -> prost_types::Any {
-    prost_types::Any {
-        type_url: format!("type.googleapis.com/{type_name}"),
-        value: msg.encode_to_vec(),
-    }
-}
-
-/// The one way a status is made: `code` and `message` with an `ErrorInfo`
-/// (`reason`, domain [`DOMAIN`], `metadata`) and, for validation errors, a
-/// `BadRequest`. The details are encoded from ordered maps, so the same error
-/// gives the same bytes every time (gRPC `grpc-status-details-bin` and the
-/// REST body alike).
-pub fn status(
-    code: Code,
-    reason: &str,
-    message: impl Into<String>,
-    metadata: BTreeMap<String, String>,
-    bad_request: Option<rpc::BadRequest>,
-) -> tonic::Status {
-    let message = message.into();
-    let info = rpc::ErrorInfo {
-        reason: reason.to_owned(),
-        domain: DOMAIN.to_owned(),
-        metadata,
-    };
-    let mut details = vec![any("google.rpc.ErrorInfo", &info)];
-    if let Some(br) = bad_request {
-        details.push(any("google.rpc.BadRequest", &br));
-    }
-    let body = rpc::Status {
-        code: code as i32,
-        message: message.clone(),
-        details,
-    };
-    tonic::Status::with_details(code, message, body.encode_to_vec().into())
 }
 
 impl From<sqlx::Error> for Error {
