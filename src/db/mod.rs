@@ -263,7 +263,7 @@ impl Db {
     }
 
     /// The one row the statement prepared as `name` (a `get_name` of
-    /// `db::sql`: `$1` tenant, `$2` app, `$3` id, one `text` column) finds
+    /// `sql::statements`: `$1` tenant, `$2` app, `$3` id, one `text` column) finds
     /// for `caller`: the settings and the read in one message, one round
     /// trip, no explicit transaction to end, no planning.
     pub async fn read_one(

@@ -97,7 +97,7 @@ pub fn begin_sql(
 /// connection prepared as `name` (`$1` tenant, `$2` app, `$3` id), its plan
 /// cached by Postgres. The id can only be one the id parser made
 /// ([`RecordId`]); tenant and app are the authenticator's, checked again by
-/// [`plain_literal`]; `name` is a `db::sql` statement name (`[a-z_]`).
+/// [`plain_literal`]; `name` is a `sql::statements` statement name (`[a-z_]`).
 pub fn read_one_sql(
     caller: &Caller,
     roles: &Roles,
