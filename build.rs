@@ -43,5 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=third_party");
     println!("cargo:rerun-if-changed=build");
+    // sqlx::migrate! embeds migrations/ at compile time: a new migration
+    // must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     Ok(())
 }
