@@ -53,12 +53,8 @@ pub fn rest_options() -> SerializeOptions {
 /// describes, as the `google.protobuf.Struct` of its Get answer's JSON.
 pub fn row_to_struct(meta: &super::Meta, json: &str) -> Result<prost_types::Struct, Error> {
     let mut de = serde_json::Deserializer::from_str(json);
-    let mut msg = DynamicMessage::deserialize_with_options(
-        meta.desc.clone(),
-        &mut de,
-        &DeserializeOptions::new().deny_unknown_fields(false),
-    )
-    .map_err(|e| Error::internal(anyhow::anyhow!("reading a {} row: {e}", meta.desc.name())))?;
+    let mut msg = DynamicMessage::deserialize_with_options(meta.desc.clone(), &mut de, &lenient())
+        .map_err(|e| Error::internal(anyhow::anyhow!("reading a {} row: {e}", meta.desc.name())))?;
     super::fields::clear_null_values(&mut msg, meta);
     let value = msg
         .serialize_with_options(serde_json::value::Serializer, &rest_options())

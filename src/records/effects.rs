@@ -33,11 +33,12 @@ pub async fn apply(
     write: &'static SideWrite,
     bind: impl FnOnce(Binds) -> Binds,
 ) -> Result<u64, Error> {
-    let caller = tx.caller().clone();
+    // Bound values are encoded as they are bound: nothing is kept borrowed.
+    let caller = tx.caller();
     let query = bind(
         sqlx::query(sqlx::AssertSqlSafe(write.sql()))
-            .bind(caller.tenant_id().to_owned())
-            .bind(caller.sub().to_owned()),
+            .bind(caller.tenant_id())
+            .bind(caller.sub()),
     );
     tx.across_apps(async |conn| match query.execute(conn).await {
         Ok(done) => Ok(done.rows_affected()),
