@@ -26,8 +26,8 @@ use super::convert::{from_row_json, to_dynamic, to_row_json};
 use super::fields::{self, Checker, canonical_id};
 use super::idempotency::Idempotency;
 use super::store::{
-    Replay, check_references_many, check_version, db_error, deletion, merge, new_record, not_found,
-    now, parse_id,
+    Draft, Merged, Replay, check_references_many, check_version, db_error, deletion, merge,
+    new_record, not_found, now, parse_id,
 };
 use super::{Change, Entity, Op, Store, mask};
 use crate::auth::Caller;
@@ -435,38 +435,31 @@ impl Store {
         // Per item: its answer if unchanged, else the index of its change.
         let mut answers: Vec<Result<E, usize>> = Vec::with_capacity(items.len());
         let mut created = Vec::with_capacity(items.len());
-        let mut changes = Vec::new();
+        let mut drafts = Vec::new();
         let mut prefixes = Vec::new();
         for (p, old) in items {
             let mut v = Checker::new(&format!("{}{resource}", p.prefix));
             created.push(old.is_none());
             match old {
-                Some(old) => match merge(&old, &p.msg, &p.paths, &caller, &at, &mut v) {
-                    None => answers.push(Ok(old)),
-                    Some(new) => {
-                        answers.push(Err(changes.len()));
-                        changes.push(Change {
-                            op: Op::Update,
-                            old: Some(old),
-                            new,
-                        });
+                Some(old) => match merge(old, &p.msg, &p.paths, &caller, &at, &mut v) {
+                    Merged::Unchanged(old) => answers.push(Ok(old)),
+                    Merged::Changed(draft) => {
+                        answers.push(Err(drafts.len()));
+                        drafts.push(draft);
                         prefixes.push(p.prefix.clone());
                     }
                 },
                 None => {
-                    let new = new_record::<E>(&caller, p.msg.clone(), at, &mut v)?;
-                    answers.push(Err(changes.len()));
-                    changes.push(Change {
-                        op: Op::Create,
-                        old: None,
-                        new,
-                    });
+                    let draft = new_record::<E>(&caller, p.msg.clone(), at, &mut v)?;
+                    answers.push(Err(drafts.len()));
+                    drafts.push(draft);
                     prefixes.push(p.prefix.clone());
                 }
             }
             all.extend_prefixed("", v.into_violations());
         }
-        check_all_references(tx, &changes, &prefixes, &mut all).await?;
+        check_all_references(tx, &drafts, &prefixes, &mut all).await?;
+        let changes: Vec<Change<E>> = drafts.into_iter().map(|d| d.change).collect();
         all.sort_by_item();
         all.into_result()?;
         // Records given an external id another live record holds.
@@ -678,7 +671,7 @@ impl Store {
 /// violations under its prefix.
 async fn check_all_references<E: Entity>(
     tx: &mut TenantTx,
-    changes: &[Change<E>],
+    drafts: &[Draft<E>],
     prefixes: &[String],
     all: &mut Violations,
 ) -> Result<(), Error> {
@@ -687,8 +680,7 @@ async fn check_all_references<E: Entity>(
         .iter()
         .map(|p| Checker::new(&format!("{p}{resource}")))
         .collect();
-    let refs: Vec<&Change<E>> = changes.iter().collect();
-    check_references_many(tx, &refs, &mut checkers).await?;
+    check_references_many(tx, drafts, &mut checkers).await?;
     for c in checkers {
         all.extend_prefixed("", c.into_violations());
     }

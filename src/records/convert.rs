@@ -25,18 +25,207 @@ pub fn from_dynamic<E: Entity>(msg: &DynamicMessage) -> E {
 
 /// The record as a JSON object keyed by column names, for
 /// `jsonb_populate_record`. Defaults are written out so that every column is
-/// present (empty strings become NULL in SQL).
+/// present (empty strings become NULL in SQL) but a field with presence that
+/// is unset, which is left out (NULL). Written in one pass from the record's protobuf encoding,
+/// without a dynamic message (only JSON columns — Struct, Value and other
+/// messages — go through prost-reflect, each on its own bytes).
 pub fn to_row_json<E: Entity>(rec: &E) -> String {
-    let msg = to_dynamic(rec);
-    let options = SerializeOptions::new()
+    let meta = E::kind().meta();
+    let bytes = rec.encode_to_vec();
+    let mut values: Vec<Vec<Raw>> = vec![Vec::new(); meta.fields.len()];
+    let mut buf = bytes.as_slice();
+    let mut next = 0;
+    while !buf.is_empty() {
+        let (tag, wire) = prost::encoding::decode_key(&mut buf)
+            .expect("a record's own encoding has well-formed keys");
+        let n = meta.fields.len();
+        let found = (0..n)
+            .map(|i| (next + i) % n)
+            .find(|&i| meta.fields[i].desc.number() == tag);
+        let raw = Raw::read(wire, &mut buf);
+        if let Some(i) = found {
+            values[i].push(raw);
+            next = i + 1;
+        }
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 2 + 64 * meta.fields.len());
+    out.push(b'{');
+    let mut first = true;
+    for (f, raw) in meta.fields.iter().zip(&values) {
+        // Unset, as prost-reflect leaves it out (NULL in the row).
+        if raw.is_empty() && f.desc.supports_presence() {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        push_json_str(&mut out, &f.name);
+        out.push(b':');
+        write_column(&mut out, f, raw);
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("the columns are written as UTF-8")
+}
+
+/// One field's value as it sits in the encoding.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Raw<'a> {
+    fn read(wire: prost::encoding::WireType, buf: &mut &'a [u8]) -> Self {
+        use prost::encoding::{WireType, decode_varint};
+        let bad = "a record's own encoding is well formed";
+        match wire {
+            WireType::Varint => Raw::Varint(decode_varint(buf).expect(bad)),
+            WireType::SixtyFourBit => {
+                let (v, rest) = buf.split_at(8);
+                *buf = rest;
+                Raw::Fixed64(u64::from_le_bytes(v.try_into().expect(bad)))
+            }
+            WireType::LengthDelimited => {
+                let len = decode_varint(buf).expect(bad) as usize;
+                let (v, rest) = buf.split_at(len);
+                *buf = rest;
+                Raw::Bytes(v)
+            }
+            w => panic!("records hold no {w:?} fields"),
+        }
+    }
+
+    fn text(self) -> &'a str {
+        match self {
+            Raw::Bytes(b) => std::str::from_utf8(b).expect("protobuf strings are UTF-8"),
+            _ => unreachable!("a string field is length-delimited"),
+        }
+    }
+}
+
+/// Writes the column of `f` holding `raw` (its occurrences, last wins).
+fn write_column(out: &mut Vec<u8>, f: &super::schema::FieldMeta, raw: &[Raw]) {
+    use super::schema::Shape;
+    let last = raw.last().copied();
+    match f.shape {
+        Shape::String => push_json_str(out, last.map(Raw::text).unwrap_or_default()),
+        Shape::StringList => {
+            out.push(b'[');
+            for (i, r) in raw.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_str(out, r.text());
+            }
+            out.push(b']');
+        }
+        Shape::Double => match last {
+            None => out.push(b'0'),
+            Some(Raw::Fixed64(bits)) => {
+                let x = f64::from_bits(bits);
+                if x.is_finite() {
+                    // serde_json's shortest round-trip form.
+                    serde_json::to_writer(&mut *out, &x).expect("a finite double");
+                } else {
+                    // protojson's names, as prost-reflect writes them.
+                    push(
+                        out,
+                        match x {
+                            x if x.is_nan() => "\"NaN\"",
+                            x if x > 0.0 => "\"Infinity\"",
+                            _ => "\"-Infinity\"",
+                        },
+                    );
+                }
+            }
+            Some(_) => unreachable!("a double is fixed 64-bit"),
+        },
+        Shape::Int32 => match last {
+            None => out.push(b'0'),
+            Some(Raw::Varint(n)) => {
+                push(out, &(n as i32).to_string());
+            }
+            Some(_) => unreachable!("an int32 is a varint"),
+        },
+        Shape::Bool => match last {
+            None | Some(Raw::Varint(0)) => push(out, "false"),
+            Some(_) => push(out, "true"),
+        },
+        Shape::Timestamp => match last {
+            None => unreachable!("an unset timestamp is left out"),
+            Some(Raw::Bytes(b)) => {
+                let ts = <prost_types::Timestamp as prost::Message>::decode(b)
+                    .expect("a record's own timestamp decodes");
+                let t = chrono::DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
+                    .expect("a stored timestamp is in chrono's range");
+                out.push(b'"');
+                push(out, &t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+                out.push(b'"');
+            }
+            Some(_) => unreachable!("a timestamp is length-delimited"),
+        },
+        Shape::Struct | Shape::Value | Shape::Json => {
+            let prost_reflect::Kind::Message(m) = f.desc.kind() else {
+                unreachable!("a JSON column holds a message")
+            };
+            let one = |b: &[u8], out: &mut Vec<u8>| {
+                let msg = DynamicMessage::decode(m.clone(), b)
+                    .expect("a record's own message decodes with its descriptor");
+                msg.serialize_with_options(
+                    &mut serde_json::Serializer::new(&mut *out),
+                    &row_options(),
+                )
+                .expect("a valid message serializes to JSON");
+            };
+            fn bytes<'a>(r: &Raw<'a>) -> &'a [u8] {
+                match *r {
+                    Raw::Bytes(b) => b,
+                    _ => unreachable!("a message is length-delimited"),
+                }
+            }
+            if f.desc.is_list() {
+                out.push(b'[');
+                for (i, r) in raw.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    one(bytes(r), out);
+                }
+                out.push(b']');
+            } else {
+                match raw {
+                    [] => unreachable!("an unset message is left out"),
+                    // Occurrences of a message field merge.
+                    [r] => one(bytes(r), out),
+                    _ => one(
+                        &raw.iter()
+                            .flat_map(|r| bytes(r).iter().copied())
+                            .collect::<Vec<u8>>(),
+                        out,
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+}
+
+fn push(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// How rows are written: proto field names, every field, numbers as numbers.
+fn row_options() -> SerializeOptions {
+    SerializeOptions::new()
         .use_proto_field_name(true)
         .skip_default_fields(false)
-        .stringify_64_bit_integers(false);
-    let mut out = Vec::with_capacity(512);
-    let mut ser = serde_json::Serializer::new(&mut out);
-    msg.serialize_with_options(&mut ser, &options)
-        .expect("a valid message serializes to JSON");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
+        .stringify_64_bit_integers(false)
 }
 
 /// The options of every JSON answer (REST, the change feed's records):
@@ -364,6 +553,47 @@ mod tests {
         .unwrap();
         super::super::fields::clear_null_values(&mut msg, E::kind().meta());
         from_dynamic(&msg)
+    }
+
+    /// The old way: the whole record through prost-reflect.
+    fn row_through_reflect<E: Entity>(rec: &E) -> serde_json::Value {
+        to_dynamic(rec)
+            .serialize_with_options(serde_json::value::Serializer, &row_options())
+            .unwrap()
+    }
+
+    #[test]
+    fn rows_encode_as_prost_reflect_writes_them() {
+        use crate::proto::{Account, Contact, Deal, LineItem};
+        let row = r#"{"tenant_id":"t1","id":"quo_01ARZ3NDEKTSV4RRFFQ69G5FAV","app_id":"app_1",
+            "created_at":"2026-12-01T09:30:00.123456+00:00","updated_at":"1969-12-31T23:59:59.5-02:00",
+            "deleted_at":"2026-12-01T09:30:00Z","created_by":"u \"q\" \u00e9\n","version":-7,
+            "name":"Q","value":1234.5,"total":0,"is_primary":false,
+            "line_items":[{"id":"li_1","quantity":2,"unit_price":0.1,"total":0.2},{"id":"li_2"}],
+            "custom_fields":{"tier":"gold","n":[1,{"a":null}],"e":{}},"tags":["a","","b"]}"#;
+        let full: Quote = from_row_json(row).unwrap();
+        for q in [
+            full.clone(),
+            Quote::default(),
+            Quote {
+                total: Some(f64::NAN),
+                value: Some(-0.0),
+                ..full
+            },
+        ] {
+            let fast: serde_json::Value = serde_json::from_str(&to_row_json(&q)).unwrap();
+            assert_eq!(fast.to_string(), row_through_reflect(&q).to_string());
+        }
+        fn same<E: Entity + Default>() {
+            let rec = E::default();
+            let fast: serde_json::Value = serde_json::from_str(&to_row_json(&rec)).unwrap();
+            assert_eq!(fast, row_through_reflect(&rec), "{}", E::kind().table);
+        }
+        same::<Account>();
+        same::<Contact>();
+        same::<Deal>();
+        same::<LineItem>();
+        same::<crate::proto::Activity>();
     }
 
     #[test]

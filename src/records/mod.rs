@@ -133,6 +133,7 @@ pub enum Op {
 }
 
 /// A write in progress, handed to an entity's hooks.
+#[derive(Clone)]
 pub struct Change<E> {
     /// What is being done.
     pub op: Op,

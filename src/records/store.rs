@@ -251,77 +251,98 @@ pub async fn write<E: Entity>(tx: &mut TenantTx, rec: &E) -> Result<E, Error> {
     from_row_json(&row.ok_or_else(|| not_found::<E>(rec.id()))?)
 }
 
-/// Checks that every reference field of `change.new` whose value changed
-/// names a live record of the right kind that the caller can see, reporting
-/// on `v` (ids of the wrong format were reported by [`prepare`]; a list over
-/// its size limit was reported too, and is not looked up).
-async fn check_references<E: Entity>(
-    tx: &mut TenantTx,
-    change: &Change<E>,
-    v: &mut Checker,
-) -> Result<(), Error> {
-    check_references_many(tx, &[change], std::slice::from_mut(v)).await
+/// The ids a record's reference fields hold, in the order of its kind's
+/// `references`: whether the field is a list, and its ids. Read from the
+/// dynamic form the generic rules checked, so that the reference check needs
+/// no conversion of its own.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RefIds(Vec<(bool, Vec<String>)>);
+
+impl RefIds {
+    fn of<E: Entity>(msg: &prost_reflect::DynamicMessage) -> Self {
+        RefIds(
+            E::kind()
+                .references
+                .iter()
+                .map(|r| match msg.get_field_by_name(r.field).as_deref() {
+                    Some(prost_reflect::Value::String(s)) if !s.is_empty() => {
+                        (false, vec![s.clone()])
+                    }
+                    Some(prost_reflect::Value::List(items)) => (
+                        true,
+                        items
+                            .iter()
+                            .filter_map(|i| i.as_str().map(str::to_owned))
+                            .collect(),
+                    ),
+                    _ => (false, vec![]),
+                })
+                .collect(),
+        )
+    }
 }
 
-/// [`check_references`] for the changes of a batch, each reporting on its
+/// A change the generic and entity rules have checked, with the reference
+/// ids of its new record and of the stored one.
+#[derive(Clone)]
+pub(super) struct Draft<E> {
+    pub change: Change<E>,
+    refs: RefIds,
+    old_refs: RefIds,
+}
+
+/// Checks that every reference field of `draft`'s new record whose value
+/// changed names a live record of the right kind that the caller can see,
+/// reporting on `v` (ids of the wrong format were reported by [`prepare`]; a
+/// list over its size limit was reported too, and is not looked up).
+async fn check_references<E: Entity>(
+    tx: &mut TenantTx,
+    draft: &Draft<E>,
+    v: &mut Checker,
+) -> Result<(), Error> {
+    check_references_many(tx, std::slice::from_ref(draft), std::slice::from_mut(v)).await
+}
+
+/// [`check_references`] for the drafts of a batch, each reporting on its
 /// own checker: one query per reference field for the whole batch.
 pub(super) async fn check_references_many<E: Entity>(
     tx: &mut TenantTx,
-    changes: &[&Change<E>],
+    drafts: &[Draft<E>],
     checkers: &mut [Checker],
 ) -> Result<(), Error> {
     use std::collections::HashSet;
     let kind = E::kind();
-    if kind.references.is_empty() || changes.is_empty() {
+    if kind.references.is_empty() || drafts.is_empty() {
         return Ok(());
     }
-    let news: Vec<_> = changes.iter().map(|c| to_dynamic(&c.new)).collect();
-    let olds: Vec<_> = changes
-        .iter()
-        .map(|c| c.old.as_ref().map(to_dynamic))
-        .collect();
-    for r in kind.references {
-        // The ids in the field, with their positions when it is a list.
-        let ids = |m: &prost_reflect::DynamicMessage| -> (bool, Vec<String>) {
-            match m.get_field_by_name(r.field).as_deref() {
-                Some(prost_reflect::Value::String(s)) if !s.is_empty() => (false, vec![s.clone()]),
-                Some(prost_reflect::Value::List(items)) => (
-                    true,
-                    items
-                        .iter()
-                        .filter_map(|i| i.as_str().map(str::to_owned))
-                        .collect(),
-                ),
-                _ => (false, vec![]),
-            }
-        };
+    for (k, r) in kind.references.iter().enumerate() {
         // Per item: whether the field is a list, its ids, and the ids it
         // held before (those need no check).
-        let mut items = Vec::with_capacity(news.len());
-        let mut wanted: HashSet<String> = HashSet::new();
-        for (new, old) in news.iter().zip(&olds) {
-            let (list, now) = ids(new);
+        let mut items = Vec::with_capacity(drafts.len());
+        let mut wanted: HashSet<&str> = HashSet::new();
+        for d in drafts {
+            let (list, now) = &d.refs.0[k];
             if now.len() > fields::MAX_LIST_LEN {
-                items.push((list, Vec::new(), HashSet::new()));
+                items.push((*list, &[][..], HashSet::new()));
                 continue;
             }
-            let before: HashSet<String> = old
-                .as_ref()
-                .map(|o| ids(o).1)
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+            let before: HashSet<&str> = d
+                .old_refs
+                .0
+                .get(k)
+                .map(|(_, ids)| ids.iter().map(String::as_str).collect())
+                .unwrap_or_default();
             wanted.extend(
                 now.iter()
-                    .filter(|id| !before.contains(*id) && fields::is_id_of(r.target, id))
-                    .cloned(),
+                    .map(String::as_str)
+                    .filter(|id| !before.contains(id) && fields::is_id_of(r.target, id)),
             );
-            items.push((list, now, before));
+            items.push((*list, now.as_slice(), before));
         }
         if wanted.is_empty() {
             continue;
         }
-        let wanted: Vec<String> = wanted.into_iter().collect();
+        let wanted: Vec<&str> = wanted.into_iter().collect();
         let caller = tx.caller().clone();
         let found: HashSet<String> =
             sqlx::query_scalar(sqlx::AssertSqlSafe(r.target.meta().sql.live_ids.clone()))
@@ -334,7 +355,10 @@ pub(super) async fn check_references_many<E: Entity>(
                 .collect();
         for ((list, now, before), v) in items.iter().zip(checkers.iter_mut()) {
             for (i, id) in now.iter().enumerate() {
-                if before.contains(id) || found.contains(id) || !fields::is_id_of(r.target, id) {
+                if before.contains(id.as_str())
+                    || found.contains(id)
+                    || !fields::is_id_of(r.target, id)
+                {
                     continue;
                 }
                 let field = if *list {
@@ -359,22 +383,26 @@ pub(super) async fn check_references_many<E: Entity>(
 /// generic rules, then the entity's own (`stamp` completes the typed record
 /// first, so that rules may use its id and times). Violations are reported
 /// on `v`, so that the reference checks can add theirs and every problem is
-/// reported at once. One conversion each way: the generic rules work on the
-/// dynamic form, the entity's on the typed one.
+/// reported at once. The generic rules work on the dynamic form, the
+/// entity's on the typed one: one conversion to the typed record, and one
+/// back after the entity's rules (which may complete it), whose result the
+/// generic validation and the reference check share. Returns the record and
+/// its reference ids.
 fn prepare<E: Entity>(
     mut msg: prost_reflect::DynamicMessage,
     old: Option<&E>,
     stamp: impl FnOnce(&mut E),
     v: &mut Checker,
-) -> E {
+) -> (E, RefIds) {
     let kind = E::kind();
     let meta = kind.meta();
     fields::normalize(&mut msg, meta);
     let mut rec: E = from_dynamic(&msg);
     stamp(&mut rec);
     rec.check(old, v);
-    fields::validate(&to_dynamic(&rec), meta, kind, v);
-    rec
+    let checked = to_dynamic(&rec);
+    fields::validate(&checked, meta, kind, v);
+    (rec, RefIds::of::<E>(&checked))
 }
 
 /// Runs the entity's hooks around storing `change.new` (inserted on
@@ -399,7 +427,7 @@ pub(super) fn new_record<E: Entity>(
     mut msg: prost_reflect::DynamicMessage,
     at: Timestamp,
     v: &mut Checker,
-) -> Result<E, Error> {
+) -> Result<Draft<E>, Error> {
     let kind = E::kind();
     let meta = kind.meta();
     fields::precheck(&msg, meta, v.prefix())?;
@@ -412,7 +440,7 @@ pub(super) fn new_record<E: Entity>(
     }
     // Stamped before the entity's rules, so that they may use the id and
     // creation time.
-    Ok(prepare::<E>(
+    let (new, refs) = prepare::<E>(
         msg,
         None,
         |rec| {
@@ -431,35 +459,59 @@ pub(super) fn new_record<E: Entity>(
             *h.version = 1;
         },
         v,
-    ))
+    );
+    Ok(Draft {
+        change: Change {
+            op: Op::Create,
+            old: None,
+            new,
+        },
+        refs,
+        old_refs: RefIds::default(),
+    })
 }
 
 /// `old` with the fields `paths` of `patch` applied, normalized, checked
 /// (violations on `v`, immutable fields included) and stamped as a change by
-/// `caller` at `at`; `None` when nothing would change (no write, no new
-/// version).
+/// `caller` at `at`.
 pub(super) fn merge<E: Entity>(
-    old: &E,
+    old: E,
     patch: &prost_reflect::DynamicMessage,
     paths: &[mask::Path],
     caller: &Caller,
     at: &Timestamp,
     v: &mut Checker,
-) -> Option<E> {
+) -> Merged<E> {
     let meta = E::kind().meta();
-    let old_msg = to_dynamic(old);
+    let old_msg = to_dynamic(&old);
     let merged = mask::apply(meta, &old_msg, patch, paths);
     for f in meta.fields.iter().filter(|f| f.behavior.immutable) {
         if merged.get_field(&f.desc) != old_msg.get_field(&f.desc) {
             v.add(&f.name, "cannot be changed");
         }
     }
-    let mut new = prepare::<E>(merged, Some(old), |_| {}, v);
-    if new == *old && v.is_empty() {
-        return None;
+    let (mut new, refs) = prepare::<E>(merged, Some(&old), |_| {}, v);
+    if new == old && v.is_empty() {
+        return Merged::Unchanged(old);
     }
     stamp_change(&mut new, caller, at, old.version());
-    Some(new)
+    Merged::Changed(Draft {
+        change: Change {
+            op: Op::Update,
+            old: Some(old),
+            new,
+        },
+        refs,
+        old_refs: RefIds::of::<E>(&old_msg),
+    })
+}
+
+/// What [`merge`] makes of an update.
+pub(super) enum Merged<E> {
+    /// Nothing would change: no write, no new version.
+    Unchanged(E),
+    /// The checked change.
+    Changed(Draft<E>),
 }
 
 /// The change that soft-deletes (`deleted`) or restores `old`, by `caller`
@@ -665,20 +717,15 @@ impl Store {
     ) -> Result<E, Error> {
         let kind = E::kind();
         let mut v = Checker::new(kind.resource);
-        let rec: E = new_record(caller, to_dynamic(&rec), now(), &mut v)?;
+        let draft: Draft<E> = new_record(caller, to_dynamic(&rec), now(), &mut v)?;
         let violations = v.into_violations();
         self.write_tx(caller, idem.as_ref(), |mut tx| {
-            let (rec, violations) = (rec.clone(), violations.clone());
+            let (draft, violations) = (draft.clone(), violations.clone());
             async move {
-                let change = Change {
-                    op: Op::Create,
-                    old: None,
-                    new: rec,
-                };
                 let mut v = Checker::with(kind.resource, violations);
-                check_references(&mut tx, &change, &mut v).await?;
+                check_references(&mut tx, &draft, &mut v).await?;
                 v.into_violations().into_result()?;
-                let stored = store_change(&mut tx, change).await?;
+                let stored = store_change(&mut tx, draft.change).await?;
                 Ok((stored, tx))
             }
         })
@@ -714,18 +761,13 @@ impl Store {
                 check_version(&old, expected)?;
                 let mut v = Checker::new(kind.resource);
                 let caller = tx.caller().clone();
-                let Some(new) = merge(&old, &patch_msg, &paths, &caller, &now(), &mut v) else {
-                    // Nothing changes: no write, no new version.
-                    return Ok((old, tx));
+                let draft = match merge(old, &patch_msg, &paths, &caller, &now(), &mut v) {
+                    Merged::Unchanged(old) => return Ok((old, tx)),
+                    Merged::Changed(draft) => draft,
                 };
-                let change = Change {
-                    op: Op::Update,
-                    new,
-                    old: Some(old),
-                };
-                check_references(&mut tx, &change, &mut v).await?;
+                check_references(&mut tx, &draft, &mut v).await?;
                 v.into_violations().into_result()?;
-                let stored = store_change(&mut tx, change).await?;
+                let stored = store_change(&mut tx, draft.change).await?;
                 Ok((stored, tx))
             }
         })
