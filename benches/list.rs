@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crm::app::Application;
-use crm::config::{Config, LogFormat};
+use crm::config::{BaseArgs, Config, JwtArgs, LogFormat};
 use crm::proto::account_service_client::AccountServiceClient;
 use crm::proto::{Account, ListAccountsRequest};
 use crm::records::Entity;
@@ -159,18 +159,22 @@ async fn explain(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config {
-        database_url: format!("{}/{DB}", base()),
+        base: BaseArgs {
+            database_url: format!("{}/{DB}", base()),
+            log_format: LogFormat::Text,
+        },
         app_database_url: None,
         db_pool_size: 8,
         db_acquire_timeout_secs: 5,
         grpc_addr: "127.0.0.1:0".parse()?,
         http_addr: "127.0.0.1:0".parse()?,
-        jwt_secret: Some(SECRET.into()),
+        jwt: JwtArgs {
+            secret: Some(SECRET.into()),
+            issuer: None,
+            audience: None,
+        },
         jwt_jwks_file: None,
-        jwt_issuer: None,
-        jwt_audience: None,
         page_token_secret: None,
-        log_format: LogFormat::Text,
         shutdown_grace_secs: 5,
         health_interval_secs: 5,
         db_statement_timeout_ms: 30_000,
@@ -196,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let app = Application::build(&cfg, false).await?;
     let addr = app.grpc_addr();
-    let mut owner = PgConnection::connect(&cfg.database_url).await?;
+    let mut owner = PgConnection::connect(&cfg.base.database_url).await?;
     seed(&mut owner).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async {

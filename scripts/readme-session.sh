@@ -3,6 +3,7 @@
 # <!-- session:begin --> and <!-- session:end --> markers, in order, in one
 # shell with `set -euo pipefail`, against `crm serve --dev` on the default
 # ports (localhost:50051 and localhost:8080). Fails if any command fails.
+# Runs them twice against the same database: a reader may run them again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,5 +23,8 @@ awk '
     on                       { print }
 ' README.md > "$script"
 [ -s "$script" ] || { echo "readme-session: no session blocks in README.md" >&2; exit 1; }
-bash -euo pipefail -x "$script"
-echo "readme-session: all README commands succeeded"
+for run in 1 2; do
+    echo "readme-session: run $run"
+    bash -euo pipefail -x "$script"
+done
+echo "readme-session: all README commands succeeded, twice"

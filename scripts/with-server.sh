@@ -27,7 +27,7 @@ cleanup() {
     # The database's roles (migration 0004) are cluster-wide: drop them too.
     roles=$(psql "$base/$db" -tAc "SELECT array_to_string(crm_roles(), ',')" 2>/dev/null || true)
     psql "$base/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    if [[ "$roles" =~ ^[a-z0-9_]+,[a-z0-9_]+$ ]]; then
+    if [[ "$roles" =~ ^[a-z0-9_]+(,[a-z0-9_]+)*$ ]]; then
         psql "$base/postgres" -qc "DROP ROLE IF EXISTS $roles" >/dev/null 2>&1 || true
     fi
     rm -f "$log"

@@ -137,11 +137,11 @@ impl Application {
     /// falls back to the development secret (loudly).
     pub async fn build(config: &Config, dev: bool) -> anyhow::Result<Self> {
         crate::net::install_tls_provider();
-        let mut secret = config.jwt_secret.clone();
+        let mut secret = config.jwt.secret.clone();
         if secret.is_none() && config.jwt_jwks_file.is_none() && dev {
             tracing::warn!(
                 "DEVELOPMENT MODE: accepting tokens signed with the built-in development secret. \
-                 Anyone can mint them with `crm token`. Never use --dev in production."
+                 Anyone can mint them (`crm token`). Never use --dev in production."
             );
             secret = Some(DEV_SECRET.to_owned());
         }
@@ -151,15 +151,15 @@ impl Application {
         })?;
         let auth = Arc::new(Authenticator::new(
             keys,
-            config.jwt_issuer.clone(),
-            config.jwt_audience.clone(),
+            config.jwt.issuer.clone(),
+            config.jwt.audience.clone(),
         ));
 
-        db::create_database_if_missing(&config.database_url).await?;
-        let roles = db::migrate(&config.database_url).await?;
+        db::create_database_if_missing(&config.base.database_url).await?;
+        let roles = db::migrate(&config.base.database_url).await?;
         // Before any request connection opens: sessions take up the
         // database's sequencing setting when they start.
-        changes::prepare(&config.database_url, config.changes_sequencing).await?;
+        changes::prepare(&config.base.database_url, config.changes_sequencing).await?;
         tracing::info!(
             app_role = roles.app(),
             integration_role = roles.integration(),
@@ -169,7 +169,7 @@ impl Application {
             Failpoints::from_spec(&config.failpoints).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Metrics::new();
         let db_config = DbConfig {
-            url: config.database_url.clone(),
+            url: config.base.database_url.clone(),
             app_url: config.app_database_url.clone(),
             pool_size: config.db_pool_size,
             acquire_timeout: config.acquire_timeout(),
@@ -192,8 +192,8 @@ impl Application {
         })
         .await?;
         let hub = Hub::new(config.changes_sequencing);
-        let background = changes::background_pool(&config.database_url, 4).await?;
-        let delivery_pool = changes::background_pool(&config.database_url, 4).await?;
+        let background = changes::background_pool(&config.base.database_url, 4).await?;
+        let delivery_pool = changes::background_pool(&config.base.database_url, 4).await?;
         let delivery = crate::webhooks::delivery::DeliveryConfig {
             allow_private: config.webhooks_allow_private,
             schedule: crate::webhooks::delivery::Schedule::parse(

@@ -38,7 +38,10 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn written_set() -> Vec<u8> {
-    let path = scratch("out.pb");
+    // A file per call: the tests that call this run in parallel.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = scratch(&format!("out-{n}.pb"));
     let out = crm(&["descriptor", "--out", path.to_str().unwrap()]);
     assert!(
         out.status.success(),

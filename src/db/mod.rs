@@ -4,6 +4,7 @@
 //! is built in `crate::sql`.
 
 pub mod distribute;
+pub mod embedded;
 pub mod roles;
 pub mod setup;
 pub mod tx;

@@ -175,8 +175,8 @@ async fn bad_tokens_are_unauthenticated() {
 #[tokio::test]
 async fn issuer_and_audience_are_enforced_when_configured() {
     let app = spawn_app_with(|c| {
-        c.jwt_issuer = Some("https://idp.example".into());
-        c.jwt_audience = Some("crm".into());
+        c.jwt.issuer = Some("https://idp.example".into());
+        c.jwt.audience = Some("crm".into());
     })
     .await;
     let claims = with(
@@ -216,7 +216,7 @@ async fn jwks_keys_verify_eddsa_tokens() {
     )
     .unwrap();
     let app = spawn_app_with(|c| {
-        c.jwt_secret = None;
+        c.jwt.secret = None;
         c.jwt_jwks_file = Some(jwks.clone());
     })
     .await;
@@ -251,13 +251,13 @@ async fn the_server_refuses_to_start_without_a_key() {
         ulid::Ulid::generate().to_string().to_lowercase()
     );
     let mut cfg = config(&db);
-    cfg.jwt_secret = None;
+    cfg.jwt.secret = None;
     let err = crm::app::Application::build(&cfg, false)
         .await
         .err()
         .expect("refused");
     assert!(err.to_string().contains("no JWT key configured"), "{err}");
-    cfg.jwt_secret = Some("short".into());
+    cfg.jwt.secret = Some("short".into());
     let err = crm::app::Application::build(&cfg, false)
         .await
         .err()
@@ -274,10 +274,10 @@ fn fixture(name: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn jwks_attack_matrix() {
     let app = spawn_app_with(|c| {
-        c.jwt_secret = None;
+        c.jwt.secret = None;
         c.jwt_jwks_file = Some(fixture("jwks.json"));
-        c.jwt_issuer = Some("https://idp.example".into());
-        c.jwt_audience = Some("crm".into());
+        c.jwt.issuer = Some("https://idp.example".into());
+        c.jwt.audience = Some("crm".into());
     })
     .await;
     let private = std::fs::read(fixture("rsa_private.pem")).unwrap();

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crm::app::Application;
-use crm::config::{Config, LogFormat};
+use crm::config::{BaseArgs, Config, JwtArgs, LogFormat};
 use crm::proto::account_service_client::AccountServiceClient;
 use crm::proto::activity_service_client::ActivityServiceClient;
 use crm::proto::contact_service_client::ContactServiceClient;
@@ -26,9 +26,30 @@ pub use common::{authed, free_port};
 /// The HS256 secret test servers trust.
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
-/// Base URL of the test Postgres (without a database name).
+/// Base URL of the test Postgres (without a database name): `CRM_TEST_PG`,
+/// else the server at 127.0.0.1:5432 when it answers, else a private,
+/// throwaway cluster started from the installed PostgreSQL binaries for
+/// this run (`CRM_TEST_PG=private` asks for one always).
 pub fn pg_base() -> String {
-    std::env::var("CRM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    static BASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        use crm::db::embedded;
+        let given = std::env::var("CRM_TEST_PG").ok();
+        match given.as_deref() {
+            Some("private") => {}
+            Some(url) => return url.to_owned(),
+            None if embedded::answers(embedded::LOCAL_SERVER) => {
+                return "postgres://postgres@127.0.0.1:5432".into();
+            }
+            None => {}
+        }
+        let dir = std::env::temp_dir().join(format!("crm-test-postgres-{}", std::process::id()));
+        let cluster = embedded::start(&dir, false, embedded::LOCAL_SERVER)
+            .unwrap_or_else(|e| panic!("the tests need PostgreSQL: {e:#}"));
+        eprintln!("tests: a private PostgreSQL cluster in {}", dir.display());
+        cluster.base_url
+    })
+    .clone()
 }
 
 /// A running server with its own database; dropping it stops the server and
@@ -58,18 +79,22 @@ pub struct TestApp {
 
 pub fn config(db_name: &str) -> Config {
     Config {
-        database_url: format!("{}/{db_name}", pg_base()),
+        base: BaseArgs {
+            database_url: format!("{}/{db_name}", pg_base()),
+            log_format: LogFormat::Text,
+        },
         app_database_url: None,
         db_pool_size: 8,
         db_acquire_timeout_secs: 3,
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
-        jwt_secret: Some(SECRET.into()),
+        jwt: JwtArgs {
+            secret: Some(SECRET.into()),
+            issuer: None,
+            audience: None,
+        },
         jwt_jwks_file: None,
-        jwt_issuer: None,
-        jwt_audience: None,
         page_token_secret: None,
-        log_format: LogFormat::Text,
         shutdown_grace_secs: 5,
         health_interval_secs: 1,
         db_statement_timeout_ms: 5_000,
@@ -109,16 +134,16 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut cfg = config(&db_name);
     tweak(&mut cfg);
     // The database actually used (`tweak` may point elsewhere).
-    let db_name = PgConnectOptions::from_str(&cfg.database_url)
+    let db_name = PgConnectOptions::from_str(&cfg.base.database_url)
         .expect("DATABASE_URL parses")
         .get_database()
         .expect("DATABASE_URL names a database")
         .to_owned();
     // The server reaches Postgres through the statement capture (unless the
     // test gives the request role a login of its own).
-    let owner_url = cfg.database_url.clone();
+    let owner_url = cfg.base.database_url.clone();
     let capture = if cfg.app_database_url.is_none() {
-        let options = PgConnectOptions::from_str(&cfg.database_url).unwrap();
+        let options = PgConnectOptions::from_str(&cfg.base.database_url).unwrap();
         let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
             .await
             .ok()
@@ -126,10 +151,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         match upstream {
             Some(upstream) => {
                 let capture = crate::statements::Capture::start(upstream).await;
-                let mut url = url::Url::parse(&cfg.database_url).unwrap();
+                let mut url = url::Url::parse(&cfg.base.database_url).unwrap();
                 url.set_host(Some("127.0.0.1")).unwrap();
                 url.set_port(Some(capture.addr.port())).unwrap();
-                cfg.database_url = url.to_string();
+                cfg.base.database_url = url.to_string();
                 Some(capture)
             }
             None => None,
@@ -176,7 +201,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         owner_url,
         capture,
         // Without one (JWKS tests), tokens are minted as before with SECRET.
-        secret: cfg.jwt_secret.clone().unwrap_or_else(|| SECRET.into()),
+        secret: cfg.jwt.secret.clone().unwrap_or_else(|| SECRET.into()),
         stop: Some(stop),
         handle: Some(handle),
     }

@@ -535,7 +535,7 @@ async fn a_retry_after_a_crash_mid_write_writes_exactly_once() {
 async fn database_outage_fails_fast_and_recovers_without_a_restart() {
     let pg = PrivatePg::start();
     let app = spawn_app_with(|c| {
-        c.database_url = pg.url("crm");
+        c.base.database_url = pg.url("crm");
         c.health_interval_secs = 1;
         c.db_acquire_timeout_secs = 2;
         c.request_timeout_secs = 5;

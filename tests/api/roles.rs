@@ -223,8 +223,8 @@ async fn deployments_sharing_a_password_cluster_keep_their_own_credentials() {
 
     // Deployment A serves.
     let a = spawn_app_with(|c| {
-        c.database_url = pg.url("deploy_a");
-        c.jwt_secret = Some(SECRET_A.into());
+        c.base.database_url = pg.url("deploy_a");
+        c.jwt.secret = Some(SECRET_A.into());
     })
     .await;
     let token_a = a.token(&tenant(), "u");
@@ -235,8 +235,8 @@ async fn deployments_sharing_a_password_cluster_keep_their_own_credentials() {
 
     // Deployment B starts on the same cluster, with another secret.
     let b = spawn_app_with(|c| {
-        c.database_url = pg.url("deploy_b");
-        c.jwt_secret = Some(SECRET_B.into());
+        c.base.database_url = pg.url("deploy_b");
+        c.jwt.secret = Some(SECRET_B.into());
     })
     .await;
     assert_ne!(a.app_role, b.app_role);

@@ -1,7 +1,7 @@
 // Hand-written wrapper over the generated crm.v1 code (src/gen, protobuf-es v2)
 // and Connect's gRPC transport for Node (HTTP/2, also plaintext h2c).
 //
-//   const client = createClient({ baseUrl: "http://127.0.0.1:50051", token });
+//   const client = createClient({ baseUrl: "http://127.0.0.1:50051", token: process.env.CRM_TOKEN });
 //   const { items, nextPageToken } = await client.customer.accounts.list({ filter: "tags:vip", pageSize: 20 });
 //   for await (const a of client.customer.accounts.listAll({ filter: "tags:vip" })) console.log(a.name);
 //   for await (const e of client.changes.watch({ afterSequence: 0n })) console.log(e.sequence, e.operation);

@@ -1,7 +1,8 @@
 """Python client for the crm gRPC API (crm.v1).
 
+    import os
     import crm_client
-    client = crm_client.connect("localhost:50051", token)
+    client = crm_client.connect("localhost:50051", os.environ["CRM_TOKEN"])   # a JWT
     page = client.customer.accounts.list(page_size=10)
     accounts = client.customer.accounts.batch_create([{"name": "A"}, {"name": "B"}])
     result = client.customer.accounts.upsert({"external_id": "erp-1", "name": "A"})

@@ -1,6 +1,6 @@
 """A small typed wrapper over the generated crm.v1 stubs.
 
-    client = connect("localhost:50051", token)
+    client = connect("localhost:50051", os.environ["CRM_TOKEN"])   # token: a JWT
     client.customer.accounts.list()                     # one page
     for acc in client.customer.accounts.list_all(filter="tags:vip"):
         ...
