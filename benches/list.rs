@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crm::app::Application;
-use crm::config::{BaseArgs, Config, JwtArgs, LogFormat};
+use crm::config::Config;
 use crm::proto::account_service_client::AccountServiceClient;
 use crm::proto::{Account, ListAccountsRequest};
 use crm::records::Entity;
@@ -22,17 +22,13 @@ use tonic::transport::Channel;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::authed;
+use common::{authed, pg_base};
 
 const DB: &str = "crm_bench_list";
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-0";
 const TENANT: &str = "bench-a";
 const ROWS: i64 = 1_000_000;
 const ITERATIONS: usize = 200;
-
-fn base() -> String {
-    std::env::var("CRM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
 
 async fn seed(conn: &mut PgConnection) -> anyhow::Result<()> {
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
@@ -159,44 +155,11 @@ async fn explain(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config {
-        base: BaseArgs {
-            database_url: format!("{}/{DB}", base()),
-            log_format: LogFormat::Text,
-        },
-        app_database_url: None,
-        db_pool_size: 8,
         db_acquire_timeout_secs: 5,
-        grpc_addr: "127.0.0.1:0".parse()?,
-        http_addr: "127.0.0.1:0".parse()?,
-        jwt: JwtArgs {
-            secret: Some(SECRET.into()),
-            issuer: None,
-            audience: None,
-        },
-        jwt_jwks_file: None,
-        page_token_secret: None,
-        shutdown_grace_secs: 5,
         health_interval_secs: 5,
         db_statement_timeout_ms: 30_000,
         request_timeout_secs: 60,
-        max_concurrent_requests: 256,
-        max_request_bytes: 4 * 1024 * 1024,
-        max_response_bytes: 32 * 1024 * 1024,
-        http2_max_streams: 256,
-        http2_keepalive_secs: 30,
-        max_connections: 4096,
-        http1_header_timeout_secs: 10,
-        changes_retention: std::time::Duration::from_secs(30 * 86_400),
-        changes_sequencing: crm::changes::Sequencing::Relay,
-        changes_heartbeat_secs: 15,
-        changes_pool_size: 4,
-        nats_url: None,
-        webhooks_allow_private: false,
-        webhooks_retry_schedule: crm::webhooks::delivery::DEFAULT_SCHEDULE.into(),
-        webhooks_retry_for: std::time::Duration::from_secs(72 * 3600),
-        webhooks_max_in_flight: 32,
-        webhooks_tenant_in_flight: 4,
-        failpoints: String::new(),
+        ..common::config(format!("{}/{DB}", pg_base()), SECRET)
     };
     let app = Application::build(&cfg, false).await?;
     let addr = app.grpc_addr();

@@ -35,7 +35,7 @@ use tonic::transport::Channel;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::authed;
+use common::{authed, pg_base};
 
 const DB: &str = "crm_bench_load";
 const SECRET: &str = "bench-load-secret-bench-load-secret-0000";
@@ -73,10 +73,6 @@ struct Args {
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-fn base() -> String {
-    std::env::var("CRM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 fn id(prefix: &str, n: usize) -> String {
@@ -733,7 +729,7 @@ fn pgbench(script: &str, mode: &str, clients: usize, seconds: f64) -> anyhow::Re
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("script.sql");
     std::fs::write(&path, script)?;
-    let url = url::Url::parse(&base())?;
+    let url = url::Url::parse(&pg_base())?;
     let out = Command::new("pgbench")
         // `prepared`: 0 until a client has prepared what the service's
         // connections prepare as they open (see `capture`).
@@ -813,7 +809,7 @@ fn server_with(
     let mut cmd = Command::new(bin);
     cmd.envs(env.iter().copied());
     cmd.arg("serve")
-        .env("DATABASE_URL", format!("{}/{DB}", base()))
+        .env("DATABASE_URL", format!("{}/{DB}", pg_base()))
         .env("CRM_GRPC_ADDR", grpc)
         .env("CRM_HTTP_ADDR", http)
         .env("CRM_JWT_SECRET", SECRET)
@@ -980,7 +976,7 @@ async fn sync_versions(conn: &mut PgConnection, world: &World) -> anyhow::Result
 }
 
 async fn owner() -> anyhow::Result<PgConnection> {
-    Ok(PgConnection::connect(&format!("{}/{DB}", base())).await?)
+    Ok(PgConnection::connect(&format!("{}/{DB}", pg_base())).await?)
 }
 
 /// Seeds `accounts` accounts in the bench tenant (and as many in another),
@@ -1481,7 +1477,7 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs_f64(args.seconds);
 
     // A fresh database, migrated and seeded as the owner.
-    let mut admin = PgConnection::connect(&format!("{}/postgres", base())).await?;
+    let mut admin = PgConnection::connect(&format!("{}/postgres", pg_base())).await?;
     admin
         .execute(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
@@ -1490,7 +1486,7 @@ async fn main() -> anyhow::Result<()> {
     admin.close().await?;
     let status = Command::new(&args.bin)
         .arg("migrate")
-        .env("DATABASE_URL", format!("{}/{DB}", base()))
+        .env("DATABASE_URL", format!("{}/{DB}", pg_base()))
         .env("CRM_JWT_SECRET", SECRET)
         .stdout(Stdio::null())
         .status()

@@ -43,10 +43,6 @@ const SECRET: &str = "faults-secret-faults-secret-faults-secret";
 const GRPC: &str = "127.0.0.1:50151";
 const HTTP: &str = "127.0.0.1:58151";
 
-fn pg() -> String {
-    std::env::var("CRM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
 fn cluster(action: &str) {
     let version = std::fs::read_dir("/etc/postgresql")
         .ok()
@@ -79,7 +75,7 @@ fn server_with(db: &str, extra: &[(&str, &str)]) -> Child {
     Command::new(std::env::var("CRM_BIN").unwrap_or_else(|_| "target/release/crm".into()))
         .arg("serve")
         .envs(extra.iter().copied())
-        .env("DATABASE_URL", format!("{}/{db}", pg()))
+        .env("DATABASE_URL", format!("{}/{db}", common::pg_base()))
         .env("CRM_GRPC_ADDR", GRPC)
         .env("CRM_HTTP_ADDR", HTTP)
         .env("CRM_JWT_SECRET", SECRET)
@@ -198,7 +194,7 @@ fn load(
 }
 
 async fn check(db: &str, quote: &str, tally: &Tally) -> bool {
-    let mut conn = sqlx::PgConnection::connect(&format!("{}/{db}", pg()))
+    let mut conn = sqlx::PgConnection::connect(&format!("{}/{db}", common::pg_base()))
         .await
         .unwrap();
     let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM line_items")
@@ -293,7 +289,7 @@ async fn check_feed(conn: &mut sqlx::PgConnection, acked: &[String], lines: usiz
 /// returns its name.
 async fn fresh(name: &str) -> String {
     let db = format!("crm_faults_{name}");
-    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg()))
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", common::pg_base()))
         .await
         .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
