@@ -1,7 +1,9 @@
 //! REST/JSON transport on `CRM_HTTP_ADDR`: `/api/v1/crm/...` transcoded to
 //! the gRPC services ([`transcode`]), plus `/openapi.json` (OpenAPI 3.1,
 //! generated from the protos at build time), the API explorer at
-//! `/explorer` (assets embedded), `/healthz`, `/readyz` and `/metrics`.
+//! `/explorer` (assets embedded), `/healthz`, `/readyz` and `/metrics`; and
+//! gRPC-Web (`content-type: application/grpc-web…`, at the gRPC paths
+//! `/crm.v1.<Service>/<Method>`) for browsers, through the same stack.
 
 pub mod request;
 pub mod template;
@@ -122,6 +124,14 @@ async fn access_log(mut req: axum::extract::Request, next: axum::middleware::Nex
 }
 
 async fn api(State(rest): State<Rest>, req: axum::extract::Request) -> Response {
+    let grpc_web = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc-web"));
+    if grpc_web {
+        return rest.transcoder.grpc_web(req).await;
+    }
     rest.transcoder.handle(req).await
 }
 

@@ -96,6 +96,18 @@ fn without_body(mut r: JsonResponse) -> JsonResponse {
 }
 
 impl Transcoder {
+    /// Serves a gRPC-Web call (`application/grpc-web`, `+proto`, or the
+    /// base64 `-text` form) through the same gRPC stack, so that browsers
+    /// reach the services from the explorer's origin.
+    pub async fn grpc_web(&self, req: axum::extract::Request) -> axum::response::Response {
+        use tower::Layer;
+        let web = tonic_web::GrpcWebLayer::new().layer(self.grpc.clone());
+        match web.oneshot(req.map(tonic::body::Body::new)).await {
+            Ok(r) => r.map(axum::body::Body::new),
+            Err(never) => match never {},
+        }
+    }
+
     /// Reads every `google.api.http` rule of the `crm.v1` services. Bodies
     /// larger than `body_limit` bytes are refused with 413.
     pub fn new(grpc: GrpcService, body_limit: usize) -> Self {

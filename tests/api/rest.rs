@@ -877,3 +877,88 @@ async fn grpc_and_rest_agree_on_errors_for_every_code_we_return() {
         assert!(codes.contains(&code), "{code:?} was not compared");
     }
 }
+
+/// A gRPC-Web call (binary, as browser clients send it) to `method` on the
+/// HTTP port: the response's message frame and its trailer frame's
+/// `grpc-status` (or the header's, for a trailers-only answer).
+async fn grpc_web(
+    app: &TestApp,
+    token: &str,
+    method: &str,
+    msg: &impl Message,
+) -> (Option<Vec<u8>>, String) {
+    let body = msg.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&body);
+    let r = app
+        .http
+        .post(format!("http://{}/{method}", app.http_addr))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("authorization", format!("Bearer {token}"))
+        .body(framed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{method}");
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/grpc-web+proto"
+    );
+    let header_status = r
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = r.bytes().await.unwrap();
+    let (mut message, mut status) = (None, header_status);
+    let mut rest = &bytes[..];
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let (flag, payload) = (rest[0], &rest[5..5 + len]);
+        if flag & 0x80 == 0 {
+            message = Some(payload.to_vec());
+        } else {
+            let trailers = String::from_utf8_lossy(payload).to_lowercase();
+            status = trailers
+                .lines()
+                .find_map(|l| l.strip_prefix("grpc-status:"))
+                .map(|s| s.trim().to_owned());
+        }
+        rest = &rest[5 + len..];
+    }
+    (
+        message,
+        status.expect("a gRPC-Web answer carries grpc-status"),
+    )
+}
+
+#[tokio::test]
+async fn browsers_call_the_services_over_grpc_web_on_the_http_port() {
+    let app = spawn_app().await;
+    let (acme, globex) = (app.token("acme", "ada"), app.token("globex", "bob"));
+    let create = CreateAccountRequest {
+        account: Some(Account {
+            name: "Web".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (msg, status) = grpc_web(&app, &acme, "crm.v1.AccountService/CreateAccount", &create).await;
+    assert_eq!(status, "0");
+    let created = Account::decode(msg.unwrap().as_slice()).unwrap();
+    assert_eq!(created.name, "Web");
+    let get = GetAccountRequest {
+        id: created.id.clone(),
+    };
+    let (msg, status) = grpc_web(&app, &acme, "crm.v1.AccountService/GetAccount", &get).await;
+    assert_eq!(status, "0");
+    assert_eq!(Account::decode(msg.unwrap().as_slice()).unwrap(), created);
+    // The same checks as any call: another tenant sees nothing, and no
+    // token is no answer.
+    let (msg, status) = grpc_web(&app, &globex, "crm.v1.AccountService/GetAccount", &get).await;
+    assert_eq!((msg, status.as_str()), (None, "5"));
+    let (_, status) = grpc_web(&app, "", "crm.v1.AccountService/GetAccount", &get).await;
+    assert_eq!(status, (Code::Unauthenticated as i32).to_string());
+    app.stop().await;
+}
