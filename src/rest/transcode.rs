@@ -183,7 +183,17 @@ impl Transcoder {
         let wanted = if head { &Method::GET } else { &parts.method };
         let mut allowed: Vec<&str> = Vec::new();
         let mut found = None;
-        for route in self.routes.iter() {
+        // `…/{id}:undelete` is the verb's path only (as grpc-gateway reads
+        // it): `{id}` does not also take `acc_1:undelete` as an id.
+        let verb = self
+            .routes
+            .iter()
+            .any(|r| r.template.verb.is_some() && r.template.matches(path).is_some());
+        for route in self
+            .routes
+            .iter()
+            .filter(|r| r.template.verb.is_some() == verb)
+        {
             if let Some(bound) = route.template.matches(path) {
                 allowed.push(route.method.as_str());
                 if route.method == Method::GET {

@@ -466,6 +466,35 @@ async fn grpc_gateway_behaviour() {
         .await;
     assert_eq!((status, e["code"].as_i64()), (405, Some(12)));
     assert_eq!(headers["allow"], "GET, HEAD, PATCH, DELETE");
+    // A custom verb's path allows what the schema says it does, not the
+    // methods of `{id}` (which does not take `…:undelete` as an id).
+    for method in ["GET", "PATCH", "DELETE"] {
+        let (status, _, headers) = app
+            .rest(
+                method,
+                &format!("/api/v1/crm/accounts/{id}:undelete"),
+                Some(&t),
+                None,
+            )
+            .await;
+        assert_eq!((status, headers["allow"].to_str().unwrap()), (405, "POST"));
+    }
+    let openapi: Value = app
+        .http
+        .get(format!("http://{}/openapi.json", app.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ops: Vec<&String> = openapi["paths"]["/api/v1/crm/accounts/{id}:undelete"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.as_str() != "parameters")
+        .collect();
+    assert_eq!(ops, ["post"]);
     // Oversized bodies: 413.
     let big = json!({"name": "x", "description": "y".repeat(5 * 1024 * 1024)});
     let (status, _, _) = app
