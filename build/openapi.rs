@@ -1,14 +1,17 @@
 //! Generates the OpenAPI 3.1 document of the REST surface from the protos'
 //! descriptors (run by `build.rs`). Schemas describe what the server emits:
-//! proto field names, proto3 JSON types, `(crm.v1.allowed_values)` as
-//! `enum`, `(crm.v1.default_value)` as `default`, REQUIRED fields as
-//! `required`, OUTPUT_ONLY/IDENTIFIER fields as `readOnly`, and the
-//! `google.rpc.Status` error body.
+//! proto field names, proto3 JSON types, the `buf.validate` rules the server
+//! enforces (`string.in` as `enum`, `pattern`, `max_len`/`min_len` as
+//! `maxLength`/`minLength`, `repeated.max_items` as `maxItems`, number bounds
+//! as `minimum`/`maximum`/`exclusive…`, `required`), `(crm.v1.default_value)`
+//! as `default`, REQUIRED fields as `required`, OUTPUT_ONLY/IDENTIFIER fields
+//! as `readOnly`, and the `google.rpc.Status` error body.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use prost_reflect::{
-    DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, Value,
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
+    Value,
 };
 use serde_json::{Map, Value as Json, json};
 
@@ -43,6 +46,134 @@ fn string_values(pool: &DescriptorPool, field: &FieldDescriptor, name: &str) -> 
         Value::String(s) if !s.is_empty() => vec![s.clone()],
         _ => vec![],
     }
+}
+
+/// Lets a body field be JSON `null`, which the proto3 JSON mapping reads as
+/// the field's default (unset), as the server does.
+fn nullable(schema: &mut Json) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(r) = obj.remove("$ref") {
+        obj.insert("anyOf".into(), json!([{"$ref": r}, {"type": "null"}]));
+        return;
+    }
+    if let Some(Json::String(t)) = obj.get("type").cloned() {
+        obj.insert("type".into(), json!([t, "null"]));
+        if let Some(Json::Array(values)) = obj.get_mut("enum") {
+            values.push(Json::Null);
+        }
+    }
+}
+
+/// The `(buf.validate.field)` rules of `field`, if it declares any.
+fn field_rules(pool: &DescriptorPool, field: &FieldDescriptor) -> Option<DynamicMessage> {
+    let ext = pool.get_extension_by_name("buf.validate.field")?;
+    match field.options().get_extension(&ext).into_owned() {
+        Value::Message(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Adds the JSON Schema form of `rules` (a `buf.validate.FieldRules`) to
+/// `schema`. The server (src/records/rules.rs) enforces exactly these rules
+/// and refuses to start on any other, so only they need a translation here.
+fn constrain(schema: &mut Json, rules: &DynamicMessage, list: bool) {
+    fn set(m: &DynamicMessage, name: &str) -> Option<Value> {
+        m.has_field_by_name(name)
+            .then(|| m.get_field_by_name(name).map(|v| v.into_owned()))
+            .flatten()
+    }
+    let ignore_zero = rules
+        .get_field_by_name("ignore")
+        .and_then(|v| v.as_enum_number())
+        == Some(1);
+    if let Some(Value::Message(r)) = set(rules, "repeated") {
+        if let Some(Value::U64(n)) = set(&r, "max_items") {
+            schema["maxItems"] = json!(n);
+        }
+        if let Some(Value::Message(items)) = set(&r, "items") {
+            constrain(&mut schema["items"], &items, false);
+        }
+        return;
+    }
+    if list {
+        return;
+    }
+    if let Some(Value::Message(r)) = set(rules, "string") {
+        if let Some(Value::U64(n)) = set(&r, "max_len") {
+            schema["maxLength"] = json!(n);
+        }
+        if let Some(Value::U64(n)) = set(&r, "min_len") {
+            schema["minLength"] = json!(n);
+        }
+        if let Some(Value::U64(n)) = set(&r, "max_bytes") {
+            // No JSON Schema keyword counts bytes.
+            schema["x-max-bytes"] = json!(n);
+        }
+        if let Some(Value::String(p)) = set(&r, "pattern") {
+            // IGNORE_IF_ZERO_VALUE: the empty string is valid too.
+            let p = if ignore_zero { format!("^$|{p}") } else { p };
+            schema["pattern"] = json!(p);
+        }
+        if let Some(Value::List(values)) = set(&r, "in") {
+            let mut values: Vec<Json> = values
+                .iter()
+                .filter_map(|v| v.as_str().map(|s| json!(s)))
+                .collect();
+            if ignore_zero {
+                values.push(json!(""));
+            }
+            schema["enum"] = json!(values);
+        }
+    }
+    for kind in ["double", "int32"] {
+        if let Some(Value::Message(r)) = set(rules, kind) {
+            for (rule, keyword) in [
+                ("gt", "exclusiveMinimum"),
+                ("gte", "minimum"),
+                ("lt", "exclusiveMaximum"),
+                ("lte", "maximum"),
+            ] {
+                match set(&r, rule) {
+                    Some(Value::F64(x)) => schema[keyword] = json!(x),
+                    Some(Value::I32(x)) => schema[keyword] = json!(x),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if let Some(Value::Message(r)) = set(rules, "timestamp") {
+        let mut parts = Vec::new();
+        for (rule, words) in [
+            ("gte", "at or after"),
+            ("gt", "after"),
+            ("lt", "before"),
+            ("lte", "at or before"),
+        ] {
+            if let Some(Value::Message(t)) = set(&r, rule) {
+                let secs = t
+                    .get_field_by_name("seconds")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0);
+                let nanos = t
+                    .get_field_by_name("nanos")
+                    .and_then(|v| v.as_i32())
+                    .unwrap_or(0);
+                parts.push(format!("{words} {}", rfc3339(secs, nanos)));
+            }
+        }
+        if !parts.is_empty() {
+            schema["x-time-range"] = json!(parts.join(" and "));
+        }
+    }
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time.
+fn rfc3339(secs: i64, nanos: i32) -> String {
+    chrono::DateTime::from_timestamp(secs, nanos.max(0) as u32)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| format!("{secs} s after 1970-01-01T00:00:00Z"))
 }
 
 /// The OpenAPI name of a path variable: its last field name.
@@ -93,8 +224,13 @@ impl Gen<'_> {
             Kind::Uint32 | Kind::Fixed32 => {
                 json!({"type": "integer", "format": "int64", "minimum": 0})
             }
-            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
-                json!({"type": "string", "format": "int64"})
+            // The proto3 JSON form of a 64-bit integer: a decimal string (or a
+            // number, which loses precision past 2^53 in many clients).
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+                json!({"type": ["string", "integer"], "format": "int64", "pattern": "^-?[0-9]+$"})
+            }
+            Kind::Uint64 | Kind::Fixed64 => {
+                json!({"type": ["string", "integer"], "format": "int64", "pattern": "^[0-9]+$", "minimum": 0})
             }
             Kind::Double => json!({"type": "number", "format": "double"}),
             Kind::Float => json!({"type": "number", "format": "float"}),
@@ -137,11 +273,10 @@ impl Gen<'_> {
         } else if field.is_map() {
             s = json!({"type": "object", "additionalProperties": true});
         }
-        let obj = s.as_object_mut().expect("schemas are objects");
-        let allowed = string_values(self.pool, field, "crm.v1.allowed_values");
-        if !allowed.is_empty() {
-            obj.insert("enum".into(), json!(allowed));
+        if let Some(rules) = field_rules(self.pool, field) {
+            constrain(&mut s, &rules, field.is_list());
         }
+        let obj = s.as_object_mut().expect("schemas are objects");
         if let Some(d) = string_values(self.pool, field, "crm.v1.default_value")
             .into_iter()
             .next()
@@ -167,8 +302,16 @@ impl Gen<'_> {
             if skip.contains(&f.name()) {
                 continue;
             }
-            props.insert(f.name().to_owned(), self.field_schema(&f));
-            if !patch && behaviors(self.pool, &f).contains(&REQUIRED) {
+            let rules_required = field_rules(self.pool, &f)
+                .and_then(|r| r.get_field_by_name("required").and_then(|v| v.as_bool()))
+                .unwrap_or(false);
+            let is_required = rules_required || behaviors(self.pool, &f).contains(&REQUIRED);
+            let mut schema = self.field_schema(&f);
+            if !is_required {
+                nullable(&mut schema);
+            }
+            props.insert(f.name().to_owned(), schema);
+            if !patch && is_required {
                 required.push(f.name().to_owned());
             }
         }
@@ -235,6 +378,9 @@ impl Gen<'_> {
             }
             let field = field.expect("a path variable");
             let mut schema = self.value_schema(&field);
+            if let Some(rules) = field_rules(self.pool, &field) {
+                constrain(&mut schema, &rules, false);
+            }
             schema.as_object_mut().map(|o| o.remove("readOnly"));
             // `{account.id}` is documented as `{id}`: the URL is the same, and
             // dotted parameter names break common OpenAPI tooling.
@@ -324,6 +470,76 @@ impl Gen<'_> {
     }
 }
 
+/// Where a method's response carries the id of a record: `/id`, or
+/// `/<field>/id` when the response wraps the record (Upsert).
+fn id_pointer(output: &MessageDescriptor) -> Option<String> {
+    if output
+        .get_field_by_name("id")
+        .is_some_and(|f| f.kind() == Kind::String)
+    {
+        return Some("/id".into());
+    }
+    output.fields().find_map(|f| match f.kind() {
+        Kind::Message(m) if !f.is_list() && m.get_field_by_name("id").is_some() => {
+            Some(format!("/{}/id", f.name()))
+        }
+        _ => None,
+    })
+}
+
+/// OpenAPI `links` (for stateful testing and generated clients): the 200
+/// response of every operation that returns a record links to each operation
+/// of the same service addressed by that record's `{id}` (Get, Update,
+/// Delete, Undelete), passing `$response.body#/id`.
+fn add_links(pool: &DescriptorPool, paths: &mut BTreeMap<String, Map<String, Json>>) {
+    // (service, operationId) of every operation whose only path parameter is {id}.
+    let mut by_id: Vec<(String, String)> = Vec::new();
+    for (path, ops) in paths.iter() {
+        let params: Vec<&str> = path.split('{').skip(1).collect();
+        if params.len() == 1 && params[0].starts_with("id}") {
+            for op in ops.values() {
+                by_id.push((
+                    op["tags"][0].as_str().unwrap_or_default().to_owned(),
+                    op["operationId"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    for ops in paths.values_mut() {
+        for op in ops.values_mut() {
+            let service = op["tags"][0].as_str().unwrap_or_default().to_owned();
+            let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+            let Some(method) = pool
+                .get_service_by_name(&format!("crm.v1.{service}"))
+                .and_then(|s| s.methods().find(|m| m.name() == id))
+            else {
+                continue;
+            };
+            if method.is_server_streaming() {
+                continue;
+            }
+            let Some(pointer) = id_pointer(&method.output()) else {
+                continue;
+            };
+            let links: Map<String, Json> = by_id
+                .iter()
+                .filter(|(s, _)| *s == service)
+                .map(|(_, target)| {
+                    (
+                        target.clone(),
+                        json!({"operationId": target,
+                               "parameters": {"id": format!("$response.body#{pointer}")},
+                               "description": format!("The record's {target}.")}),
+                    )
+                })
+                .collect();
+            if !links.is_empty() {
+                op["responses"]["200"]["links"] = Json::Object(links);
+            }
+        }
+    }
+}
+
 /// The OpenAPI document of every `crm.v1` service in `pool`.
 pub fn generate(pool: &DescriptorPool) -> Json {
     let http = pool
@@ -361,6 +577,7 @@ pub fn generate(pool: &DescriptorPool) -> Json {
             }
         }
     }
+    add_links(pool, &mut paths);
     g.drain();
     let status = pool
         .get_message_by_name("google.rpc.Status")

@@ -76,6 +76,8 @@ pub struct Application {
     delivery: crate::webhooks::delivery::DeliveryConfig,
     /// The delivery worker's connections (background role).
     delivery_pool: sqlx::PgPool,
+    /// Token minting for the explorer: only `--dev` on the development secret.
+    dev_tokens: Option<rest::DevTokens>,
 }
 
 /// What the change feed needs at run time.
@@ -138,12 +140,17 @@ impl Application {
     pub async fn build(config: &Config, dev: bool) -> anyhow::Result<Self> {
         crate::net::install_tls_provider();
         let mut secret = config.jwt.secret.clone();
+        let mut dev_tokens = None;
         if secret.is_none() && config.jwt_jwks_file.is_none() && dev {
             tracing::warn!(
                 "DEVELOPMENT MODE: accepting tokens signed with the built-in development secret. \
                  Anyone can mint them (`crm token`). Never use --dev in production."
             );
             secret = Some(DEV_SECRET.to_owned());
+            dev_tokens = Some(rest::DevTokens {
+                issuer: config.jwt.issuer.clone(),
+                audience: config.jwt.audience.clone(),
+            });
         }
         let keys = Keys::load(&KeyConfig {
             secret: secret.clone(),
@@ -256,6 +263,7 @@ impl Application {
             webhooks_allow_private: config.webhooks_allow_private,
             delivery,
             delivery_pool,
+            dev_tokens,
         })
     }
 
@@ -359,6 +367,7 @@ impl Application {
                 self.db.clone(),
                 self.metrics.clone(),
                 self.connections.clone(),
+                self.dev_tokens.clone(),
             ),
             self.connections.clone(),
             self.http1_header_timeout,

@@ -7,8 +7,6 @@ use crate::error::{Error, invalid};
 use crate::proto::Account;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
-use super::rules::{is_hostname, is_http_url};
-
 /// The account kind.
 pub static KIND: Kind = Kind::new(
     "crm.v1.Account",
@@ -32,22 +30,9 @@ impl Entity for Account {
     }
 
     fn check(&mut self, _old: Option<&Self>, v: &mut Checker) {
-        if !self.website.is_empty() && !is_http_url(&self.website) {
-            v.add(
-                "website",
-                "must be an absolute http(s) URL, e.g. https://example.com",
-            );
-        }
+        // website, domain, annual_revenue, employee_count: the proto's
+        // buf.validate rules.
         self.domain = self.domain.to_ascii_lowercase();
-        if !self.domain.is_empty() && !is_hostname(&self.domain) {
-            v.add("domain", "must be a hostname, e.g. example.com");
-        }
-        if self.annual_revenue.is_some_and(|r| r < 0.0) {
-            v.add("annual_revenue", "must not be negative");
-        }
-        if self.employee_count.is_some_and(|c| c < 0) {
-            v.add("employee_count", "must not be negative");
-        }
         if !self.parent_account_id.is_empty() && self.parent_account_id == self.id {
             v.add("parent_account_id", "cannot be the account itself");
         }

@@ -96,7 +96,7 @@ impl Entity for Activity {
                 "at least one of account_id, deal_id, contact_id is required",
             );
         }
-        // The allowed types are the proto's (crm.v1.allowed_values).
+        // The allowed types are the proto's (buf.validate.field).string.in.
         let types = &KIND.meta().field("type").expect("Activity.type").allowed;
         let given = self.activity_type.to_lowercase();
         if self.r#type.is_empty() && types.contains(&given) {

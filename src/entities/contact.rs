@@ -9,7 +9,6 @@ use crate::records::effects::SideWrite;
 use crate::records::store::now;
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
-use super::rules::{is_e164, is_email, is_http_url};
 use super::{Flag, FlagChange};
 
 /// The contact kind.
@@ -64,9 +63,6 @@ impl Entity for Contact {
                 "at least one of first_name, last_name, email is required",
             );
         }
-        if !self.email.is_empty() && !is_email(&self.email) {
-            v.add("email", "must be an email address, e.g. ada@example.com");
-        }
         // Computed when blank, and kept computed while the client never set
         // it: a stored name equal to the old computed one follows the names.
         let was_computed = old.is_some_and(|o| o.display_name == full_name(o));
@@ -74,12 +70,6 @@ impl Entity for Contact {
             || (was_computed && old.is_some_and(|o| o.display_name == self.display_name))
         {
             self.display_name = full_name(self);
-        }
-        if !self.phone.is_empty() && !is_e164(&self.phone) {
-            v.add("phone", "must be in E.164 format, e.g. +14155550100");
-        }
-        if !self.linkedin_url.is_empty() && !is_http_url(&self.linkedin_url) {
-            v.add("linkedin_url", "must be an absolute http(s) URL");
         }
         if !self.reports_to_contact_id.is_empty() && self.reports_to_contact_id == self.id {
             v.add("reports_to_contact_id", "cannot be the contact itself");

@@ -10,8 +10,6 @@ use crate::proto::{Deal, StageChange};
 use crate::records::store::now;
 use crate::records::{Change, Checker, Entity, Kind, Reference};
 
-use super::rules::is_currency;
-
 /// The deal kind.
 pub static KIND: Kind = Kind::new(
     "crm.v1.Deal",
@@ -61,19 +59,7 @@ impl Entity for Deal {
                 "cannot be cleared: every deal keeps a number",
             );
         }
-        self.currency = self.currency.to_ascii_uppercase();
-        if !self.currency.is_empty() && !is_currency(&self.currency) {
-            v.add("currency", "must be an ISO 4217 currency code, e.g. USD");
-        }
-        if self
-            .probability
-            .is_some_and(|p| !(0.0..=100.0).contains(&p))
-        {
-            v.add("probability", "must be between 0 and 100");
-        }
-        if self.value.is_some_and(|x| x < 0.0) {
-            v.add("value", "must not be negative");
-        }
+        // currency, probability, value: the proto's buf.validate rules.
         if self.stage == CLOSED_LOST {
             for (field, value) in [
                 ("loss_reason", &self.loss_reason),

@@ -39,20 +39,13 @@ impl Entity for LineItem {
     }
 
     fn check(&mut self, _old: Option<&Self>, v: &mut Checker) {
-        self.currency = self.currency.to_ascii_uppercase();
-        if self.quantity.is_some_and(|q| q <= 0.0) {
-            v.add("quantity", "must be greater than 0");
-        }
-        if self.unit_price.is_some_and(|p| p < 0.0) {
-            v.add("unit_price", "must not be negative");
-        }
-        match self.discount {
-            Some(d) if d < 0.0 => v.add("discount", "must not be negative"),
-            Some(d) if self.discount_type == "percent" && d > 100.0 => v.add(
+        // quantity > 0, unit_price and discount ≥ 0: the proto's
+        // buf.validate rules.
+        if self.discount_type == "percent" && self.discount.is_some_and(|d| d > 100.0) {
+            v.add(
                 "discount",
                 "must be at most 100 when discount_type is percent",
-            ),
-            _ => {}
+            );
         }
     }
 

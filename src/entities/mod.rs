@@ -9,7 +9,6 @@ pub mod contact;
 pub mod deal;
 pub mod line_item;
 pub mod quote;
-pub mod rules;
 
 use sqlx::SqlSafeStr;
 

@@ -12,7 +12,6 @@ use crate::proto::Quote;
 use crate::records::effects::{self, SideWrite};
 use crate::records::{Change, Checker, Entity, Kind, Op, Reference};
 
-use super::rules::is_currency;
 use super::{Flag, FlagChange};
 
 /// Currency of a quote that names none and has no deal currency to inherit.
@@ -80,10 +79,6 @@ impl Entity for Quote {
     }
 
     fn check(&mut self, old: Option<&Self>, v: &mut Checker) {
-        self.currency = self.currency.to_ascii_uppercase();
-        if !self.currency.is_empty() && !is_currency(&self.currency) {
-            v.add("currency", "must be an ISO 4217 currency code, e.g. USD");
-        }
         match (self.validity_date, self.valid_until) {
             (Some(a), Some(b)) if a != b => {
                 // On update, the one the client changed wins.

@@ -244,6 +244,8 @@ struct Patch {
     msg: DynamicMessage,
     /// Its resolved update mask.
     paths: Vec<mask::Path>,
+    /// The violations of its fields as sent, reported with the rest.
+    raw: Violations,
 }
 
 /// Checks an update or upsert item's sizes and mask before any other work.
@@ -251,7 +253,7 @@ fn patch<E: Entity>(prefix: String, rec: &E, update_mask: &[String]) -> Result<P
     let kind = E::kind();
     let meta = kind.meta();
     let msg = to_dynamic(rec);
-    fields::precheck(&msg, meta, &format!("{prefix}{}", kind.resource))?;
+    let raw = fields::precheck(&msg, meta, &format!("{prefix}{}", kind.resource))?;
     let paths = mask::resolve(meta, &msg, update_mask).map_err(|e| match e {
         Error::Invalid(v) => {
             let mut all = Violations::new();
@@ -271,6 +273,7 @@ fn patch<E: Entity>(prefix: String, rec: &E, update_mask: &[String]) -> Result<P
         version: rec.version(),
         msg,
         paths,
+        raw,
     })
 }
 
@@ -438,7 +441,7 @@ impl Store {
         let mut drafts = Vec::new();
         let mut prefixes = Vec::new();
         for (p, old) in items {
-            let mut v = Checker::new(&format!("{}{resource}", p.prefix));
+            let mut v = Checker::with(&format!("{}{resource}", p.prefix), p.raw.clone());
             created.push(old.is_none());
             match old {
                 Some(old) => match merge(old, &p.msg, &p.paths, &caller, &at, &mut v) {

@@ -1,9 +1,10 @@
-//! Generic field rules, applied to every entity from its descriptor:
-//! trimming and de-duplication, enumerated values and defaults from the
-//! proto options (`crm.v1.allowed_values`, `crm.v1.default_value`), length and
-//! size bounds, finite numbers, representable timestamps, REQUIRED fields,
-//! and the id format of reference fields. Entity-specific rules live in
-//! `crate::entities`.
+//! Generic field rules, applied to every entity from its descriptor: the
+//! `buf.validate` rules the protos declare (lengths, patterns — reference
+//! ids, emails, URLs… —, enumerations, bounds; see [`super::rules`]),
+//! trimming and de-duplication, defaults (`crm.v1.default_value`), the size
+//! of free-form JSON, finite numbers of at most 15 significant digits, NUL
+//! characters, and REQUIRED fields. Entity-specific rules (those between
+//! fields, or that need the database) live in `crate::entities`.
 
 use prost::Message;
 use prost_reflect::{DynamicMessage, MapKey, ReflectMessage, Value};
@@ -16,16 +17,8 @@ use crate::error::Violations;
 // bound on its size: nothing here is quadratic, and nothing runs long on a
 // large request before refusing it.
 
-/// Longest single-line text field, in characters.
-pub const MAX_TEXT_CHARS: usize = 1_024;
-/// Longest single-line text field (and string-list entry), in UTF-8 bytes:
-/// such values are indexed, and a B-tree entry must fit a third of a page.
-pub const MAX_TEXT_BYTES: usize = 2_048;
-/// Longest free-text field (descriptions, notes), in characters.
-pub const MAX_LONG_TEXT_CHARS: usize = 65_536;
-/// Longest `external_id`, in characters.
-pub const MAX_EXTERNAL_ID_CHARS: usize = 255;
-/// Most entries in a string list (tags, ids), as sent.
+/// Most entries in a string list (tags, ids), as sent: every list field
+/// declares at most this as its `repeated.max_items`.
 pub const MAX_LIST_LEN: usize = 1_000;
 /// Largest free-form JSON field (custom_fields, addresses, ...), encoded.
 pub const MAX_JSON_BYTES: usize = 65_536;
@@ -36,10 +29,6 @@ pub const MAX_MAGNITUDE: f64 = 1e15;
 /// ...and have at most this many significant digits, so that they cross the
 /// wire as a double exactly.
 pub const MAX_SIGNIFICANT_DIGITS: usize = 15;
-
-// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the RFC 3339 range.
-const MIN_SECONDS: i64 = -62_135_596_800;
-const MAX_SECONDS: i64 = 253_402_300_799;
 
 /// Collects the violations of one resource in a request, with paths
 /// prefixed by the resource's request field (`account.website`).
@@ -65,15 +54,43 @@ impl Checker {
         }
     }
 
+    /// Adds violations already prefixed (from [`precheck`]), once each.
+    pub fn absorb(&mut self, other: Violations) {
+        for v in other.iter() {
+            if !self
+                .violations
+                .iter()
+                .any(|w| w.field == v.field && w.description == v.description)
+            {
+                self.violations.add(v.field.clone(), v.description.clone());
+            }
+        }
+    }
+
+    /// True when `field` (relative to the resource) was reported.
+    pub fn has(&self, field: &str) -> bool {
+        let full = format!("{}.{field}", self.prefix);
+        self.violations.iter().any(|v| v.field == full)
+    }
+
     /// The prefix of this checker's paths.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// Reports that `field` (relative to the resource) is invalid.
+    /// Reports that `field` (relative to the resource) is invalid. The same
+    /// violation found twice (on the record as sent and as normalized) is
+    /// reported once.
     pub fn add(&mut self, field: &str, description: impl Into<String>) {
-        self.violations
-            .add(format!("{}.{field}", self.prefix), description);
+        let field = format!("{}.{field}", self.prefix);
+        let description = description.into();
+        if !self
+            .violations
+            .iter()
+            .any(|v| v.field == field && v.description == description)
+        {
+            self.violations.add(field, description);
+        }
     }
 
     /// True when nothing was reported.
@@ -172,8 +189,10 @@ pub fn clear_null_values(msg: &mut DynamicMessage, meta: &Meta) {
     }
 }
 
-/// Trims text (except free-text fields), lowercases enumerated strings,
-/// fills `(crm.v1.default_value)` defaults, drops duplicate list entries and
+/// Trims text (except free-text fields; ASCII whitespace, the `\s` of the
+/// declared patterns, so that a value that passed its pattern as sent never
+/// trims to one that would not), canonicalizes ids, fills
+/// `(crm.v1.default_value)` defaults, drops duplicate list entries and
 /// clears null Values.
 pub fn normalize(msg: &mut DynamicMessage, meta: &Meta) {
     clear_null_values(msg, meta);
@@ -185,12 +204,9 @@ pub fn normalize(msg: &mut DynamicMessage, meta: &Meta) {
         match f.shape {
             Shape::String if !f.long_text => {
                 if let Value::String(s) = msg.get_field_mut(&f.desc) {
-                    let t = s.trim();
+                    let t = s.trim_ascii();
                     if t.len() != s.len() {
                         *s = t.to_owned();
-                    }
-                    if !f.allowed.is_empty() {
-                        *s = s.to_lowercase();
                     }
                     if let Some(id) = f.id_prefix.and_then(|p| canonical_id_with(p, s)) {
                         *s = id;
@@ -199,11 +215,11 @@ pub fn normalize(msg: &mut DynamicMessage, meta: &Meta) {
             }
             Shape::StringList => {
                 if let Value::List(items) = msg.get_field_mut(&f.desc) {
-                    // Linear: the entry count was bounded by `check_sizes`.
+                    // Linear: the entry count was bounded by `check_fields`.
                     let mut seen = std::collections::HashSet::with_capacity(items.len());
                     items.retain_mut(|v| match v {
                         Value::String(s) => {
-                            let t = s.trim();
+                            let t = s.trim_ascii();
                             let t = f
                                 .id_prefix
                                 .and_then(|p| canonical_id_with(p, t))
@@ -274,38 +290,73 @@ pub fn json_problem(v: &Value, depth: usize) -> Option<String> {
     }
 }
 
-/// The size limits of every writable field of `msg`: text length (in
-/// characters and, for single-line text, bytes), list lengths, JSON size,
-/// depth and numbers, NUL characters. Run on a request's record before any
-/// work proportional to its size (normalizing, merging, references), and
-/// again on the record about to be stored. Server-maintained fields are never
-/// held to the client's limits.
-pub fn check_sizes(msg: &DynamicMessage, meta: &Meta, v: &mut Checker) {
-    for f in meta.fields.iter().filter(|f| f.writable()) {
+/// How much of [`check_fields`] to run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Only the bounds on size (text length, list length, JSON size and
+    /// depth): what must hold before any work proportional to a request.
+    Sizes,
+    /// Every rule.
+    All,
+}
+
+/// The `(buf.validate.field)` rules and the size limits of every writable
+/// field of `msg` (text length and pattern, enumerations, list lengths,
+/// number and time bounds, JSON size, depth and numbers, NUL characters).
+/// Run on a request's record as sent (sizes first, before any work
+/// proportional to its size: normalizing, merging, references), and again on
+/// the normalized record about to be stored. An absent or empty field is
+/// exempt (`required` is checked by [`validate`]; `Meta::build` makes sure
+/// every rule that the empty value breaks is on a required field or one
+/// declared `IGNORE_IF_ZERO_VALUE`, so that this is protovalidate's
+/// semantics). Server-maintained fields are never held to the client's
+/// limits.
+pub fn check_fields(msg: &DynamicMessage, meta: &Meta, scope: Scope, v: &mut Checker) {
+    let all = scope == Scope::All;
+    for f in meta
+        .fields
+        .iter()
+        .filter(|f| f.writable() || f.name == "version")
+    {
         if !msg.has_field(&f.desc) {
             continue;
         }
+        let rules = &f.rules;
         let value = msg.get_field(&f.desc);
         match (f.shape, value.as_ref()) {
             (Shape::String, Value::String(s)) => {
-                if s.contains('\0') {
-                    v.add(&f.name, "must not contain NUL characters");
-                } else if let Some(problem) = text_problem(s, f.long_text) {
+                let problem = match rules.string.as_ref() {
+                    Some(r) if all => r.problem(s),
+                    Some(r) => r.size_problem(s),
+                    None => None,
+                };
+                if let Some(problem) = problem {
                     v.add(&f.name, problem);
+                } else if all && s.contains('\0') {
+                    v.add(&f.name, "must not contain NUL characters");
                 }
             }
             (Shape::StringList, Value::List(items)) => {
-                if items.len() > MAX_LIST_LEN {
-                    v.add(&f.name, format!("must have at most {MAX_LIST_LEN} entries"));
+                let repeated = rules.repeated.as_ref();
+                if let Some(max) = repeated.and_then(|r| r.max_items)
+                    && items.len() as u64 > max
+                {
+                    v.add(&f.name, format!("must have at most {max} entries"));
                     continue;
                 }
+                let item_rules = repeated
+                    .and_then(|r| r.items.as_deref())
+                    .and_then(|r| r.string.as_ref());
                 for (i, item) in items.iter().enumerate() {
                     let Value::String(s) = item else { continue };
-                    let problem = if s.contains('\0') {
-                        Some("must not contain NUL characters".to_owned())
-                    } else {
-                        text_problem(s, false)
-                    };
+                    let problem = match item_rules {
+                        Some(r) if all => r.problem(s),
+                        Some(r) => r.size_problem(s),
+                        None => None,
+                    }
+                    .or_else(|| {
+                        (all && s.contains('\0')).then(|| "must not contain NUL characters".into())
+                    });
                     if let Some(problem) = problem {
                         v.add(&format!("{}[{i}]", f.name), problem);
                     }
@@ -325,12 +376,26 @@ pub fn check_sizes(msg: &DynamicMessage, meta: &Meta, v: &mut Checker) {
                     v.add(&f.name, format!("must be at most {MAX_JSON_BYTES} bytes"));
                 } else if let Some(problem) = json_problem(&value, 0) {
                     v.add(&f.name, problem);
-                } else if contains_nul(&value) {
+                } else if all && contains_nul(&value) {
                     v.add(&f.name, "must not contain NUL characters");
                 }
             }
-            (Shape::Double, Value::F64(x)) => {
-                if let Some(problem) = number_problem(*x) {
+            (Shape::Double, Value::F64(x)) if all => {
+                let problem = match rules.number.and_then(|b| b.problem(*x)) {
+                    Some(p) => Some(p),
+                    None => number_problem(*x),
+                };
+                if let Some(problem) = problem {
+                    v.add(&f.name, problem);
+                }
+            }
+            (Shape::Int32, Value::I32(x)) if all => {
+                if let Some(problem) = rules.number.and_then(|b| b.problem(f64::from(*x))) {
+                    v.add(&f.name, problem);
+                }
+            }
+            (Shape::Timestamp, Value::Message(ts)) if all => {
+                if let Some(problem) = timestamp_problem(ts, rules) {
                     v.add(&f.name, problem);
                 }
             }
@@ -339,111 +404,60 @@ pub fn check_sizes(msg: &DynamicMessage, meta: &Meta, v: &mut Checker) {
     }
 }
 
-/// What is wrong with the length of a text value, if anything.
-fn text_problem(s: &str, long_text: bool) -> Option<String> {
-    if long_text {
-        // A cheap bound first: a character is at most 4 bytes.
-        if s.len() > MAX_LONG_TEXT_CHARS && s.chars().count() > MAX_LONG_TEXT_CHARS {
-            return Some(format!("must be at most {MAX_LONG_TEXT_CHARS} characters"));
-        }
-        return None;
+/// What is wrong with a timestamp, if anything: nanoseconds out of range
+/// (not a valid `google.protobuf.Timestamp`), or outside the field's
+/// `(buf.validate.field).timestamp` bounds (0001-01-01 to 9999-12-31 UTC,
+/// what RFC 3339 and Postgres can both hold).
+fn timestamp_problem(ts: &DynamicMessage, rules: &super::rules::Rules) -> Option<String> {
+    let seconds = ts
+        .get_field_by_name("seconds")
+        .and_then(|s| s.as_i64())
+        .unwrap_or(0);
+    let nanos = ts
+        .get_field_by_name("nanos")
+        .and_then(|n| n.as_i32())
+        .unwrap_or(0);
+    let bounds = rules.timestamp?;
+    if !(0..1_000_000_000).contains(&nanos) {
+        return Some(bounds.describe());
     }
-    if s.len() > MAX_TEXT_CHARS && s.chars().count() > MAX_TEXT_CHARS {
-        return Some(format!("must be at most {MAX_TEXT_CHARS} characters"));
-    }
-    if s.len() > MAX_TEXT_BYTES {
-        return Some(format!(
-            "must be at most {MAX_TEXT_BYTES} bytes in UTF-8 (this text has {})",
-            s.len()
-        ));
-    }
-    None
+    bounds.problem((seconds, nanos))
 }
 
-/// The limits a request's record must meet before anything else is done
-/// with it: the violations of [`check_sizes`], as an error.
+/// The rules a request's record must meet, checked on the record as sent:
+/// over a size bound, the request is refused at once (`Err`), before any
+/// work proportional to it; otherwise the violations of the other rules are
+/// returned, to be reported together with the rest (see [`Checker::with`]).
 pub fn precheck(
     msg: &DynamicMessage,
     meta: &Meta,
     prefix: &str,
-) -> Result<(), crate::error::Error> {
+) -> Result<crate::error::Violations, crate::error::Error> {
     let mut v = Checker::new(prefix);
-    check_sizes(msg, meta, &mut v);
-    v.into_violations().into_result()
+    check_fields(msg, meta, Scope::Sizes, &mut v);
+    if !v.is_empty() {
+        return Err(v.into_violations().into_result().unwrap_err());
+    }
+    check_fields(msg, meta, Scope::All, &mut v);
+    Ok(v.into_violations())
 }
 
-/// Checks every generic rule on a normalized record and reports on `v`.
-pub fn validate(msg: &DynamicMessage, meta: &Meta, kind: &Kind, v: &mut Checker) {
-    check_sizes(msg, meta, v);
-    for f in &meta.fields {
-        let present = msg.has_field(&f.desc);
-        let value = msg.get_field(&f.desc);
-        match (f.shape, value.as_ref()) {
-            (Shape::String, Value::String(s)) => {
-                if f.behavior.required && s.is_empty() && f.writable() {
-                    v.add(&f.name, "is required");
-                }
-                if !s.is_empty() && !f.allowed.is_empty() && !f.allowed.contains(s) {
-                    v.add(&f.name, format!("must be one of {}", f.allowed.join(", ")));
-                }
-                if f.name == "external_id" && s.chars().count() > MAX_EXTERNAL_ID_CHARS {
-                    v.add(
-                        &f.name,
-                        format!("must be at most {MAX_EXTERNAL_ID_CHARS} characters"),
-                    );
-                }
-            }
-            (Shape::StringList, Value::List(items)) if f.writable() => {
-                for (i, item) in items.iter().enumerate() {
-                    if item.as_str().is_some_and(str::is_empty) {
-                        v.add(&format!("{}[{i}]", f.name), "must not be empty");
-                    }
-                }
-            }
-            (Shape::Timestamp, Value::Message(ts)) if present => {
-                let seconds = ts
-                    .get_field_by_name("seconds")
-                    .and_then(|s| s.as_i64())
-                    .unwrap_or(0);
-                let nanos = ts
-                    .get_field_by_name("nanos")
-                    .and_then(|n| n.as_i32())
-                    .unwrap_or(0);
-                if !(MIN_SECONDS..=MAX_SECONDS).contains(&seconds)
-                    || !(0..1_000_000_000).contains(&nanos)
-                {
-                    v.add(
-                        &f.name,
-                        "must be a time between 0001-01-01 and 9999-12-31 (UTC)",
-                    );
-                }
-            }
-            _ => {}
-        }
-        if f.behavior.required && f.writable() && !matches!(f.shape, Shape::String) && !present {
-            v.add(&f.name, "is required");
-        }
-    }
-    for r in kind.references {
-        let Some(value) = msg.get_field_by_name(r.field) else {
+/// Checks every generic rule on a normalized record and reports on `v`:
+/// the declared rules ([`check_fields`]; reference ids included, by their
+/// declared pattern) and the required fields.
+pub fn validate(msg: &DynamicMessage, meta: &Meta, v: &mut Checker) {
+    check_fields(msg, meta, Scope::All, v);
+    for f in meta.fields.iter().filter(|f| f.writable()) {
+        if !(f.behavior.required || f.rules.required) {
             continue;
+        }
+        let missing = match (f.shape, msg.get_field(&f.desc).as_ref()) {
+            (Shape::String, Value::String(s)) => s.is_empty(),
+            _ => !msg.has_field(&f.desc),
         };
-        let bad = |s: &str| !s.is_empty() && !is_id_of(r.target, s);
-        let expected = format!(
-            "must be {} id ({}_ followed by a 26-character ULID)",
-            article(r.target.resource),
-            r.target.prefix
-        );
-        match value.as_ref() {
-            Value::String(s) if bad(s) => v.add(r.field, expected),
-            Value::List(items) if items.len() <= MAX_LIST_LEN => {
-                for (i, item) in items.iter().enumerate() {
-                    if item.as_str().is_some_and(bad) {
-                        v.add(&format!("{}[{i}]", r.field), expected.clone());
-                    }
-                }
-            }
-            _ => {}
+        // A blank value reported by its pattern is not reported twice.
+        if missing && !v.has(&f.name) {
+            v.add(&f.name, "is required");
         }
     }
 }

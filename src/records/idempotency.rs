@@ -34,8 +34,17 @@ impl Idempotency {
         if request_id.is_empty() {
             return Ok(None);
         }
-        let request_id = uuid::Uuid::try_parse(request_id)
-            .map_err(|_| invalid("request_id", "must be a UUID"))?;
+        // The hyphenated form only (36 characters), as the proto's pattern
+        // declares: the same key always has the same spelling.
+        let request_id = Some(request_id)
+            .filter(|r| r.len() == 36)
+            .and_then(|r| uuid::Uuid::try_parse(r).ok())
+            .ok_or_else(|| {
+                invalid(
+                    "request_id",
+                    "must be a UUID in its hyphenated form, e.g. 0b6f1f3e-8d3a-4c52-9f3e-2a1c5d7e9b10",
+                )
+            })?;
         let mut h = Sha256::new();
         h.update(method.as_bytes());
         h.update([0]);

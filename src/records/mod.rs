@@ -25,6 +25,7 @@ pub mod filter;
 pub mod idempotency;
 pub mod mask;
 pub mod page;
+pub mod rules;
 pub mod schema;
 pub mod store;
 

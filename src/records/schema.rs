@@ -5,6 +5,7 @@
 use prost_reflect::{FieldDescriptor, Kind as ProtoKind, MessageDescriptor, Value};
 
 use super::Kind;
+use super::rules::Rules;
 use crate::proto::DESCRIPTOR_POOL;
 use crate::sql::statements::{Column, ColumnType, Statements};
 
@@ -57,8 +58,11 @@ pub struct FieldMeta {
     pub behavior: Behavior,
     /// Free text: not trimmed, long bound.
     pub long_text: bool,
-    /// `(crm.v1.allowed_values)`: the only values a string field accepts.
+    /// `(buf.validate.field).string.in`: the only values a string field
+    /// accepts.
     pub allowed: Vec<String>,
+    /// Its `(buf.validate.field)` rules.
+    pub rules: Rules,
     /// `(crm.v1.default_value)`: the value an empty string field takes.
     pub default: Option<String>,
     /// For the `id` field and reference fields: the id prefix of the kind
@@ -92,7 +96,6 @@ pub struct Meta {
 }
 
 const FIELD_BEHAVIOR: &str = "google.api.field_behavior";
-const ALLOWED_VALUES: &str = "crm.v1.allowed_values";
 const DEFAULT_VALUE: &str = "crm.v1.default_value";
 // google.api.FieldBehavior numbers.
 const REQUIRED: i32 = 2;
@@ -120,27 +123,17 @@ fn behavior(field: &FieldDescriptor) -> Behavior {
     b
 }
 
-/// The `(crm.v1.allowed_values)` and `(crm.v1.default_value)` of a field.
-fn values(field: &FieldDescriptor) -> (Vec<String>, Option<String>) {
-    let ext = |name: &str| {
-        DESCRIPTOR_POOL
-            .get_extension_by_name(name)
-            .unwrap_or_else(|| panic!("{name} is declared in crm/v1/common.proto"))
-    };
-    let options = field.options();
-    let allowed = match options.get_extension(&ext(ALLOWED_VALUES)).as_ref() {
-        Value::List(values) => values
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let default = options
-        .get_extension(&ext(DEFAULT_VALUE))
+/// The `(crm.v1.default_value)` of a field.
+fn default_value(field: &FieldDescriptor) -> Option<String> {
+    let ext = DESCRIPTOR_POOL
+        .get_extension_by_name(DEFAULT_VALUE)
+        .unwrap_or_else(|| panic!("{DEFAULT_VALUE} is declared in crm/v1/common.proto"));
+    field
+        .options()
+        .get_extension(&ext)
         .as_str()
         .filter(|s| !s.is_empty())
-        .map(str::to_owned);
-    (allowed, default)
+        .map(str::to_owned)
 }
 
 fn shape(field: &FieldDescriptor) -> Shape {
@@ -186,7 +179,13 @@ impl Meta {
         let fields: Vec<FieldMeta> = desc
             .fields()
             .map(|f| {
-                let (allowed, default) = values(&f);
+                let rules = Rules::of(&f);
+                let allowed = rules
+                    .string
+                    .as_ref()
+                    .map(|s| s.one_of.clone())
+                    .unwrap_or_default();
+                let default = default_value(&f);
                 let id_prefix = if f.name() == "id" {
                     Some(kind.prefix)
                 } else {
@@ -195,6 +194,15 @@ impl Meta {
                         .find(|r| r.field == f.name())
                         .map(|r| r.target.prefix)
                 };
+                let mut rules = rules;
+                if let Some(target) = kind.references.iter().find(|r| r.field == f.name()) {
+                    let description = format!(
+                        "{} id ({}_ followed by a 26-character ULID)",
+                        super::fields::article(target.target.resource),
+                        target.target.prefix
+                    );
+                    rules.describe_values(&description);
+                }
                 FieldMeta {
                     id_prefix,
                     name: f.name().to_owned(),
@@ -203,6 +211,7 @@ impl Meta {
                     long_text: kind.long_text.contains(&f.name()),
                     allowed,
                     default,
+                    rules,
                     desc: f,
                 }
             })
@@ -214,6 +223,82 @@ impl Meta {
                     .any(|f| f.name == *name && f.behavior.output_only),
                 "{}: computed column {name} must be an output-only field",
                 kind.message
+            );
+        }
+        for f in fields.iter().filter(|f| f.writable()) {
+            let string = f.rules.string.as_ref();
+            let bounded = |s: &super::rules::StringRules| {
+                s.max_len.is_some()
+                    || !s.one_of.is_empty()
+                    || s.pattern
+                        .as_ref()
+                        .is_some_and(|p| p.source.starts_with('^') && p.source.ends_with('$'))
+            };
+            // protovalidate checks the empty value too unless the field is
+            // IGNORE_IF_ZERO_VALUE; the server exempts it (an update leaves
+            // absent fields alone): the two agree when a rule the empty value
+            // breaks is on a required or IGNORE_IF_ZERO_VALUE field.
+            if f.shape == Shape::String && string.is_some_and(|s| s.problem("").is_some()) {
+                assert!(
+                    f.rules.required || f.rules.ignore_zero,
+                    "{}.{}: a rule the empty value breaks needs required or IGNORE_IF_ZERO_VALUE",
+                    kind.message,
+                    f.name
+                );
+            }
+            assert!(
+                f.rules.required == f.behavior.required,
+                "{}.{}: REQUIRED in field_behavior and buf.validate agree",
+                kind.message,
+                f.name
+            );
+            match f.shape {
+                Shape::String => assert!(
+                    string.is_some_and(bounded),
+                    "{}.{}: a writable string declares a length bound",
+                    kind.message,
+                    f.name
+                ),
+                Shape::StringList => assert!(
+                    f.rules.repeated.as_ref().is_some_and(|r| {
+                        r.max_items
+                            .is_some_and(|n| n <= super::fields::MAX_LIST_LEN as u64)
+                            && r.items
+                                .as_ref()
+                                .and_then(|i| i.string.as_ref())
+                                .is_some_and(bounded)
+                    }),
+                    "{}.{}: a writable list declares max_items (at most {}) and bounded items",
+                    kind.message,
+                    f.name,
+                    super::fields::MAX_LIST_LEN
+                ),
+                _ => {}
+            }
+        }
+        for r in kind.references {
+            let f = fields
+                .iter()
+                .find(|f| f.name == r.field)
+                .expect("reference fields are fields");
+            let pattern = f
+                .rules
+                .string
+                .as_ref()
+                .or_else(|| {
+                    f.rules
+                        .repeated
+                        .as_ref()
+                        .and_then(|r| r.items.as_ref())
+                        .and_then(|i| i.string.as_ref())
+                })
+                .and_then(|s| s.pattern.as_ref());
+            assert!(
+                pattern.is_some_and(|p| p.source.starts_with(&format!("^{}_", r.target.prefix))),
+                "{}.{}: a reference declares the id pattern of {}",
+                kind.message,
+                r.field,
+                r.target.resource
             );
         }
         for r in kind.references {

@@ -401,7 +401,7 @@ fn prepare<E: Entity>(
     stamp(&mut rec);
     rec.check(old, v);
     let checked = to_dynamic(&rec);
-    fields::validate(&checked, meta, kind, v);
+    fields::validate(&checked, meta, v);
     (rec, RefIds::of::<E>(&checked))
 }
 
@@ -430,7 +430,7 @@ pub(super) fn new_record<E: Entity>(
 ) -> Result<Draft<E>, Error> {
     let kind = E::kind();
     let meta = kind.meta();
-    fields::precheck(&msg, meta, v.prefix())?;
+    v.absorb(fields::precheck(&msg, meta, v.prefix())?);
     for f in meta
         .fields
         .iter()
@@ -745,11 +745,12 @@ impl Store {
         let meta = kind.meta();
         let id = parse_id::<E>(&format!("{}.id", kind.resource), patch.id())?;
         let patch_msg = to_dynamic(&patch);
-        fields::precheck(&patch_msg, meta, kind.resource)?;
+        let raw = fields::precheck(&patch_msg, meta, kind.resource)?;
         let paths = mask::resolve(meta, &patch_msg, update_mask)?;
         let expected = patch.version();
         self.write_tx(caller, idem.as_ref(), |mut tx| {
-            let (id, patch_msg, paths) = (id.clone(), patch_msg.clone(), paths.clone());
+            let (id, patch_msg, paths, raw) =
+                (id.clone(), patch_msg.clone(), paths.clone(), raw.clone());
             async move {
                 let old = fetch_for_write::<E>(&mut tx, &id, expected).await?;
                 if old.is_deleted() {
@@ -759,7 +760,7 @@ impl Store {
                     });
                 }
                 check_version(&old, expected)?;
-                let mut v = Checker::new(kind.resource);
+                let mut v = Checker::with(kind.resource, raw);
                 let caller = tx.caller().clone();
                 let draft = match merge(old, &patch_msg, &paths, &caller, &now(), &mut v) {
                     Merged::Unchanged(old) => return Ok((old, tx)),

@@ -1,9 +1,11 @@
 //! REST/JSON transport on `CRM_HTTP_ADDR`: `/api/v1/crm/...` transcoded to
 //! the gRPC services ([`transcode`]), plus `/openapi.json` (OpenAPI 3.1,
 //! generated from the protos at build time), the API explorer at
-//! `/explorer` (assets embedded), `/healthz`, `/readyz` and `/metrics`; and
-//! gRPC-Web (`content-type: application/grpc-web…`, at the gRPC paths
-//! `/crm.v1.<Service>/<Method>`) for browsers, through the same stack.
+//! `/explorer` (assets embedded; in development mode also its token minting
+//! at `POST /explorer/token`, see [`DevTokens`]), `/healthz`, `/readyz` and
+//! `/metrics`; and gRPC-Web (`content-type: application/grpc-web…`, at the
+//! gRPC paths `/crm.v1.<Service>/<Method>`) for browsers, through the same
+//! stack.
 
 pub mod request;
 pub mod template;
@@ -13,11 +15,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use std::sync::Arc;
 
+use crate::auth::{DEV_SECRET, mint};
 use crate::db::Db;
+use crate::error::transport::{error_response, json_response, routing_status, status_response};
+use crate::error::{Error, Violations};
 use crate::grpc::layer::CallOutcome;
 use crate::metrics::{Metrics, code_name};
 use crate::net::ConnectionCap;
@@ -28,6 +33,31 @@ pub const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.j
 /// The API explorer page (self-contained: no external assets).
 pub const EXPLORER_HTML: &str = include_str!("explorer.html");
 
+/// How long a token minted by `POST /explorer/token` lives (as long as
+/// `crm token`'s default).
+pub const DEV_TOKEN_TTL_SECS: u64 = 3600;
+/// Longest `tenant` `POST /explorer/token` takes (the authenticator's limit
+/// on `tenant_id`).
+const DEV_TENANT_MAX: usize = 128;
+/// Longest `sub` `POST /explorer/token` takes (the authenticator's limit).
+const DEV_SUB_MAX: usize = 256;
+/// Largest `POST /explorer/token` body.
+const DEV_TOKEN_BODY_MAX: usize = 4096;
+
+/// Development-mode token minting for the explorer: with it, the router
+/// serves `POST /explorer/token` (`{"tenant": ..., "sub": ...}` → a token
+/// signed with the built-in development secret, exactly as `crm token`
+/// signs without `CRM_JWT_SECRET`, with the configured issuer and audience).
+/// Only `serve --dev` running on the development secret has it; otherwise
+/// the path does not exist (404), so no other deployment can mint tokens.
+#[derive(Clone, Debug, Default)]
+pub struct DevTokens {
+    /// The `iss` claim the server requires, when configured.
+    pub issuer: Option<String>,
+    /// The `aud` claim the server requires, when configured.
+    pub audience: Option<String>,
+}
+
 #[derive(Clone)]
 struct Rest {
     transcoder: Transcoder,
@@ -36,14 +66,16 @@ struct Rest {
     connections: ConnectionCap,
 }
 
-/// The HTTP router.
+/// The HTTP router; with `dev_tokens` (development mode only) it also
+/// mints tokens for the explorer at `POST /explorer/token`.
 pub fn router(
     transcoder: Transcoder,
     db: Db,
     metrics: Arc<Metrics>,
     connections: ConnectionCap,
+    dev_tokens: Option<DevTokens>,
 ) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -52,7 +84,14 @@ pub fn router(
         .route(
             "/",
             get(|| async { axum::response::Redirect::temporary("/explorer") }),
-        )
+        );
+    if let Some(dev) = dev_tokens.map(Arc::new) {
+        router = router.route(
+            "/explorer/token",
+            post(move |req: axum::extract::Request| dev_token(dev, req)),
+        );
+    }
+    router
         .fallback(api)
         .layer(axum::middleware::from_fn(access_log))
         .with_state(Rest {
@@ -168,4 +207,154 @@ async fn explorer() -> Response {
         EXPLORER_HTML,
     )
         .into_response()
+}
+
+/// Checks a `POST /explorer/token` body: a JSON object with exactly `tenant`
+/// (1–128 characters of `A-Z a-z 0-9 - _ . : @`, what the authenticator
+/// takes as `tenant_id`) and `sub` (1–256 bytes, no surrounding whitespace,
+/// no control characters). Every violation names its field.
+fn dev_token_request(body: &[u8]) -> Result<(String, String), Error> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        crate::error::invalid(
+            "body",
+            format!("must be a JSON object {{\"tenant\": \"...\", \"sub\": \"...\"}}: {e}"),
+        )
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(crate::error::invalid(
+            "body",
+            "must be a JSON object {\"tenant\": \"...\", \"sub\": \"...\"}",
+        ));
+    };
+    let mut violations = Violations::new();
+    for key in object.keys() {
+        if key != "tenant" && key != "sub" {
+            violations.add(
+                key.as_str(),
+                "unknown field: the body takes only tenant and sub",
+            );
+        }
+    }
+    let mut text = |field: &str| match object.get(field) {
+        None | Some(serde_json::Value::Null) => {
+            violations.add(field, "is required");
+            None
+        }
+        Some(serde_json::Value::String(s)) if s.is_empty() => {
+            violations.add(field, "must not be empty");
+            None
+        }
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            violations.add(field, "must be a string");
+            None
+        }
+    };
+    let (tenant, sub) = (text("tenant"), text("sub"));
+    if let Some(t) = &tenant {
+        if t.len() > DEV_TENANT_MAX {
+            violations.add(
+                "tenant",
+                format!("must be at most {DEV_TENANT_MAX} characters"),
+            );
+        } else if !t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+        {
+            violations.add(
+                "tenant",
+                "may contain only letters, digits and - _ . : @ (e.g. acme-inc)",
+            );
+        }
+    }
+    if let Some(s) = &sub {
+        if s.len() > DEV_SUB_MAX {
+            violations.add("sub", format!("must be at most {DEV_SUB_MAX} bytes"));
+        } else if s.trim() != s {
+            violations.add("sub", "must not begin or end with whitespace");
+        } else if s.chars().any(char::is_control) {
+            violations.add("sub", "must not contain control characters");
+        }
+    }
+    violations.into_result()?;
+    // (A missing field is a violation above.)
+    tenant
+        .zip(sub)
+        .ok_or_else(|| crate::error::invalid("body", "tenant and sub are required"))
+}
+
+/// `POST /explorer/token` (development mode only): mints a token for the
+/// explorer, signed with the development secret, valid for
+/// [`DEV_TOKEN_TTL_SECS`].
+async fn dev_token(dev: Arc<DevTokens>, req: axum::extract::Request) -> Response {
+    let request_id = req.headers().get("x-request-id").cloned();
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        let status = routing_status(
+            tonic::Code::InvalidArgument,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "the body must be JSON (content-type: application/json)".into(),
+        );
+        let mut r = status_response(&status, request_id.as_ref());
+        *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return r;
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), DEV_TOKEN_BODY_MAX).await else {
+        let status = routing_status(
+            tonic::Code::OutOfRange,
+            "MESSAGE_TOO_LARGE",
+            format!("request body exceeds {DEV_TOKEN_BODY_MAX} bytes or is unreadable"),
+        );
+        let mut r = status_response(&status, request_id.as_ref());
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        return r;
+    };
+    let (tenant, sub) = match dev_token_request(&body) {
+        Ok(v) => v,
+        Err(e) => return error_response(e, request_id.as_ref()),
+    };
+    let token = match mint(
+        DEV_SECRET.as_bytes(),
+        &tenant,
+        &sub,
+        None,
+        DEV_TOKEN_TTL_SECS,
+        dev.issuer.as_deref(),
+        dev.audience.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "minting a development token failed");
+            let status = routing_status(
+                tonic::Code::Internal,
+                "INTERNAL",
+                "could not mint a token".into(),
+            );
+            return status_response(&status, request_id.as_ref());
+        }
+    };
+    tracing::info!(tenant = %tenant, sub = %sub, "minted a development token for the explorer");
+    let expires_at = chrono::Utc::now()
+        + chrono::Duration::seconds(i64::try_from(DEV_TOKEN_TTL_SECS).unwrap_or(i64::MAX));
+    let body = serde_json::json!({
+        "token": token,
+        "token_type": "Bearer",
+        "expires_in": DEV_TOKEN_TTL_SECS,
+        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "tenant_id": tenant,
+        "sub": sub,
+    });
+    let mut r = json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+        request_id.as_ref(),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }

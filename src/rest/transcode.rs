@@ -233,6 +233,18 @@ impl Transcoder {
             }
             return r;
         };
+        // No credentials: refused before the body is read or judged, as the
+        // gRPC layer would refuse the call (a caller without a token learns
+        // nothing about what the request should hold).
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return error_response(
+                Error::Unauthenticated {
+                    reason: "MISSING_CREDENTIALS",
+                    message: "missing bearer token (authorization: Bearer <JWT>)".into(),
+                },
+                request_id.as_ref(),
+            );
+        }
         let body = match http_body_util::Limited::new(body, self.body_limit)
             .collect()
             .await
@@ -305,7 +317,14 @@ impl Transcoder {
                     }
                 }
             }
-            BodyRule::Field(_) => {}
+            BodyRule::Field(field) => {
+                // The operation's body is the resource: an absent body is a
+                // mistake, not an empty write (`{}` is the empty one).
+                return Err(invalid(
+                    field.name(),
+                    "is required: send it as the JSON request body",
+                ));
+            }
         }
         for (field_path, value) in bound {
             let display = field_path.join(".");

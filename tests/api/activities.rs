@@ -49,12 +49,26 @@ async fn activities_need_a_subject_and_a_valid_type() {
         .unwrap_err();
     assert_eq!(violations(&err), vec!["activity.type"]);
 
+    // The allowed values are exact (as the proto and OpenAPI list them).
+    let err = app
+        .activities()
+        .create_activity(authed(
+            &t,
+            create(Activity {
+                account_id: acc.id.clone(),
+                r#type: "Call".into(),
+                ..Default::default()
+            }),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["activity.type"]);
     let a = app
         .activity(
             &t,
             Activity {
                 account_id: acc.id.clone(),
-                r#type: "Call".into(),
+                r#type: "call".into(),
                 ..Default::default()
             },
         )

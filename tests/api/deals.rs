@@ -238,12 +238,25 @@ async fn bounds_and_formats() {
     let mut f = violations(&err);
     f.sort();
     assert_eq!(f, vec!["deal.account_id", "deal.name"]);
+    // Currency codes are the ISO 4217 codes as written: uppercase.
+    let err = app
+        .deals()
+        .create_deal(authed(
+            &t,
+            create(Deal {
+                currency: "eur".into(),
+                ..deal(&acc.id, "Lower")
+            }),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), vec!["deal.currency"]);
     let ok = app
         .deal(
             &t,
             Deal {
                 probability: Some(100.0),
-                currency: "eur".into(),
+                currency: "EUR".into(),
                 value: Some(59.97),
                 ..deal(&acc.id, "Ok")
             },

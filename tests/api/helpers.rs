@@ -63,6 +63,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server on a fresh database, with `tweak` applied to its config.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_in(false, tweak).await
+}
+
+/// Starts a server as [`spawn_app_with`] does, in development mode (as
+/// `crm serve --dev`) when `dev`.
+pub async fn spawn_app_in(dev: bool, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let db_name = format!(
         "crm_test_{}",
         ulid::Ulid::generate().to_string().to_lowercase()
@@ -98,9 +104,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     } else {
         None
     };
-    let app = Application::build(&cfg, false)
-        .await
-        .expect("server builds");
+    let app = Application::build(&cfg, dev).await.expect("server builds");
     let (app_role, integration_role, background_role): (String, String, String) = {
         let mut owner = sqlx::PgConnection::connect(&owner_url)
             .await
@@ -136,8 +140,15 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         channel,
         owner_url,
         capture,
-        // Without one (JWKS tests), tokens are minted as before with SECRET.
-        secret: cfg.jwt.secret.clone().unwrap_or_else(|| SECRET.into()),
+        // Without one (JWKS tests), tokens are minted as before with SECRET;
+        // in development mode the server then trusts the development secret.
+        secret: cfg.jwt.secret.clone().unwrap_or_else(|| {
+            if dev && cfg.jwt_jwks_file.is_none() {
+                crm::auth::DEV_SECRET.into()
+            } else {
+                SECRET.into()
+            }
+        }),
         stop: Some(stop),
         handle: Some(handle),
     }

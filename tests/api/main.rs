@@ -11,6 +11,7 @@ mod cluster;
 mod contacts;
 mod deals;
 mod decode_props;
+mod explorer;
 mod hardening;
 mod helpers;
 mod hostile;

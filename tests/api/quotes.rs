@@ -158,7 +158,7 @@ async fn quotes_get_numbers_statuses_and_join_their_deal() {
             UpdateQuoteRequest {
                 quote: Some(Quote {
                     id: q.id.clone(),
-                    status: "SENT".into(),
+                    status: "sent".into(),
                     valid_until: Some(until),
                     ..Default::default()
                 }),

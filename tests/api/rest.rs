@@ -210,7 +210,7 @@ conformance!(contacts_conform, Contact, "crm.v1.Contact", "contacts", contacts,
 
 conformance!(deals_conform, Deal, "crm.v1.Deal", "deals", deals,
     CreateDealRequest { deal }, create_deal, GetDealRequest, get_deal, ListDealsRequest => ListDealsResponse, list_deals -> deals,
-    input: |d: &Deps| json!({"account_id": d.account, "name": "Big", "stage": "proposal", "value": 59.97, "currency": "usd",
+    input: |d: &Deps| json!({"account_id": d.account, "name": "Big", "stage": "proposal", "value": 59.97, "currency": "USD",
         "probability": 40, "competitors": ["Initech"]}),
     invalid: |d: &Deps| json!({"account_id": d.account, "name": "x", "stage": "closed_lost", "probability": 120}),
     patch: (json!({"stage": "closed_won", "closure_notes": "signed"}), vec!["stage", "closure_notes"]),
@@ -543,8 +543,10 @@ async fn health_openapi_and_explorer_are_served() {
     assert_eq!(account["properties"]["tenant_id"]["readOnly"], true);
     assert_eq!(
         account["properties"]["source_type"]["enum"],
-        json!(["frontend", "backend", "server", "system", "api"])
+        json!(["frontend", "backend", "server", "system", "api", "", null]),
+        "empty or null (not set) takes the default"
     );
+    assert_eq!(account["properties"]["source_type"]["default"], "api");
     assert_eq!(
         doc["components"]["schemas"]["Activity"]["properties"]["type"]["enum"],
         json!(["call", "email", "meeting", "note", "task"])
@@ -990,4 +992,362 @@ async fn browsers_call_the_services_over_grpc_web_on_the_http_port() {
     let (_, status) = grpc_web(&app, "", "crm.v1.AccountService/GetAccount", &get).await;
     assert_eq!(status, (Code::Unauthenticated as i32).to_string());
     app.stop().await;
+}
+
+/// The value a schema property accepts per its `enum`, `pattern`,
+/// `maxLength` and `minimum`/`maximum` (what the OpenAPI document says).
+fn schema_accepts(prop: &Value, v: &Value) -> bool {
+    if let Some(values) = prop["enum"].as_array() {
+        return values.contains(v);
+    }
+    match v {
+        Value::String(s) => {
+            let long = prop["maxLength"]
+                .as_u64()
+                .is_some_and(|m| s.chars().count() as u64 > m);
+            let matches = prop["pattern"]
+                .as_str()
+                .is_none_or(|p| regex::Regex::new(p).unwrap().is_match(s));
+            !long && matches
+        }
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap();
+            prop["minimum"].as_f64().is_none_or(|m| x >= m)
+                && prop["maximum"].as_f64().is_none_or(|m| x <= m)
+                && prop["exclusiveMinimum"].as_f64().is_none_or(|m| x > m)
+                && prop["exclusiveMaximum"].as_f64().is_none_or(|m| x < m)
+        }
+        _ => true,
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_the_server_agree_on_what_is_valid() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    let (_, doc, _) = app.rest("GET", "/openapi.json", None, None).await;
+    let schemas = &doc["components"]["schemas"];
+    let acc = app.account(&t, "Parent").await;
+
+    // The proto's buf.validate rules, published as JSON Schema.
+    let contact = &schemas["Contact"]["properties"];
+    assert!(contact["email"]["pattern"].is_string());
+    assert_eq!(contact["email"]["maxLength"], 254);
+    assert!(
+        contact["phone"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("[1-9][0-9]{6,14}")
+    );
+    let account = &schemas["Account"]["properties"];
+    assert_eq!(account["name"]["maxLength"], 1024);
+    assert_eq!(account["name"]["x-max-bytes"], 2048);
+    assert_eq!(account["annual_revenue"]["minimum"], 0.0);
+    assert_eq!(account["annual_revenue"]["exclusiveMaximum"], 1e15);
+    assert_eq!(account["tags"]["maxItems"], 1000);
+    assert_eq!(account["description"]["maxLength"], 65536);
+    assert!(
+        account["parent_account_id"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("acc_")
+    );
+    assert_eq!(
+        schemas["Deal"]["properties"]["probability"]["maximum"],
+        100.0
+    );
+    assert_eq!(
+        schemas["LineItem"]["properties"]["quantity"]["exclusiveMinimum"],
+        0.0
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/crm/accounts/{id}"]["get"]["parameters"][0]["schema"]["pattern"],
+        "^acc_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"
+    );
+    // Links chain a create to the operations on the created record.
+    let links = &doc["paths"]["/api/v1/crm/accounts"]["post"]["responses"]["200"]["links"];
+    for op in [
+        "GetAccount",
+        "UpdateAccount",
+        "DeleteAccount",
+        "UndeleteAccount",
+    ] {
+        assert_eq!(links[op]["operationId"], op);
+        assert_eq!(links[op]["parameters"]["id"], "$response.body#/id");
+    }
+    let upsert = &doc["paths"]["/api/v1/crm/accounts:upsert"]["post"]["responses"]["200"]["links"];
+    assert_eq!(
+        upsert["GetAccount"]["parameters"]["id"],
+        "$response.body#/account/id"
+    );
+
+    // Values on both sides of each rule: the server accepts exactly what
+    // the document says it accepts.
+    let cases: Vec<(&str, &str, Value, Value)> = vec![
+        (
+            "contacts",
+            "email",
+            json!({"first_name": "Ada"}),
+            json!("ada@example.com"),
+        ),
+        (
+            "contacts",
+            "email",
+            json!({"first_name": "Ada"}),
+            json!("Ada.Lovelace+crm@Mail.Example.org"),
+        ),
+        (
+            "contacts",
+            "email",
+            json!({"first_name": "Ada"}),
+            json!("ada@example"),
+        ),
+        (
+            "contacts",
+            "email",
+            json!({"first_name": "Ada"}),
+            json!(" ada@example.com"),
+        ),
+        (
+            "contacts",
+            "email",
+            json!({"first_name": "Ada"}),
+            json!("a..b@example.com"),
+        ),
+        (
+            "contacts",
+            "phone",
+            json!({"first_name": "Ada"}),
+            json!("+14155550100"),
+        ),
+        (
+            "contacts",
+            "phone",
+            json!({"first_name": "Ada"}),
+            json!("+1 415 555 0100"),
+        ),
+        (
+            "contacts",
+            "phone",
+            json!({"first_name": "Ada"}),
+            json!("+0123456"),
+        ),
+        (
+            "contacts",
+            "linkedin_url",
+            json!({"first_name": "Ada"}),
+            json!("https://www.linkedin.com/in/ada"),
+        ),
+        (
+            "contacts",
+            "linkedin_url",
+            json!({"first_name": "Ada"}),
+            json!("linkedin.com/in/ada"),
+        ),
+        (
+            "contacts",
+            "account_id",
+            json!({"first_name": "Ada"}),
+            json!(acc.id.to_lowercase()),
+        ),
+        (
+            "contacts",
+            "account_id",
+            json!({"first_name": "Ada"}),
+            json!(format!("{}X", acc.id)),
+        ),
+        (
+            "accounts",
+            "website",
+            json!({"name": "W"}),
+            json!("HTTPS://EXAMPLE.COM/a?b#c"),
+        ),
+        (
+            "accounts",
+            "website",
+            json!({"name": "W"}),
+            json!("ftp://example.com"),
+        ),
+        (
+            "accounts",
+            "domain",
+            json!({"name": "W"}),
+            json!("Example.COM"),
+        ),
+        ("accounts", "domain", json!({"name": "W"}), json!("1.2.3.4")),
+        (
+            "accounts",
+            "domain",
+            json!({"name": "W"}),
+            json!("-a.example.com"),
+        ),
+        (
+            "accounts",
+            "source_type",
+            json!({"name": "W"}),
+            json!("api"),
+        ),
+        (
+            "accounts",
+            "source_type",
+            json!({"name": "W"}),
+            json!("API"),
+        ),
+        (
+            "accounts",
+            "source_type",
+            json!({"name": "W"}),
+            json!(" api"),
+        ),
+        ("accounts", "source_type", json!({"name": "W"}), json!("")),
+        ("accounts", "source_type", json!({"name": "W"}), json!(null)),
+        ("accounts", "annual_revenue", json!({"name": "W"}), json!(0)),
+        (
+            "accounts",
+            "annual_revenue",
+            json!({"name": "W"}),
+            json!(-0.01),
+        ),
+        (
+            "accounts",
+            "annual_revenue",
+            json!({"name": "W"}),
+            json!(1e15),
+        ),
+        (
+            "accounts",
+            "employee_count",
+            json!({"name": "W"}),
+            json!(-1),
+        ),
+        ("accounts", "name", json!({}), json!("x".repeat(1024))),
+        ("accounts", "name", json!({}), json!("x".repeat(1025))),
+        ("accounts", "name", json!({}), json!(" \t ")),
+        ("accounts", "name", json!({}), json!("\u{a0}")),
+        (
+            "deals",
+            "probability",
+            json!({"name": "D", "account_id": acc.id}),
+            json!(100),
+        ),
+        (
+            "deals",
+            "probability",
+            json!({"name": "D", "account_id": acc.id}),
+            json!(100.5),
+        ),
+        (
+            "deals",
+            "currency",
+            json!({"name": "D", "account_id": acc.id}),
+            json!("EUR"),
+        ),
+        (
+            "deals",
+            "currency",
+            json!({"name": "D", "account_id": acc.id}),
+            json!("eur"),
+        ),
+        (
+            "deals",
+            "currency",
+            json!({"name": "D", "account_id": acc.id}),
+            json!("XYZ"),
+        ),
+    ];
+    let singular = |c: &str| match c {
+        "accounts" => "Account",
+        "contacts" => "Contact",
+        _ => "Deal",
+    };
+    for (collection, field, base, value) in cases {
+        let prop = &schemas[singular(collection)]["properties"][field];
+        let mut body = base.clone();
+        body[field] = value.clone();
+        let valid = schema_accepts(prop, &value);
+        let (status, answer, _) = app
+            .rest(
+                "POST",
+                &format!("/api/v1/crm/{collection}"),
+                Some(&t),
+                Some(body),
+            )
+            .await;
+        assert_eq!(
+            status == 200,
+            valid,
+            "{collection}.{field} = {value}: the document says {}, the server answered {status} {answer}",
+            if valid { "valid" } else { "invalid" }
+        );
+        if !valid {
+            let named = answer["details"][1]["field_violations"][0]["field"].as_str();
+            assert_eq!(named.map(|f| f.ends_with(field)), Some(true), "{answer}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn credentials_come_before_the_body_and_a_body_operation_needs_one() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    // No token: 401, however broken the body (nothing about it is judged).
+    let url = format!("http://{}/api/v1/crm/accounts", app.http_addr);
+    let resp = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["details"][0]["reason"], "MISSING_CREDENTIALS");
+    // A create or an update without a body is refused, naming the body field;
+    // `{}` is an empty update.
+    let acc = app.account(&t, "Acme").await;
+    let (status, body, _) = app
+        .rest("POST", "/api/v1/crm/accounts", Some(&t), None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["details"][1]["field_violations"][0]["field"],
+        "account"
+    );
+    let path = format!("/api/v1/crm/accounts/{}", acc.id);
+    let (status, body, _) = app.rest("PATCH", &path, Some(&t), None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body, _) = app.rest("PATCH", &path, Some(&t), Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 1, "nothing changed");
+    // request_id: the hyphenated UUID form only, as the proto's pattern says.
+    for (request_id, ok) in [
+        ("0b6f1f3e-8d3a-4c52-9f3e-2a1c5d7e9b10", true),
+        ("0B6F1F3E-8D3A-4C52-9F3E-2A1C5D7E9B11", true),
+        ("0b6f1f3e8d3a4c529f3e2a1c5d7e9b12", false),
+        ("{0b6f1f3e-8d3a-4c52-9f3e-2a1c5d7e9b13}", false),
+    ] {
+        let (status, body, _) = app
+            .rest(
+                "POST",
+                &format!(
+                    "/api/v1/crm/accounts?request_id={}",
+                    request_id.replace('{', "%7B").replace('}', "%7D")
+                ),
+                Some(&t),
+                Some(json!({"name": "Keyed"})),
+            )
+            .await;
+        assert_eq!(status == 200, ok, "{request_id}: {status} {body}");
+    }
+    // Empty batches are empty answers.
+    let (status, body, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts:batchCreate",
+            Some(&t),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"accounts": []})));
 }

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from crm_client.v1 import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from crm_client.v1 import common_pb2 as crm_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
@@ -30,7 +31,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63rm/v1/activity.proto\x12\x06\x63rm.v1\x1a\x13\x63rm/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x0b\n\x08\x41\x63tivity\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x06\x61pp_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\x06source\x18\x08 \x01(\tB\x0b\xe2\x41\x01\x01\xb2\xbb\x18\x03\x65\x64m\x12R\n\x0bsource_type\x18\t \x01(\tB=\xe2\x41\x01\x01\xaa\xbb\x18\x08\x66rontend\xaa\xbb\x18\x07\x62\x61\x63kend\xaa\xbb\x18\x06server\xaa\xbb\x18\x06system\xaa\xbb\x18\x03\x61pi\xb2\xbb\x18\x03\x61pi\x12\x18\n\nis_deleted\x18\n \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x34\n\ndeleted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\ndeleted_by\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x1c\n\x0eschema_version\x18\r \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x0e \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x65xternal_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\naccount_id\x18\x14 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07\x64\x65\x61l_id\x18\x15 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\ncontact_id\x18\x16 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x63ontact_ids\x18\x17 \x03(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\ractivity_type\x18\x18 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07subject\x18\x19 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x64\x65scription\x18\x1a \x01(\tB\x04\xe2\x41\x01\x01\x12\x37\n\ractivity_date\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x32\n\x08\x64ue_date\x18\x1c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x36\n\x0c\x63ompleted_at\x18\x1d \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x14\n\x06status\x18\x1e \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08priority\x18\x1f \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tdirection\x18  \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07outcome\x18! \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nactor_type\x18\" \x01(\tB\x04\xe2\x41\x01\x01\x12\"\n\x14performed_by_user_id\x18# \x01(\tB\x04\xe2\x41\x01\x01\x12\x32\n\x0cparticipants\x18$ \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x01\x12\x1d\n\x0flinked_trace_id\x18% \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0f\x61ttachment_refs\x18& \x03(\tB\x04\xe2\x41\x01\x01\x12\x31\n\nrecurrence\x18\' \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12 \n\rreminder_sent\x18( \x01(\x08\x42\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12\x34\n\rcustom_fields\x18) \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x12\n\x04tags\x18* \x03(\tB\x04\xe2\x41\x01\x01\x12>\n\x04type\x18+ \x01(\tB0\xe2\x41\x01\x02\xaa\xbb\x18\x04\x63\x61ll\xaa\xbb\x18\x05\x65mail\xaa\xbb\x18\x07meeting\xaa\xbb\x18\x04note\xaa\xbb\x18\x04task\x12\x16\n\x08owner_id\x18, \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05notes\x18- \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0boccurred_at\x18. \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x42\t\n\x07_app_idB\r\n\x0b_deleted_byB\x10\n\x0e_reminder_sent\"\xaa\x01\n\x15ListActivitiesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06search\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cshow_deleted\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x01\"c\n\x16ListActivitiesResponse\x12*\n\nactivities\x18\x01 \x03(\x0b\x32\x10.crm.v1.ActivityB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"&\n\x12GetActivityRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"c\n\x15\x43reateActivityRequest\x12(\n\x08\x61\x63tivity\x18\x01 \x01(\x0b\x32\x10.crm.v1.ActivityB\x04\xe2\x41\x01\x02\x12 \n\nrequest_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xe2\x8c\xcf\xd7\x08\x02\x08\x01\".\n\x19\x42\x61tchGetActivitiesRequest\x12\x11\n\x03ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\"H\n\x1a\x42\x61tchGetActivitiesResponse\x12*\n\nactivities\x18\x01 \x03(\x0b\x32\x10.crm.v1.ActivityB\x04\xe2\x41\x01\x03\"w\n\x1c\x42\x61tchCreateActivitiesRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.crm.v1.CreateActivityRequestB\x04\xe2\x41\x01\x02\x12 \n\nrequest_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"K\n\x1d\x42\x61tchCreateActivitiesResponse\x12*\n\nactivities\x18\x01 \x03(\x0b\x32\x10.crm.v1.ActivityB\x04\xe2\x41\x01\x03\x32\xee\x04\n\x0f\x41\x63tivityService\x12o\n\x0eListActivities\x12\x1d.crm.v1.ListActivitiesRequest\x1a\x1e.crm.v1.ListActivitiesResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/crm/activities\x12`\n\x0bGetActivity\x12\x1a.crm.v1.GetActivityRequest\x1a\x10.crm.v1.Activity\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/crm/activities/{id}\x12k\n\x0e\x43reateActivity\x12\x1d.crm.v1.CreateActivityRequest\x1a\x10.crm.v1.Activity\"(\x82\xd3\xe4\x93\x02\"\"\x16/api/v1/crm/activities:\x08\x61\x63tivity\x12\x84\x01\n\x12\x42\x61tchGetActivities\x12!.crm.v1.BatchGetActivitiesRequest\x1a\".crm.v1.BatchGetActivitiesResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/crm/activities:batchGet\x12\x93\x01\n\x15\x42\x61tchCreateActivities\x12$.crm.v1.BatchCreateActivitiesRequest\x1a%.crm.v1.BatchCreateActivitiesResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/api/v1/crm/activities:batchCreate:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63rm/v1/activity.proto\x12\x06\x63rm.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x13\x63rm/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x10\n\x08\x41\x63tivity\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x06\x61pp_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12&\n\x06source\x18\x08 \x01(\tB\x16\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\xb2\xbb\x18\x03\x65\x64m\x12P\n\x0bsource_type\x18\t \x01(\tB;\xe2\x41\x01\x01\xbaH-r(R\x08\x66rontendR\x07\x62\x61\x63kendR\x06serverR\x06systemR\x03\x61pi\xd8\x01\x01\xb2\xbb\x18\x03\x61pi\x12\x18\n\nis_deleted\x18\n \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x34\n\ndeleted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\ndeleted_by\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x1c\n\x0eschema_version\x18\r \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x07version\x18\x0e \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12!\n\x0b\x65xternal_id\x18\x0f \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\xff\x01\x12P\n\naccount_id\x18\x14 \x01(\tB<\xe2\x41\x01\x01\xbaH5r02.^acc_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\xd8\x01\x01\x12N\n\x07\x64\x65\x61l_id\x18\x15 \x01(\tB=\xe2\x41\x01\x01\xbaH6r12/^deal_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\xd8\x01\x01\x12P\n\ncontact_id\x18\x16 \x01(\tB<\xe2\x41\x01\x01\xbaH5r02.^con_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\xd8\x01\x01\x12V\n\x0b\x63ontact_ids\x18\x17 \x03(\tBA\xe2\x41\x01\x01\xbaH:\x92\x01\x37\x10\xe8\x07\"2r02.^con_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\x12&\n\ractivity_type\x18\x18 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12 \n\x07subject\x18\x19 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12\"\n\x0b\x64\x65scription\x18\x1a \x01(\tB\r\xe2\x41\x01\x01\xbaH\x06r\x04\x18\x80\x80\x04\x12Y\n\ractivity_date\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.TimestampB&\xe2\x41\x01\x01\xbaH\x1f\xb2\x01\x1c\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x0b\x08\x80\x92\xb8\xc3\x98\xfe\xff\xff\xff\x01\x12T\n\x08\x64ue_date\x18\x1c \x01(\x0b\x32\x1a.google.protobuf.TimestampB&\xe2\x41\x01\x01\xbaH\x1f\xb2\x01\x1c\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x0b\x08\x80\x92\xb8\xc3\x98\xfe\xff\xff\xff\x01\x12X\n\x0c\x63ompleted_at\x18\x1d \x01(\x0b\x32\x1a.google.protobuf.TimestampB&\xe2\x41\x01\x01\xbaH\x1f\xb2\x01\x1c\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x0b\x08\x80\x92\xb8\xc3\x98\xfe\xff\xff\xff\x01\x12\x1f\n\x06status\x18\x1e \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12!\n\x08priority\x18\x1f \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12\"\n\tdirection\x18  \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12 \n\x07outcome\x18! \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12#\n\nactor_type\x18\" \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12-\n\x14performed_by_user_id\x18# \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12\x32\n\x0cparticipants\x18$ \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x01\x12(\n\x0flinked_trace_id\x18% \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12>\n\x0f\x61ttachment_refs\x18& \x03(\tB%\xe2\x41\x01\x01\xbaH\x1e\x92\x01\x1b\x10\xe8\x07\"\x16r\x14\x18\x80\x08(\x80\x10\x32\x0c[^\\t\\n\\f\\r ]\x12\x31\n\nrecurrence\x18\' \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12 \n\rreminder_sent\x18( \x01(\x08\x42\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12\x34\n\rcustom_fields\x18) \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x33\n\x04tags\x18* \x03(\tB%\xe2\x41\x01\x01\xbaH\x1e\x92\x01\x1b\x10\xe8\x07\"\x16r\x14\x18\x80\x08(\x80\x10\x32\x0c[^\\t\\n\\f\\r ]\x12<\n\x04type\x18+ \x01(\tB.\xe2\x41\x01\x02\xbaH\'r\"R\x04\x63\x61llR\x05\x65mailR\x07meetingR\x04noteR\x04task\xc8\x01\x01\x12!\n\x08owner_id\x18, \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x06\x18\x80\x08(\x80\x10\x12\x1c\n\x05notes\x18- \x01(\tB\r\xe2\x41\x01\x01\xbaH\x06r\x04\x18\x80\x80\x04\x12W\n\x0boccurred_at\x18. \x01(\x0b\x32\x1a.google.protobuf.TimestampB&\xe2\x41\x01\x01\xbaH\x1f\xb2\x01\x1c\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x0b\x08\x80\x92\xb8\xc3\x98\xfe\xff\xff\xff\x01\x42\t\n\x07_app_idB\r\n\x0b_deleted_byB\x10\n\x0e_reminder_sent\"\xb1\x01\n\x15ListActivitiesRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06search\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cshow_deleted\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x01\"c\n\x16ListActivitiesResponse\x12*\n\nactivities\x18\x01 \x03(\x0b\x32\x10.crm.v1.ActivityB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"^\n\x12GetActivityRequest\x12H\n\x02id\x18\x01 \x01(\tB<\xe2\x41\x01\x02\xbaH5r02.^act_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\xc8\x01\x01\"\xba\x01\n\x15\x43reateActivityRequest\x12(\n\x08\x61\x63tivity\x18\x01 \x01(\x0b\x32\x10.crm.v1.ActivityB\x04\xe2\x41\x01\x02\x12w\n\nrequest_id\x18\x02 \x01(\tBc\xe2\x41\x01\x01\xbaHTrO2M^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$\xd8\x01\x01\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"k\n\x19\x42\x61tchGetActivitiesRequest\x12N\n\x03ids\x18\x01 \x03(\tBA\xe2\x41\x01\x01\xbaH:\x92\x01\x37\x10\xe8\x07\"2r02.^act_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\"H\n\x1a\x42\x61tchGetActivitiesResponse\x12*\n\nactivities\x18\x01 \x03(\x0b\x32\x10.crm.v1.ActivityB\x04\xe2\x41\x01\x03\"\xd7\x01\n\x1c\x42\x61tchCreateActivitiesRequest\x12>\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.crm.v1.CreateActivityRequestB\r\xe2\x41\x01\x01\xbaH\x06\x92\x01\x03\x10\xe8\x07\x12w\n\nrequest_id\x18\x02 \x01(\tBc\xe2\x41\x01\x01\xbaHTrO2M^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$\xd8\x01\x01\xe2\x8c\xcf\xd7\x08\x02\x08\x01\"K\n\x1d\x42\x61tchCreateActivitiesResponse\x12*\n\nactivities\x18\x01 \x03(\x0b\x32\x10.crm.v1.ActivityB\x04\xe2\x41\x01\x03\x32\xee\x04\n\x0f\x41\x63tivityService\x12o\n\x0eListActivities\x12\x1d.crm.v1.ListActivitiesRequest\x1a\x1e.crm.v1.ListActivitiesResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/crm/activities\x12`\n\x0bGetActivity\x12\x1a.crm.v1.GetActivityRequest\x1a\x10.crm.v1.Activity\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/crm/activities/{id}\x12k\n\x0e\x43reateActivity\x12\x1d.crm.v1.CreateActivityRequest\x1a\x10.crm.v1.Activity\"(\x82\xd3\xe4\x93\x02\"\"\x16/api/v1/crm/activities:\x08\x61\x63tivity\x12\x84\x01\n\x12\x42\x61tchGetActivities\x12!.crm.v1.BatchGetActivitiesRequest\x1a\".crm.v1.BatchGetActivitiesResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/crm/activities:batchGet\x12\x93\x01\n\x15\x42\x61tchCreateActivities\x12$.crm.v1.BatchCreateActivitiesRequest\x1a%.crm.v1.BatchCreateActivitiesResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/api/v1/crm/activities:batchCreate:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,9 +53,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVITY'].fields_by_name['updated_by']._loaded_options = None
   _globals['_ACTIVITY'].fields_by_name['updated_by']._serialized_options = b'\342A\001\003'
   _globals['_ACTIVITY'].fields_by_name['source']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['source']._serialized_options = b'\342A\001\001\262\273\030\003edm'
+  _globals['_ACTIVITY'].fields_by_name['source']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020\262\273\030\003edm'
   _globals['_ACTIVITY'].fields_by_name['source_type']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['source_type']._serialized_options = b'\342A\001\001\252\273\030\010frontend\252\273\030\007backend\252\273\030\006server\252\273\030\006system\252\273\030\003api\262\273\030\003api'
+  _globals['_ACTIVITY'].fields_by_name['source_type']._serialized_options = b'\342A\001\001\272H-r(R\010frontendR\007backendR\006serverR\006systemR\003api\330\001\001\262\273\030\003api'
   _globals['_ACTIVITY'].fields_by_name['is_deleted']._loaded_options = None
   _globals['_ACTIVITY'].fields_by_name['is_deleted']._serialized_options = b'\342A\001\003'
   _globals['_ACTIVITY'].fields_by_name['deleted_at']._loaded_options = None
@@ -64,47 +65,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVITY'].fields_by_name['schema_version']._loaded_options = None
   _globals['_ACTIVITY'].fields_by_name['schema_version']._serialized_options = b'\342A\001\003'
   _globals['_ACTIVITY'].fields_by_name['version']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['version']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['version']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_ACTIVITY'].fields_by_name['external_id']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['external_id']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['external_id']._serialized_options = b'\342A\001\001\272H\005r\003\030\377\001'
   _globals['_ACTIVITY'].fields_by_name['account_id']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['account_id']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['account_id']._serialized_options = b'\342A\001\001\272H5r02.^acc_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\330\001\001'
   _globals['_ACTIVITY'].fields_by_name['deal_id']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['deal_id']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['deal_id']._serialized_options = b'\342A\001\001\272H6r12/^deal_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\330\001\001'
   _globals['_ACTIVITY'].fields_by_name['contact_id']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['contact_id']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['contact_id']._serialized_options = b'\342A\001\001\272H5r02.^con_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\330\001\001'
   _globals['_ACTIVITY'].fields_by_name['contact_ids']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['contact_ids']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['contact_ids']._serialized_options = b'\342A\001\001\272H:\222\0017\020\350\007\"2r02.^con_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$'
   _globals['_ACTIVITY'].fields_by_name['activity_type']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['activity_type']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['activity_type']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['subject']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['subject']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['subject']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['description']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['description']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['description']._serialized_options = b'\342A\001\001\272H\006r\004\030\200\200\004'
   _globals['_ACTIVITY'].fields_by_name['activity_date']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['activity_date']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['activity_date']._serialized_options = b'\342A\001\001\272H\037\262\001\034\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\013\010\200\222\270\303\230\376\377\377\377\001'
   _globals['_ACTIVITY'].fields_by_name['due_date']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['due_date']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['due_date']._serialized_options = b'\342A\001\001\272H\037\262\001\034\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\013\010\200\222\270\303\230\376\377\377\377\001'
   _globals['_ACTIVITY'].fields_by_name['completed_at']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['completed_at']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['completed_at']._serialized_options = b'\342A\001\001\272H\037\262\001\034\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\013\010\200\222\270\303\230\376\377\377\377\001'
   _globals['_ACTIVITY'].fields_by_name['status']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['status']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['status']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['priority']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['priority']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['priority']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['direction']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['direction']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['direction']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['outcome']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['outcome']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['outcome']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['actor_type']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['actor_type']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['actor_type']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['performed_by_user_id']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['performed_by_user_id']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['performed_by_user_id']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['participants']._loaded_options = None
   _globals['_ACTIVITY'].fields_by_name['participants']._serialized_options = b'\342A\001\001'
   _globals['_ACTIVITY'].fields_by_name['linked_trace_id']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['linked_trace_id']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['linked_trace_id']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['attachment_refs']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['attachment_refs']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['attachment_refs']._serialized_options = b'\342A\001\001\272H\036\222\001\033\020\350\007\"\026r\024\030\200\010(\200\0202\014[^\\t\\n\\f\\r ]'
   _globals['_ACTIVITY'].fields_by_name['recurrence']._loaded_options = None
   _globals['_ACTIVITY'].fields_by_name['recurrence']._serialized_options = b'\342A\001\001'
   _globals['_ACTIVITY'].fields_by_name['reminder_sent']._loaded_options = None
@@ -112,17 +113,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVITY'].fields_by_name['custom_fields']._loaded_options = None
   _globals['_ACTIVITY'].fields_by_name['custom_fields']._serialized_options = b'\342A\001\001'
   _globals['_ACTIVITY'].fields_by_name['tags']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['tags']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['tags']._serialized_options = b'\342A\001\001\272H\036\222\001\033\020\350\007\"\026r\024\030\200\010(\200\0202\014[^\\t\\n\\f\\r ]'
   _globals['_ACTIVITY'].fields_by_name['type']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['type']._serialized_options = b'\342A\001\002\252\273\030\004call\252\273\030\005email\252\273\030\007meeting\252\273\030\004note\252\273\030\004task'
+  _globals['_ACTIVITY'].fields_by_name['type']._serialized_options = b'\342A\001\002\272H\'r\"R\004callR\005emailR\007meetingR\004noteR\004task\310\001\001'
   _globals['_ACTIVITY'].fields_by_name['owner_id']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['owner_id']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['owner_id']._serialized_options = b'\342A\001\001\272H\010r\006\030\200\010(\200\020'
   _globals['_ACTIVITY'].fields_by_name['notes']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['notes']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['notes']._serialized_options = b'\342A\001\001\272H\006r\004\030\200\200\004'
   _globals['_ACTIVITY'].fields_by_name['occurred_at']._loaded_options = None
-  _globals['_ACTIVITY'].fields_by_name['occurred_at']._serialized_options = b'\342A\001\001'
+  _globals['_ACTIVITY'].fields_by_name['occurred_at']._serialized_options = b'\342A\001\001\272H\037\262\001\034\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\013\010\200\222\270\303\230\376\377\377\377\001'
   _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
   _globals['_LISTACTIVITIESREQUEST'].fields_by_name['filter']._loaded_options = None
@@ -138,19 +139,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTACTIVITIESRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
   _globals['_LISTACTIVITIESRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
   _globals['_GETACTIVITYREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_GETACTIVITYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_GETACTIVITYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H5r02.^act_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\310\001\001'
   _globals['_CREATEACTIVITYREQUEST'].fields_by_name['activity']._loaded_options = None
   _globals['_CREATEACTIVITYREQUEST'].fields_by_name['activity']._serialized_options = b'\342A\001\002'
   _globals['_CREATEACTIVITYREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_CREATEACTIVITYREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\342\214\317\327\010\002\010\001'
+  _globals['_CREATEACTIVITYREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\272HTrO2M^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$\330\001\001\342\214\317\327\010\002\010\001'
   _globals['_BATCHGETACTIVITIESREQUEST'].fields_by_name['ids']._loaded_options = None
-  _globals['_BATCHGETACTIVITIESREQUEST'].fields_by_name['ids']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHGETACTIVITIESREQUEST'].fields_by_name['ids']._serialized_options = b'\342A\001\001\272H:\222\0017\020\350\007\"2r02.^act_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$'
   _globals['_BATCHGETACTIVITIESRESPONSE'].fields_by_name['activities']._loaded_options = None
   _globals['_BATCHGETACTIVITIESRESPONSE'].fields_by_name['activities']._serialized_options = b'\342A\001\003'
   _globals['_BATCHCREATEACTIVITIESREQUEST'].fields_by_name['requests']._loaded_options = None
-  _globals['_BATCHCREATEACTIVITIESREQUEST'].fields_by_name['requests']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHCREATEACTIVITIESREQUEST'].fields_by_name['requests']._serialized_options = b'\342A\001\001\272H\006\222\001\003\020\350\007'
   _globals['_BATCHCREATEACTIVITIESREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_BATCHCREATEACTIVITIESREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\342\214\317\327\010\002\010\001'
+  _globals['_BATCHCREATEACTIVITIESREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\272HTrO2M^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$\330\001\001\342\214\317\327\010\002\010\001'
   _globals['_BATCHCREATEACTIVITIESRESPONSE'].fields_by_name['activities']._loaded_options = None
   _globals['_BATCHCREATEACTIVITIESRESPONSE'].fields_by_name['activities']._serialized_options = b'\342A\001\003'
   _globals['_ACTIVITYSERVICE'].methods_by_name['ListActivities']._loaded_options = None
@@ -163,24 +164,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVITYSERVICE'].methods_by_name['BatchGetActivities']._serialized_options = b'\202\323\344\223\002!\022\037/api/v1/crm/activities:batchGet'
   _globals['_ACTIVITYSERVICE'].methods_by_name['BatchCreateActivities']._loaded_options = None
   _globals['_ACTIVITYSERVICE'].methods_by_name['BatchCreateActivities']._serialized_options = b'\202\323\344\223\002\'\"\"/api/v1/crm/activities:batchCreate:\001*'
-  _globals['_ACTIVITY']._serialized_start=210
-  _globals['_ACTIVITY']._serialized_end=1737
-  _globals['_LISTACTIVITIESREQUEST']._serialized_start=1740
-  _globals['_LISTACTIVITIESREQUEST']._serialized_end=1910
-  _globals['_LISTACTIVITIESRESPONSE']._serialized_start=1912
-  _globals['_LISTACTIVITIESRESPONSE']._serialized_end=2011
-  _globals['_GETACTIVITYREQUEST']._serialized_start=2013
-  _globals['_GETACTIVITYREQUEST']._serialized_end=2051
-  _globals['_CREATEACTIVITYREQUEST']._serialized_start=2053
-  _globals['_CREATEACTIVITYREQUEST']._serialized_end=2152
-  _globals['_BATCHGETACTIVITIESREQUEST']._serialized_start=2154
-  _globals['_BATCHGETACTIVITIESREQUEST']._serialized_end=2200
-  _globals['_BATCHGETACTIVITIESRESPONSE']._serialized_start=2202
-  _globals['_BATCHGETACTIVITIESRESPONSE']._serialized_end=2274
-  _globals['_BATCHCREATEACTIVITIESREQUEST']._serialized_start=2276
-  _globals['_BATCHCREATEACTIVITIESREQUEST']._serialized_end=2395
-  _globals['_BATCHCREATEACTIVITIESRESPONSE']._serialized_start=2397
-  _globals['_BATCHCREATEACTIVITIESRESPONSE']._serialized_end=2472
-  _globals['_ACTIVITYSERVICE']._serialized_start=2475
-  _globals['_ACTIVITYSERVICE']._serialized_end=3097
+  _globals['_ACTIVITY']._serialized_start=239
+  _globals['_ACTIVITY']._serialized_end=2348
+  _globals['_LISTACTIVITIESREQUEST']._serialized_start=2351
+  _globals['_LISTACTIVITIESREQUEST']._serialized_end=2528
+  _globals['_LISTACTIVITIESRESPONSE']._serialized_start=2530
+  _globals['_LISTACTIVITIESRESPONSE']._serialized_end=2629
+  _globals['_GETACTIVITYREQUEST']._serialized_start=2631
+  _globals['_GETACTIVITYREQUEST']._serialized_end=2725
+  _globals['_CREATEACTIVITYREQUEST']._serialized_start=2728
+  _globals['_CREATEACTIVITYREQUEST']._serialized_end=2914
+  _globals['_BATCHGETACTIVITIESREQUEST']._serialized_start=2916
+  _globals['_BATCHGETACTIVITIESREQUEST']._serialized_end=3023
+  _globals['_BATCHGETACTIVITIESRESPONSE']._serialized_start=3025
+  _globals['_BATCHGETACTIVITIESRESPONSE']._serialized_end=3097
+  _globals['_BATCHCREATEACTIVITIESREQUEST']._serialized_start=3100
+  _globals['_BATCHCREATEACTIVITIESREQUEST']._serialized_end=3315
+  _globals['_BATCHCREATEACTIVITIESRESPONSE']._serialized_start=3317
+  _globals['_BATCHCREATEACTIVITIESRESPONSE']._serialized_end=3392
+  _globals['_ACTIVITYSERVICE']._serialized_start=3395
+  _globals['_ACTIVITYSERVICE']._serialized_end=4017
 # @@protoc_insertion_point(module_scope)

@@ -13,6 +13,8 @@ ALLOWED_VALUES_FIELD_NUMBER: _ClassVar[int]
 allowed_values: _descriptor.FieldDescriptor
 DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
 default_value: _descriptor.FieldDescriptor
+VALUE_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+value_description: _descriptor.FieldDescriptor
 
 class StageChange(_message.Message):
     __slots__ = ("from_stage", "to_stage", "changed_at", "changed_by")

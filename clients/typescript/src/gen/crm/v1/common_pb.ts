@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/common.proto.
  */
 export const file_crm_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChNjcm0vdjEvY29tbW9uLnByb3RvEgZjcm0udjEijwEKC1N0YWdlQ2hhbmdlEhgKCmZyb21fc3RhZ2UYASABKAlCBOJBAQMSFgoIdG9fc3RhZ2UYAiABKAlCBOJBAQMSNAoKY2hhbmdlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGAoKY2hhbmdlZF9ieRgEIAEoCUIE4kEBAyLSAQoPTGluZUl0ZW1TdW1tYXJ5EhAKAmlkGAEgASgJQgTiQQEDEhkKC2Rlc2NyaXB0aW9uGAIgASgJQgTiQQEDEhYKCHF1YW50aXR5GAMgASgBQgTiQQEDEhgKCnVuaXRfcHJpY2UYBCABKAFCBOJBAQMSFgoIZGlzY291bnQYBSABKAFCBOJBAQMSGwoNZGlzY291bnRfdHlwZRgGIAEoCUIE4kEBAxITCgV0b3RhbBgHIAEoAUIE4kEBAxIWCghjdXJyZW5jeRgIIAEoCUIE4kEBAzpGCg5hbGxvd2VkX3ZhbHVlcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtYcDIAMoCVINYWxsb3dlZFZhbHVlczpECg1kZWZhdWx0X3ZhbHVlEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi2hwMgASgJUgxkZWZhdWx0VmFsdWViBnByb3RvMw", [file_google_api_field_behavior, file_google_protobuf_descriptor, file_google_protobuf_timestamp]);
+  fileDesc("ChNjcm0vdjEvY29tbW9uLnByb3RvEgZjcm0udjEijwEKC1N0YWdlQ2hhbmdlEhgKCmZyb21fc3RhZ2UYASABKAlCBOJBAQMSFgoIdG9fc3RhZ2UYAiABKAlCBOJBAQMSNAoKY2hhbmdlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGAoKY2hhbmdlZF9ieRgEIAEoCUIE4kEBAyLSAQoPTGluZUl0ZW1TdW1tYXJ5EhAKAmlkGAEgASgJQgTiQQEDEhkKC2Rlc2NyaXB0aW9uGAIgASgJQgTiQQEDEhYKCHF1YW50aXR5GAMgASgBQgTiQQEDEhgKCnVuaXRfcHJpY2UYBCABKAFCBOJBAQMSFgoIZGlzY291bnQYBSABKAFCBOJBAQMSGwoNZGlzY291bnRfdHlwZRgGIAEoCUIE4kEBAxITCgV0b3RhbBgHIAEoAUIE4kEBAxIWCghjdXJyZW5jeRgIIAEoCUIE4kEBAzpKCg5hbGxvd2VkX3ZhbHVlcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtYcDIAMoCUICGAFSDWFsbG93ZWRWYWx1ZXM6RAoNZGVmYXVsdF92YWx1ZRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtocDIAEoCVIMZGVmYXVsdFZhbHVlOkwKEXZhbHVlX2Rlc2NyaXB0aW9uEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi3hwMgASgJUhB2YWx1ZURlc2NyaXB0aW9uYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_descriptor, file_google_protobuf_timestamp]);
 
 /**
  * One stage transition of a deal, appended to Deal.audit_log by the server.
@@ -129,10 +129,11 @@ export const LineItemSummarySchema: GenMessage<LineItemSummary> = /*@__PURE__*/
   messageDesc(file_crm_v1_common, 1);
 
 /**
- * The only values a string field accepts. Input is case-insensitive and
- * stored lowercase; anything else is INVALID_ARGUMENT naming the field.
+ * Retired: (buf.validate.field).string.in declares the values a string
+ * field accepts (the server reads that, and no longer this).
  *
- * @generated from extension: repeated string allowed_values = 50101;
+ * @generated from extension: repeated string allowed_values = 50101 [deprecated = true];
+ * @deprecated
  */
 export const allowed_values: GenExtension<FieldOptions, string[]> = /*@__PURE__*/
   extDesc(file_crm_v1_common, 0);
@@ -144,4 +145,15 @@ export const allowed_values: GenExtension<FieldOptions, string[]> = /*@__PURE__*
  */
 export const default_value: GenExtension<FieldOptions, string> = /*@__PURE__*/
   extDesc(file_crm_v1_common, 1);
+
+/**
+ * What a valid value of the field looks like, in words, for the error
+ * message when it breaks its (buf.validate.field).string pattern or `in`
+ * list: "an email address, e.g. ada@example.com" gives "must be an email
+ * address, e.g. ada@example.com".
+ *
+ * @generated from extension: string value_description = 50103;
+ */
+export const value_description: GenExtension<FieldOptions, string> = /*@__PURE__*/
+  extDesc(file_crm_v1_common, 2);
 
