@@ -48,6 +48,111 @@ fn string_values(pool: &DescriptorPool, field: &FieldDescriptor, name: &str) -> 
     }
 }
 
+/// Text that is not blank: a character other than the ASCII whitespace the
+/// server trims (src/records/rules.rs NON_BLANK).
+const NON_BLANK: &str = "[^\\t\\n\\f\\r ]";
+
+/// A crm.v1 resource message (it has an `id` and a `version`).
+fn is_resource(m: &MessageDescriptor) -> bool {
+    m.package_name() == "crm.v1"
+        && m.get_field_by_name("id").is_some()
+        && m.get_field_by_name("version").is_some()
+}
+
+/// A bool field option of `f`.
+fn bool_option(pool: &DescriptorPool, f: &FieldDescriptor, name: &str) -> bool {
+    pool.get_extension_by_name(name)
+        .is_some_and(|ext| f.options().get_extension(&ext).as_bool() == Some(true))
+}
+
+/// A repeated string message option of `m`.
+fn message_strings(pool: &DescriptorPool, m: &MessageDescriptor, name: &str) -> Vec<String> {
+    let Some(ext) = pool.get_extension_by_name(name) else {
+        return Vec::new();
+    };
+    match m.options().get_extension(&ext).as_ref() {
+        Value::List(v) => v
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `(crm.v1.required_subfields)` and `(crm.v1.empty_subfields)` of the
+/// resource field `f` (of message `r`), added to its schema.
+fn subfield_rules(
+    pool: &DescriptorPool,
+    f: &FieldDescriptor,
+    r: &MessageDescriptor,
+    schema: &mut Json,
+) {
+    let required = string_values(pool, f, "crm.v1.required_subfields");
+    if !required.is_empty() {
+        let props: Map<String, Json> = required
+            .iter()
+            .map(|n| (n.clone(), json!({"type": "string", "pattern": NON_BLANK})))
+            .collect();
+        let base = schema.take();
+        *schema = json!({"allOf": [base, {"required": required, "properties": props}]});
+    }
+    let _ = r;
+}
+
+/// The JSON Schema of an update mask naming fields of the resource `r`:
+/// comma-separated paths, each a field's name or `*`, a Struct field's
+/// optionally followed by `.key`s. `json` is the proto3 JSON form (body
+/// fields: lowerCamelCase names, empty paths skipped); otherwise the query
+/// parameter's (proto or JSON names).
+fn mask_pattern(r: &MessageDescriptor, json: bool) -> String {
+    let mut plain = Vec::new();
+    let mut structs = Vec::new();
+    let output_only = |f: &FieldDescriptor| {
+        f.parent_pool()
+            .get_extension_by_name("google.api.field_behavior")
+            .is_some_and(|ext| match f.options().get_extension(&ext).as_ref() {
+                Value::List(v) => v
+                    .iter()
+                    .any(|b| matches!(b.as_enum_number(), Some(OUTPUT_ONLY | IDENTIFIER))),
+                _ => false,
+            })
+    };
+    // `version` is a precondition, not a field to write.
+    for f in r
+        .fields()
+        .filter(|f| !output_only(f) && f.name() != "version")
+    {
+        let is_struct =
+            matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.Struct");
+        let names = if json {
+            vec![f.json_name().to_owned()]
+        } else {
+            let mut v = vec![f.name().to_owned()];
+            if f.json_name() != f.name() {
+                v.push(f.json_name().to_owned());
+            }
+            v
+        };
+        if is_struct {
+            structs.extend(names)
+        } else {
+            plain.extend(names)
+        }
+    }
+    let key = if json { "[^,._`]+" } else { "[^,.`]+" };
+    let mut alternatives = vec!["\\*".to_owned()];
+    alternatives.extend(plain);
+    if !structs.is_empty() {
+        alternatives.push(format!("({})(\\.{key})*", structs.join("|")));
+    }
+    let path = format!("({})", alternatives.join("|"));
+    if json {
+        format!("^{path}?(,{path}?)*$")
+    } else {
+        format!("^({path}(,{path})*)?$")
+    }
+}
+
 /// Lets a body field be JSON `null`, which the proto3 JSON mapping reads as
 /// the field's default (unset), as the server does.
 fn nullable(schema: &mut Json) {
@@ -58,7 +163,9 @@ fn nullable(schema: &mut Json) {
         obj.insert("anyOf".into(), json!([{"$ref": r}, {"type": "null"}]));
         return;
     }
-    if let Some(Json::String(t)) = obj.get("type").cloned() {
+    if let Some(Json::Array(types)) = obj.get_mut("type") {
+        types.push(json!("null"));
+    } else if let Some(Json::String(t)) = obj.get("type").cloned() {
         obj.insert("type".into(), json!([t, "null"]));
         if let Some(Json::Array(values)) = obj.get_mut("enum") {
             values.push(Json::Null);
@@ -91,6 +198,9 @@ fn constrain(schema: &mut Json, rules: &DynamicMessage, list: bool) {
     if let Some(Value::Message(r)) = set(rules, "repeated") {
         if let Some(Value::U64(n)) = set(&r, "max_items") {
             schema["maxItems"] = json!(n);
+        }
+        if let Some(Value::Bool(true)) = set(&r, "unique") {
+            schema["uniqueItems"] = json!(true);
         }
         if let Some(Value::Message(items)) = set(&r, "items") {
             constrain(&mut schema["items"], &items, false);
@@ -127,7 +237,13 @@ fn constrain(schema: &mut Json, rules: &DynamicMessage, list: bool) {
             schema["enum"] = json!(values);
         }
     }
-    for kind in ["double", "int32"] {
+    if let Some(Value::Message(r)) = set(rules, "int64")
+        && matches!(set(&r, "gte"), Some(Value::I64(n)) if n >= 0)
+    {
+        // The decimal-string form of a non-negative int64.
+        schema["pattern"] = json!("^[0-9]+$");
+    }
+    for kind in ["double", "int32", "int64"] {
         if let Some(Value::Message(r)) = set(rules, kind) {
             for (rule, keyword) in [
                 ("gt", "exclusiveMinimum"),
@@ -138,6 +254,7 @@ fn constrain(schema: &mut Json, rules: &DynamicMessage, list: bool) {
                 match set(&r, rule) {
                     Some(Value::F64(x)) => schema[keyword] = json!(x),
                     Some(Value::I32(x)) => schema[keyword] = json!(x),
+                    Some(Value::I64(x)) => schema[keyword] = json!(x),
                     _ => {}
                 }
             }
@@ -268,6 +385,31 @@ impl Gen<'_> {
 
     fn field_schema(&mut self, field: &FieldDescriptor) -> Json {
         let mut s = self.value_schema(field);
+        if let Kind::Message(m) = field.kind()
+            && m.full_name() == "google.protobuf.FieldMask"
+            && let Some(r) = field
+                .parent_message()
+                .fields()
+                .find_map(|f| match f.kind() {
+                    Kind::Message(r) if is_resource(&r) => Some(r),
+                    _ => None,
+                })
+        {
+            s["pattern"] = json!(mask_pattern(&r, true));
+        }
+        let empty = string_values(self.pool, field, "crm.v1.empty_subfields");
+        if !empty.is_empty() {
+            let props: Map<String, Json> = empty
+                .iter()
+                .map(|n| {
+                    (
+                        n.clone(),
+                        json!({"type": ["string", "null"], "maxLength": 0}),
+                    )
+                })
+                .collect();
+            s = json!({"allOf": [s, {"properties": props}]});
+        }
         if field.is_list() {
             s = json!({"type": "array", "items": s});
         } else if field.is_map() {
@@ -307,7 +449,22 @@ impl Gen<'_> {
                 .unwrap_or(false);
             let is_required = rules_required || behaviors(self.pool, &f).contains(&REQUIRED);
             let mut schema = self.field_schema(&f);
-            if !is_required {
+            if let Kind::Message(r) = f.kind()
+                && is_resource(&r)
+            {
+                // An update request's resource is a patch: nothing required.
+                if m.name().starts_with("Update") && m.name().ends_with("Request") {
+                    schema = self.patch_reference(&r, false);
+                }
+                subfield_rules(self.pool, &f, &r, &mut schema);
+            }
+            let keep_set = patch && bool_option(self.pool, &f, "crm.v1.keep_set");
+            if keep_set {
+                // An update cannot clear it.
+                schema["minLength"] = json!(1);
+            }
+            // null is unset (in a patch: cleared), so not for a required field.
+            if !is_required && !keep_set {
                 nullable(&mut schema);
             }
             props.insert(f.name().to_owned(), schema);
@@ -319,10 +476,63 @@ impl Gen<'_> {
         if !required.is_empty() {
             s["required"] = json!(required);
         }
+        let conditions: Vec<Json> = m
+            .fields()
+            .filter_map(|f| {
+                let target = string_values(self.pool, &f, "crm.v1.requires_when_true")
+                    .into_iter()
+                    .next()?;
+                Some(json!({
+                    "if": {"required": [f.name()], "properties": {f.name(): {"const": true}}},
+                    "then": {"required": [target], "properties": {target.as_str(): {"type": "string", "pattern": NON_BLANK}}}
+                }))
+            })
+            .collect();
+        if !conditions.is_empty() && !patch {
+            s["allOf"] = json!(conditions);
+        }
+        let any = message_strings(self.pool, m, "crm.v1.at_least_one_of");
+        if !any.is_empty() && !patch {
+            // Set means non-blank (text is trimmed) or, for other kinds, present.
+            let branches: Vec<Json> = any
+                .iter()
+                .map(|name| {
+                    let set = match m.get_field_by_name(name).map(|f| f.kind()) {
+                        Some(Kind::String) => json!({"type": "string", "pattern": NON_BLANK}),
+                        _ => json!({"not": {"type": "null"}}),
+                    };
+                    json!({"required": [name], "properties": {name.as_str(): set}})
+                })
+                .collect();
+            s["anyOf"] = json!(branches);
+        }
         if let Some(c) = comment(&m.parent_file(), m.path()) {
             s["description"] = json!(c);
         }
         s
+    }
+
+    /// The schema of `m` as an update's: nothing required. `body`: as the
+    /// body of a PATCH, whose keys make the update mask, so that an unknown
+    /// one is refused ("could not find field") where elsewhere it is ignored.
+    fn patch_reference(&mut self, m: &MessageDescriptor, body: bool) -> Json {
+        let name = format!(
+            "{}{}",
+            schema_name(m),
+            if body { "Patch" } else { "Update" }
+        );
+        if !self.schemas.contains_key(&name) {
+            let mut s = self.message_schema(m, &[], true);
+            if body {
+                s["additionalProperties"] = json!(false);
+            }
+            s["description"] = json!(
+                "The fields to change. Without update_mask, exactly the keys present are written; \
+                 a key with an empty value clears the field."
+            );
+            self.schemas.insert(name.clone(), s);
+        }
+        json!({"$ref": format!("#/components/schemas/{name}")})
     }
 
     fn reference(&mut self, m: &MessageDescriptor) -> Json {
@@ -381,6 +591,13 @@ impl Gen<'_> {
             if let Some(rules) = field_rules(self.pool, &field) {
                 constrain(&mut schema, &rules, false);
             }
+            // A path segment is never empty.
+            if let Some(p) = schema["pattern"]
+                .as_str()
+                .and_then(|p| p.strip_prefix("^$|"))
+            {
+                schema["pattern"] = json!(p);
+            }
             schema.as_object_mut().map(|o| o.remove("readOnly"));
             // `{account.id}` is documented as `{id}`: the URL is the same, and
             // dotted parameter names break common OpenAPI tooling.
@@ -399,6 +616,17 @@ impl Gen<'_> {
                     continue;
                 }
                 let mut schema = self.field_schema(&f);
+                if schema.get("pattern").is_some()
+                    && let Kind::Message(m) = f.kind()
+                    && m.full_name() == "google.protobuf.FieldMask"
+                    && let Some(r) = input.fields().find_map(|f| match f.kind() {
+                        Kind::Message(r) if is_resource(&r) => Some(r),
+                        _ => None,
+                    })
+                {
+                    // ?update_mask=: proto or JSON names, as the REST bridge reads them.
+                    schema["pattern"] = json!(mask_pattern(&r, false));
+                }
                 let description = schema
                     .as_object_mut()
                     .and_then(|o| o.remove("description"))
@@ -442,24 +670,17 @@ impl Gen<'_> {
         }
         if body == "*" {
             let schema = self.message_schema(&input, &top_vars, false);
+            // A body is needed when the message has a required field.
+            let needed = schema["required"].as_array().is_some_and(|r| !r.is_empty());
             op["requestBody"] =
-                json!({"required": false, "content": {"application/json": {"schema": schema}}});
+                json!({"required": needed, "content": {"application/json": {"schema": schema}}});
         } else if !body.is_empty() {
             let field = input.get_field_by_name(&body).expect("body field");
             let Kind::Message(m) = field.kind() else {
                 panic!("body field is a message")
             };
             let schema = if verb == "patch" {
-                let name = format!("{}Patch", schema_name(&m));
-                if !self.schemas.contains_key(&name) {
-                    let mut s = self.message_schema(&m, &[], true);
-                    s["description"] = json!(format!(
-                        "The fields to change. Without update_mask, exactly the keys present are written; \
-                         a key with an empty value clears the field."
-                    ));
-                    self.schemas.insert(name.clone(), s);
-                }
-                json!({"$ref": format!("#/components/schemas/{name}")})
+                self.patch_reference(&m, true)
             } else {
                 self.reference(&m)
             };

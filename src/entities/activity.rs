@@ -90,12 +90,8 @@ impl Entity for Activity {
     }
 
     fn check(&mut self, _old: Option<&Self>, v: &mut Checker) {
-        if self.account_id.is_empty() && self.deal_id.is_empty() && self.contact_id.is_empty() {
-            v.add(
-                "account_id",
-                "at least one of account_id, deal_id, contact_id is required",
-            );
-        }
+        // At least one of account_id, deal_id, contact_id: the proto's
+        // (crm.v1.at_least_one_of).
         // The allowed types are the proto's (buf.validate.field).string.in.
         let types = &KIND.meta().field("type").expect("Activity.type").allowed;
         let given = self.activity_type.to_lowercase();

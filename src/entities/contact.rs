@@ -34,11 +34,23 @@ pub static KIND: Kind = Kind::new(
 fn full_name(c: &Contact) -> String {
     let name = format!("{} {}", c.first_name, c.last_name);
     let name = name.trim();
-    if name.is_empty() {
-        c.email.clone()
-    } else {
-        name.to_owned()
+    let name = if name.is_empty() { &c.email } else { name };
+    // Two names at their bounds are longer than display_name's: the computed
+    // name is cut to its declared bounds, never refused.
+    let rules = KIND
+        .meta()
+        .field("display_name")
+        .and_then(|f| f.rules.string.as_ref());
+    let max_chars = rules.and_then(|r| r.max_len).unwrap_or(u64::MAX);
+    let max_bytes = rules.and_then(|r| r.max_bytes).unwrap_or(u64::MAX);
+    let mut end = 0;
+    for (chars, (i, ch)) in name.char_indices().enumerate() {
+        if chars as u64 >= max_chars || (i + ch.len_utf8()) as u64 > max_bytes {
+            break;
+        }
+        end = i + ch.len_utf8();
     }
+    name[..end].trim_end().to_owned()
 }
 
 /// Clears the primary flag of an account's other live contacts: `$3` the
@@ -57,12 +69,8 @@ impl Entity for Contact {
 
     fn check(&mut self, old: Option<&Self>, v: &mut Checker) {
         self.email = self.email.to_lowercase();
-        if self.first_name.is_empty() && self.last_name.is_empty() && self.email.is_empty() {
-            v.add(
-                "first_name",
-                "at least one of first_name, last_name, email is required",
-            );
-        }
+        // At least one of first_name, last_name, email: the proto's
+        // (crm.v1.at_least_one_of).
         // Computed when blank, and kept computed while the client never set
         // it: a stored name equal to the old computed one follows the names.
         let was_computed = old.is_some_and(|o| o.display_name == full_name(o));
@@ -73,12 +81,6 @@ impl Entity for Contact {
         }
         if !self.reports_to_contact_id.is_empty() && self.reports_to_contact_id == self.id {
             v.add("reports_to_contact_id", "cannot be the contact itself");
-        }
-        if self.is_primary == Some(true) && self.account_id.is_empty() {
-            v.add(
-                "is_primary",
-                "requires account_id: a contact is primary at its account",
-            );
         }
         if self.opted_in != Some(true) {
             // Opting out (or never opting in) leaves no opt-in to record.

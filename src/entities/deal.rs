@@ -52,13 +52,7 @@ impl Entity for Deal {
         &KIND
     }
 
-    fn check(&mut self, old: Option<&Self>, v: &mut Checker) {
-        if old.is_some() && self.deal_number.is_empty() {
-            v.add(
-                "deal_number",
-                "cannot be cleared: every deal keeps a number",
-            );
-        }
+    fn check(&mut self, _old: Option<&Self>, v: &mut Checker) {
         // currency, probability, value: the proto's buf.validate rules.
         if self.stage == CLOSED_LOST {
             for (field, value) in [

@@ -97,18 +97,6 @@ impl Entity for Quote {
             (None, Some(b)) => self.validity_date = Some(b),
             _ => {}
         }
-        if self.is_primary == Some(true) && self.deal_id.is_empty() {
-            v.add(
-                "is_primary",
-                "requires deal_id: a quote is primary on its deal",
-            );
-        }
-        if old.is_some() && self.quote_number.is_empty() {
-            v.add(
-                "quote_number",
-                "cannot be cleared: every quote keeps a number",
-            );
-        }
         if old.is_none() {
             self.value = Some(0.0);
             self.total = Some(0.0);

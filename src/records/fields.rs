@@ -344,6 +344,20 @@ pub fn check_fields(msg: &DynamicMessage, meta: &Meta, scope: Scope, v: &mut Che
                     v.add(&f.name, format!("must have at most {max} entries"));
                     continue;
                 }
+                if all && repeated.is_some_and(|r| r.unique) {
+                    // Linear: the entry count was bounded just above.
+                    let mut seen = std::collections::HashSet::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        if let Value::String(s) = item
+                            && !seen.insert(s.as_str())
+                        {
+                            v.add(
+                                &format!("{}[{i}]", f.name),
+                                "must not repeat an earlier entry",
+                            );
+                        }
+                    }
+                }
                 let item_rules = repeated
                     .and_then(|r| r.items.as_deref())
                     .and_then(|r| r.string.as_ref());
@@ -459,6 +473,32 @@ pub fn validate(msg: &DynamicMessage, meta: &Meta, v: &mut Checker) {
         if missing && !v.has(&f.name) {
             v.add(&f.name, "is required");
         }
+    }
+    let set = |name: &str| {
+        meta.field(name)
+            .is_some_and(|f| match msg.get_field(&f.desc).as_ref() {
+                Value::String(s) => !s.is_empty(),
+                _ => msg.has_field(&f.desc),
+            })
+    };
+    for f in &meta.fields {
+        if let Some(target) = &f.requires_when_true
+            && msg.get_field(&f.desc).as_bool() == Some(true)
+            && !set(target)
+        {
+            v.add(&f.name, format!("requires {target} to be set"));
+        }
+    }
+    if let Some(first) = meta.at_least_one_of.first()
+        && !meta.at_least_one_of.iter().any(|n| set(n))
+    {
+        v.add(
+            first,
+            format!(
+                "at least one of {} is required",
+                meta.at_least_one_of.join(", ")
+            ),
+        );
     }
 }
 

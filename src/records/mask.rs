@@ -57,25 +57,37 @@ pub fn split_paths(s: &str) -> Vec<String> {
 }
 
 /// The segments of one path: split at `.` outside backticks; a backticked
-/// segment is taken literally, with ``` `` ``` standing for one backtick.
-/// `None` when a backtick is left open.
+/// segment is taken literally, with ``` `` ``` standing for one backtick
+/// (and ``` `` ``` alone for the empty key, which a JSON object may have).
+/// `None` when a backtick is left open or a segment is empty unquoted
+/// (`custom_fields.`, `a..b`).
 pub fn segments(path: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut chars = path.chars().peekable();
     let mut quoted = false;
+    let mut was_quoted = false;
     while let Some(c) = chars.next() {
         match c {
             '`' if quoted && chars.peek() == Some(&'`') => {
                 chars.next();
                 current.push('`');
             }
-            '`' => quoted = !quoted,
-            '.' if !quoted => out.push(std::mem::take(&mut current)),
+            '`' => {
+                quoted = !quoted;
+                was_quoted = true;
+            }
+            '.' if !quoted => {
+                if current.is_empty() && !was_quoted {
+                    return None;
+                }
+                out.push(std::mem::take(&mut current));
+                was_quoted = false;
+            }
             _ => current.push(c),
         }
     }
-    if quoted {
+    if quoted || (current.is_empty() && !was_quoted) {
         return None;
     }
     out.push(current);
@@ -127,7 +139,10 @@ pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<V
             continue;
         }
         let Some(parts) = segments(p) else {
-            violations.add("update_mask", format!("\"{p}\": unterminated backtick"));
+            violations.add(
+                "update_mask",
+                format!("\"{p}\": an empty segment or an unterminated backtick"),
+            );
             continue;
         };
         let (head, rest) = (parts[0].as_str(), &parts[1..]);
@@ -141,9 +156,7 @@ pub fn resolve(meta: &Meta, patch: &DynamicMessage, mask: &[String]) -> Result<V
         }
         match rest {
             [] => paths.push(Path::Field(i)),
-            keys if f.shape == Shape::Struct && keys.iter().all(|k| !k.is_empty()) => {
-                paths.push(Path::StructKey(i, keys.to_vec()))
-            }
+            keys if f.shape == Shape::Struct => paths.push(Path::StructKey(i, keys.to_vec())),
             _ => violations.add(
                 "update_mask",
                 format!("\"{p}\": {} has no subfields that can be named", f.name),

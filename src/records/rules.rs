@@ -77,6 +77,8 @@ pub struct Pattern {
 pub struct RepeatedRules {
     /// `max_items`.
     pub max_items: Option<u64>,
+    /// `unique`: no entry twice.
+    pub unique: bool,
     /// `items`: the rules of each entry.
     pub items: Option<Box<Rules>>,
 }
@@ -311,6 +313,7 @@ fn parse(m: &DynamicMessage, field: &str, description: Option<&str>) -> Rules {
                 for (f, v) in r.fields() {
                     match (f.name(), v) {
                         ("max_items", Value::U64(n)) => out.max_items = Some(*n),
+                        ("unique", Value::Bool(b)) => out.unique = *b,
                         ("items", Value::Message(items)) => {
                             out.items = Some(Box::new(parse(items, field, description)));
                         }
@@ -324,6 +327,14 @@ fn parse(m: &DynamicMessage, field: &str, description: Option<&str>) -> Rules {
             }
             ("int32", Value::Message(d)) => {
                 rules.number = Some(bounds(d, field, "int32", &|v| v.as_i32().map(f64::from)));
+            }
+            ("int64", Value::Message(d)) => {
+                // Bounds this module reads as f64 must be exact there.
+                rules.number = Some(bounds(d, field, "int64", &|v| {
+                    v.as_i64()
+                        .filter(|n| n.unsigned_abs() < 1 << 53)
+                        .map(|n| n as f64)
+                }));
             }
             ("timestamp", Value::Message(d)) => {
                 let mut b = TimeBounds::default();

@@ -63,6 +63,11 @@ pub struct FieldMeta {
     pub allowed: Vec<String>,
     /// Its `(buf.validate.field)` rules.
     pub rules: Rules,
+    /// `(crm.v1.requires_when_true)`: the field that must be set when this
+    /// bool is true.
+    pub requires_when_true: Option<String>,
+    /// `(crm.v1.keep_set)`: once set, an update cannot clear it.
+    pub keep_set: bool,
     /// `(crm.v1.default_value)`: the value an empty string field takes.
     pub default: Option<String>,
     /// For the `id` field and reference fields: the id prefix of the kind
@@ -93,10 +98,42 @@ pub struct Meta {
     pub search_doc: Option<String>,
     /// The normalized name (the first search field), for ranking.
     pub name_doc: Option<String>,
+    /// `(crm.v1.at_least_one_of)`: fields of which at least one must be set.
+    pub at_least_one_of: Vec<String>,
 }
 
 const FIELD_BEHAVIOR: &str = "google.api.field_behavior";
 const DEFAULT_VALUE: &str = "crm.v1.default_value";
+const AT_LEAST_ONE_OF: &str = "crm.v1.at_least_one_of";
+const REQUIRES_WHEN_TRUE: &str = "crm.v1.requires_when_true";
+const KEEP_SET: &str = "crm.v1.keep_set";
+
+/// A string field option of `field` (empty: none).
+fn string_option(field: &FieldDescriptor, name: &str) -> Option<String> {
+    let ext = DESCRIPTOR_POOL
+        .get_extension_by_name(name)
+        .unwrap_or_else(|| panic!("{name} is declared in crm/v1/common.proto"));
+    field
+        .options()
+        .get_extension(&ext)
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// A repeated string message option of `desc`.
+fn message_strings(desc: &MessageDescriptor, name: &str) -> Vec<String> {
+    let ext = DESCRIPTOR_POOL
+        .get_extension_by_name(name)
+        .unwrap_or_else(|| panic!("{name} is declared in crm/v1/common.proto"));
+    match desc.options().get_extension(&ext).as_ref() {
+        Value::List(values) => values
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
 // google.api.FieldBehavior numbers.
 const REQUIRED: i32 = 2;
 const OUTPUT_ONLY: i32 = 3;
@@ -125,15 +162,7 @@ fn behavior(field: &FieldDescriptor) -> Behavior {
 
 /// The `(crm.v1.default_value)` of a field.
 fn default_value(field: &FieldDescriptor) -> Option<String> {
-    let ext = DESCRIPTOR_POOL
-        .get_extension_by_name(DEFAULT_VALUE)
-        .unwrap_or_else(|| panic!("{DEFAULT_VALUE} is declared in crm/v1/common.proto"));
-    field
-        .options()
-        .get_extension(&ext)
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    string_option(field, DEFAULT_VALUE)
 }
 
 fn shape(field: &FieldDescriptor) -> Shape {
@@ -186,6 +215,10 @@ impl Meta {
                     .map(|s| s.one_of.clone())
                     .unwrap_or_default();
                 let default = default_value(&f);
+                let requires_when_true = string_option(&f, REQUIRES_WHEN_TRUE);
+                let keep_set = DESCRIPTOR_POOL
+                    .get_extension_by_name(KEEP_SET)
+                    .is_some_and(|ext| f.options().get_extension(&ext).as_bool() == Some(true));
                 let id_prefix = if f.name() == "id" {
                     Some(kind.prefix)
                 } else {
@@ -212,6 +245,8 @@ impl Meta {
                     allowed,
                     default,
                     rules,
+                    requires_when_true,
+                    keep_set,
                     desc: f,
                 }
             })
@@ -339,7 +374,16 @@ impl Meta {
         // The stored column migration 0002 computes from the same fields.
         let search_doc = (!kind.search.is_empty()).then(|| "t.\"search_doc\"".to_owned());
         let name_doc = kind.search.first().map(|n| doc(&[n]));
+        let at_least_one_of = message_strings(&desc, AT_LEAST_ONE_OF);
+        for name in &at_least_one_of {
+            assert!(
+                fields.iter().any(|f| f.name == *name && f.writable()),
+                "{}: at_least_one_of names {name}, not a writable field",
+                kind.message
+            );
+        }
         Self {
+            at_least_one_of,
             desc,
             fields,
             columns,

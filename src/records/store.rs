@@ -490,6 +490,16 @@ pub(super) fn merge<E: Entity>(
             v.add(&f.name, "cannot be changed");
         }
     }
+    for f in meta.fields.iter().filter(|f| f.keep_set) {
+        let blank = |m: &prost_reflect::DynamicMessage| {
+            m.get_field(&f.desc)
+                .as_str()
+                .is_none_or(|s| s.trim_ascii().is_empty())
+        };
+        if blank(&merged) && !blank(&old_msg) {
+            v.add(&f.name, "cannot be cleared once set");
+        }
+    }
     let (mut new, refs) = prepare::<E>(merged, Some(&old), |_| {}, v);
     if new == old && v.is_empty() {
         return Merged::Unchanged(old);

@@ -77,7 +77,9 @@ impl Template {
             match segment {
                 Segment::Literal(l) if l == part => {}
                 Segment::Literal(_) => return None,
-                Segment::Var(_) if part.is_empty() => return None,
+                // Empty, or the `:verb` of an empty one (`/deals/:undelete`):
+                // no value, so no match (404, as grpc-gateway answers).
+                Segment::Var(_) if part.is_empty() || part.starts_with(':') => return None,
                 Segment::Var(field) => {
                     let value = percent_decode(part)?;
                     bound.push((field.clone(), value));
@@ -142,6 +144,9 @@ mod tests {
         assert_eq!(t.matches("/api/v1/crm/line-items/li_1"), None);
         let plain = Template::parse("/api/v1/crm/line-items/{id}").unwrap();
         assert_eq!(plain.verb, None);
+        // A verb after an empty id binds nothing, in either template.
+        assert!(t.matches("/api/v1/crm/line-items/:undelete").is_none());
+        assert!(plain.matches("/api/v1/crm/line-items/:undelete").is_none());
     }
 
     #[test]

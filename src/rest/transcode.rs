@@ -285,7 +285,8 @@ impl Transcoder {
         method: &Method,
     ) -> Result<DynamicMessage, Error> {
         let mut msg = DynamicMessage::new(route.input.clone());
-        let has_body = body.iter().any(|b| !b.is_ascii_whitespace());
+        // Only an empty body is no body; anything else must be JSON.
+        let has_body = !body.is_empty();
         match &route.body {
             BodyRule::None => {}
             BodyRule::Whole if has_body => {
@@ -353,10 +354,16 @@ impl Transcoder {
             if taken.contains(&top.name()) {
                 continue;
             }
-            if route.mask_field.as_ref().is_some_and(|m| m == &top) && !mask_from_query {
-                // An explicit ?update_mask= replaces the one derived from the body.
-                msg.clear_field(&top);
-                mask_from_query = true;
+            if route.mask_field.as_ref().is_some_and(|m| m == &top) {
+                // An empty ?update_mask= is no mask: the body's keys make it.
+                if value.is_empty() {
+                    continue;
+                }
+                // An explicit one replaces the one derived from the body.
+                if !mask_from_query {
+                    msg.clear_field(&top);
+                    mask_from_query = true;
+                }
             }
             set_path(&mut msg, &path, &value, &key, Bind::Once)?;
         }

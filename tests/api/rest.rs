@@ -1080,6 +1080,52 @@ async fn the_openapi_document_and_the_server_agree_on_what_is_valid() {
         upsert["GetAccount"]["parameters"]["id"],
         "$response.body#/account/id"
     );
+    // Rules between fields, from the protos' crm.v1 options.
+    let any = schemas["Contact"]["anyOf"].as_array().unwrap();
+    assert_eq!(any.len(), 3, "first_name, last_name or email");
+    assert_eq!(
+        schemas["Contact"]["allOf"][0]["then"]["required"],
+        json!(["account_id"])
+    );
+    assert!(
+        schemas["ContactPatch"]["anyOf"].is_null(),
+        "a patch needs none of them"
+    );
+    assert_eq!(schemas["ContactPatch"]["additionalProperties"], false);
+    assert_eq!(
+        schemas["DealPatch"]["properties"]["deal_number"]["minLength"],
+        1
+    );
+    assert_eq!(
+        schemas["UpsertAccountRequest"]["properties"]["account"]["allOf"][1]["required"],
+        json!(["external_id"])
+    );
+    // proto3 JSON: null is "not set" for an optional field, never for a required one.
+    assert_eq!(account["legal_name"]["type"], json!(["string", "null"]));
+    assert_eq!(account["name"]["type"], "string");
+    // Update masks name the resource's writable fields.
+    let mask = doc["paths"]["/api/v1/crm/accounts/{id}"]["patch"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "update_mask")
+        .unwrap()["schema"]["pattern"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mask = regex::Regex::new(&mask).unwrap();
+    for ok in [
+        "name",
+        "legal_name,legalName",
+        "custom_fields.tier",
+        "*",
+        "",
+    ] {
+        assert!(mask.is_match(ok), "{ok}");
+    }
+    for bad in ["nmae", "name,", "tenant_id", "name.x"] {
+        assert!(!mask.is_match(bad), "{bad}");
+    }
 
     // Values on both sides of each rule: the server accepts exactly what
     // the document says it accepts.
@@ -1350,4 +1396,97 @@ async fn credentials_come_before_the_body_and_a_body_operation_needs_one() {
         )
         .await;
     assert_eq!((status, body), (200, json!({"accounts": []})));
+}
+
+#[tokio::test]
+async fn patch_bodies_name_what_they_write() {
+    let app = spawn_app().await;
+    let t = app.token("tenant-a", "u1");
+    let acc = app.account(&t, "Acme").await;
+    let path = format!("/api/v1/crm/accounts/{}", acc.id);
+    // An empty ?update_mask= is no mask: the body's keys make it, so a
+    // blank required field in the body is refused rather than ignored.
+    let (status, body, _) = app
+        .rest(
+            "PATCH",
+            &format!("{path}?update_mask="),
+            Some(&t),
+            Some(json!({"name": ""})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["details"][1]["field_violations"][0]["field"],
+        "account.name"
+    );
+    // A body of whitespace is not an empty body: it is not JSON.
+    let resp = app
+        .http
+        .patch(format!("http://{}{path}", app.http_addr))
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body(" \n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    // A JSON object may have an empty key; a PATCH writes it like any other.
+    let (status, body, _) = app
+        .rest(
+            "PATCH",
+            &path,
+            Some(&t),
+            Some(json!({"custom_fields": {"": 1, "a": {"": 2}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["custom_fields"], json!({"": 1.0, "a": {"": 2.0}}));
+    let (status, body, _) = app
+        .rest(
+            "PATCH",
+            &path,
+            Some(&t),
+            Some(json!({"custom_fields": {"": 3}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["custom_fields"], json!({"": 3.0, "a": {"": 2.0}}));
+    // An unquoted empty segment is still an error.
+    let (status, _, _) = app
+        .rest(
+            "PATCH",
+            &format!("{path}?update_mask=custom_fields."),
+            Some(&t),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    // The verb of an empty id names nothing.
+    let (status, body, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/accounts/:undelete",
+            Some(&t),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    // Two names at their bounds make a display name cut to its own bound,
+    // not a refusal of a field the client did not send.
+    let (status, body, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/contacts",
+            Some(&t),
+            Some(json!({"first_name": "é".repeat(1000), "last_name": "ö".repeat(1000)})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let display = body["display_name"].as_str().unwrap();
+    assert!(
+        display.chars().count() <= 1024 && display.len() <= 2048,
+        "{}",
+        display.len()
+    );
+    assert!(display.starts_with(&"é".repeat(1000)));
 }

@@ -15,6 +15,16 @@ DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
 default_value: _descriptor.FieldDescriptor
 VALUE_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
 value_description: _descriptor.FieldDescriptor
+REQUIRED_SUBFIELDS_FIELD_NUMBER: _ClassVar[int]
+required_subfields: _descriptor.FieldDescriptor
+EMPTY_SUBFIELDS_FIELD_NUMBER: _ClassVar[int]
+empty_subfields: _descriptor.FieldDescriptor
+REQUIRES_WHEN_TRUE_FIELD_NUMBER: _ClassVar[int]
+requires_when_true: _descriptor.FieldDescriptor
+KEEP_SET_FIELD_NUMBER: _ClassVar[int]
+keep_set: _descriptor.FieldDescriptor
+AT_LEAST_ONE_OF_FIELD_NUMBER: _ClassVar[int]
+at_least_one_of: _descriptor.FieldDescriptor
 
 class StageChange(_message.Message):
     __slots__ = ("from_stage", "to_stage", "changed_at", "changed_by")

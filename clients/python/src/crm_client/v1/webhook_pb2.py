@@ -22,13 +22,15 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from crm_client.v1 import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from crm_client.v1 import common_pb2 as crm_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63rm/v1/webhook.proto\x12\x06\x63rm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x03\n\x07Webhook\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0eresource_types\x18\x03 \x03(\tB\x04\xe2\x41\x01\x01\x12\x18\n\noperations\x18\x04 \x03(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x07\x65nabled\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x1d\n\x0f\x64isabled_reason\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06secret\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x06\x61pp_id\x18\t \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x34\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x0f\n\x07version\x18\x0e \x01(\x05\x42\n\n\x08_enabledB\t\n\x07_app_id\">\n\x14\x43reateWebhookRequest\x12&\n\x07webhook\x18\x01 \x01(\x0b\x32\x0f.crm.v1.WebhookB\x04\xe2\x41\x01\x02\"%\n\x11GetWebhookRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x13ListWebhooksRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x14ListWebhooksResponse\x12\'\n\x08webhooks\x18\x01 \x03(\x0b\x32\x0f.crm.v1.WebhookB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"u\n\x14UpdateWebhookRequest\x12&\n\x07webhook\x18\x01 \x01(\x0b\x32\x0f.crm.v1.WebhookB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"(\n\x14\x44\x65leteWebhookRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteWebhookResponse\"c\n\x1cListWebhookDeliveriesRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x96\x02\n\x0fWebhookDelivery\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0bstatus_code\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x61ttempted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64uration_ms\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"q\n\x1dListWebhookDeliveriesResponse\x12\x31\n\ndeliveries\x18\x01 \x03(\x0b\x32\x17.crm.v1.WebhookDeliveryB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"I\n\x17RedeliverWebhookRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\"W\n\x18RedeliverWebhookResponse\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0flatest_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x32\xbf\x06\n\x0eWebhookService\x12\x65\n\rCreateWebhook\x12\x1c.crm.v1.CreateWebhookRequest\x1a\x0f.crm.v1.Webhook\"%\x82\xd3\xe4\x93\x02\x1f\"\x14/api/v1/crm/webhooks:\x07webhook\x12[\n\nGetWebhook\x12\x19.crm.v1.GetWebhookRequest\x1a\x0f.crm.v1.Webhook\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/crm/webhooks/{id}\x12g\n\x0cListWebhooks\x12\x1b.crm.v1.ListWebhooksRequest\x1a\x1c.crm.v1.ListWebhooksResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/crm/webhooks\x12r\n\rUpdateWebhook\x12\x1c.crm.v1.UpdateWebhookRequest\x1a\x0f.crm.v1.Webhook\"2\x82\xd3\xe4\x93\x02,2!/api/v1/crm/webhooks/{webhook.id}:\x07webhook\x12o\n\rDeleteWebhook\x12\x1c.crm.v1.DeleteWebhookRequest\x1a\x1d.crm.v1.DeleteWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/crm/webhooks/{id}\x12\x92\x01\n\x15ListWebhookDeliveries\x12$.crm.v1.ListWebhookDeliveriesRequest\x1a%.crm.v1.ListWebhookDeliveriesResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/v1/crm/webhooks/{id}/deliveries\x12\x85\x01\n\x10RedeliverWebhook\x12\x1f.crm.v1.RedeliverWebhookRequest\x1a .crm.v1.RedeliverWebhookResponse\".\x82\xd3\xe4\x93\x02(\"#/api/v1/crm/webhooks/{id}:redeliver:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63rm/v1/webhook.proto\x12\x06\x63rm.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x13\x63rm/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x05\n\x07Webhook\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x9a\x01\n\x03url\x18\x02 \x01(\tB\x8c\x01\xe2\x41\x01\x02\xbaHJrE(\x80\x10\x32@^[Hh][Tt][Tt][Pp][Ss]?://[^\\x00-\\x20/?#@]+([/?][^\\x00-\\x20#]*)?$\xc8\x01\x01\xba\xbb\x18\x37\x61n absolute http(s) URL without credentials or fragment\x12\\\n\x0eresource_types\x18\x03 \x03(\tBD\xe2\x41\x01\x01\xbaH=\x92\x01:\x10@\"6r4R\x07\x61\x63\x63ountR\x07\x63ontactR\x04\x64\x65\x61lR\x08\x61\x63tivityR\x05quoteR\tline_item\x12R\n\noperations\x18\x04 \x03(\tB>\xe2\x41\x01\x01\xbaH7\x92\x01\x34\x10@\"0r.R\x07\x63reatedR\x07updatedR\x07\x64\x65letedR\tundeletedR\x06purged\x12-\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x18\xe2\x41\x01\x01\xbaH\x11r\x0f\x18\x80\x08\x32\n^[^\\x00]*$\x12\x1a\n\x07\x65nabled\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x1d\n\x0f\x64isabled_reason\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06secret\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x06\x61pp_id\x18\t \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x34\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_by\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nupdated_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x0f\n\x07version\x18\x0e \x01(\x05\x42\n\n\x08_enabledB\t\n\x07_app_id\">\n\x14\x43reateWebhookRequest\x12&\n\x07webhook\x18\x01 \x01(\x0b\x32\x0f.crm.v1.WebhookB\x04\xe2\x41\x01\x02\"]\n\x11GetWebhookRequest\x12H\n\x02id\x18\x01 \x01(\tB<\xe2\x41\x01\x02\xbaH5r02.^whk_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\xc8\x01\x01\"O\n\x13ListWebhooksRequest\x12\x1e\n\tpage_size\x18\x01 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x14ListWebhooksResponse\x12\'\n\x08webhooks\x18\x01 \x03(\x0b\x32\x0f.crm.v1.WebhookB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"u\n\x14UpdateWebhookRequest\x12&\n\x07webhook\x18\x01 \x01(\x0b\x32\x0f.crm.v1.WebhookB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"`\n\x14\x44\x65leteWebhookRequest\x12H\n\x02id\x18\x01 \x01(\tB<\xe2\x41\x01\x02\xbaH5r02.^whk_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\xc8\x01\x01\"\x17\n\x15\x44\x65leteWebhookResponse\"\xa2\x01\n\x1cListWebhookDeliveriesRequest\x12H\n\x02id\x18\x01 \x01(\tB<\xe2\x41\x01\x02\xbaH5r02.^whk_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\xc8\x01\x01\x12\x1e\n\tpage_size\x18\x02 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x96\x02\n\x0fWebhookDelivery\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0bstatus_code\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x61ttempted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64uration_ms\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x39\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"q\n\x1dListWebhookDeliveriesResponse\x12\x31\n\ndeliveries\x18\x01 \x03(\x0b\x32\x17.crm.v1.WebhookDeliveryB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"\x88\x01\n\x17RedeliverWebhookRequest\x12H\n\x02id\x18\x01 \x01(\tB<\xe2\x41\x01\x02\xbaH5r02.^whk_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\xc8\x01\x01\x12#\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\"W\n\x18RedeliverWebhookResponse\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0flatest_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x32\xbf\x06\n\x0eWebhookService\x12\x65\n\rCreateWebhook\x12\x1c.crm.v1.CreateWebhookRequest\x1a\x0f.crm.v1.Webhook\"%\x82\xd3\xe4\x93\x02\x1f\"\x14/api/v1/crm/webhooks:\x07webhook\x12[\n\nGetWebhook\x12\x19.crm.v1.GetWebhookRequest\x1a\x0f.crm.v1.Webhook\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/crm/webhooks/{id}\x12g\n\x0cListWebhooks\x12\x1b.crm.v1.ListWebhooksRequest\x1a\x1c.crm.v1.ListWebhooksResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/crm/webhooks\x12r\n\rUpdateWebhook\x12\x1c.crm.v1.UpdateWebhookRequest\x1a\x0f.crm.v1.Webhook\"2\x82\xd3\xe4\x93\x02,2!/api/v1/crm/webhooks/{webhook.id}:\x07webhook\x12o\n\rDeleteWebhook\x12\x1c.crm.v1.DeleteWebhookRequest\x1a\x1d.crm.v1.DeleteWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/crm/webhooks/{id}\x12\x92\x01\n\x15ListWebhookDeliveries\x12$.crm.v1.ListWebhookDeliveriesRequest\x1a%.crm.v1.ListWebhookDeliveriesResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/v1/crm/webhooks/{id}/deliveries\x12\x85\x01\n\x10RedeliverWebhook\x12\x1f.crm.v1.RedeliverWebhookRequest\x1a .crm.v1.RedeliverWebhookResponse\".\x82\xd3\xe4\x93\x02(\"#/api/v1/crm/webhooks/{id}:redeliver:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,13 +40,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOK'].fields_by_name['id']._loaded_options = None
   _globals['_WEBHOOK'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_WEBHOOK'].fields_by_name['url']._loaded_options = None
-  _globals['_WEBHOOK'].fields_by_name['url']._serialized_options = b'\342A\001\002'
+  _globals['_WEBHOOK'].fields_by_name['url']._serialized_options = b'\342A\001\002\272HJrE(\200\0202@^[Hh][Tt][Tt][Pp][Ss]?://[^\\x00-\\x20/?#@]+([/?][^\\x00-\\x20#]*)?$\310\001\001\272\273\0307an absolute http(s) URL without credentials or fragment'
   _globals['_WEBHOOK'].fields_by_name['resource_types']._loaded_options = None
-  _globals['_WEBHOOK'].fields_by_name['resource_types']._serialized_options = b'\342A\001\001'
+  _globals['_WEBHOOK'].fields_by_name['resource_types']._serialized_options = b'\342A\001\001\272H=\222\001:\020@\"6r4R\007accountR\007contactR\004dealR\010activityR\005quoteR\tline_item'
   _globals['_WEBHOOK'].fields_by_name['operations']._loaded_options = None
-  _globals['_WEBHOOK'].fields_by_name['operations']._serialized_options = b'\342A\001\001'
+  _globals['_WEBHOOK'].fields_by_name['operations']._serialized_options = b'\342A\001\001\272H7\222\0014\020@\"0r.R\007createdR\007updatedR\007deletedR\tundeletedR\006purged'
   _globals['_WEBHOOK'].fields_by_name['description']._loaded_options = None
-  _globals['_WEBHOOK'].fields_by_name['description']._serialized_options = b'\342A\001\001'
+  _globals['_WEBHOOK'].fields_by_name['description']._serialized_options = b'\342A\001\001\272H\021r\017\030\200\0102\n^[^\\x00]*$'
   _globals['_WEBHOOK'].fields_by_name['enabled']._loaded_options = None
   _globals['_WEBHOOK'].fields_by_name['enabled']._serialized_options = b'\342A\001\001'
   _globals['_WEBHOOK'].fields_by_name['disabled_reason']._loaded_options = None
@@ -64,9 +66,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEWEBHOOKREQUEST'].fields_by_name['webhook']._loaded_options = None
   _globals['_CREATEWEBHOOKREQUEST'].fields_by_name['webhook']._serialized_options = b'\342A\001\002'
   _globals['_GETWEBHOOKREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_GETWEBHOOKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_GETWEBHOOKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H5r02.^whk_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\310\001\001'
   _globals['_LISTWEBHOOKSREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTWEBHOOKSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTWEBHOOKSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTWEBHOOKSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTWEBHOOKSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
   _globals['_LISTWEBHOOKSRESPONSE'].fields_by_name['webhooks']._loaded_options = None
@@ -78,11 +80,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEWEBHOOKREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEWEBHOOKREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\001'
   _globals['_DELETEWEBHOOKREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_DELETEWEBHOOKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEWEBHOOKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H5r02.^whk_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\310\001\001'
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H5r02.^whk_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\310\001\001'
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTWEBHOOKDELIVERIESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
   _globals['_WEBHOOKDELIVERY'].fields_by_name['event_id']._loaded_options = None
@@ -106,9 +108,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWEBHOOKDELIVERIESRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
   _globals['_LISTWEBHOOKDELIVERIESRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
   _globals['_REDELIVERWEBHOOKREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_REDELIVERWEBHOOKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_REDELIVERWEBHOOKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H5r02.^whk_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$\310\001\001'
   _globals['_REDELIVERWEBHOOKREQUEST'].fields_by_name['after_sequence']._loaded_options = None
-  _globals['_REDELIVERWEBHOOKREQUEST'].fields_by_name['after_sequence']._serialized_options = b'\342A\001\002'
+  _globals['_REDELIVERWEBHOOKREQUEST'].fields_by_name['after_sequence']._serialized_options = b'\342A\001\001\272H\004\"\002(\000'
   _globals['_REDELIVERWEBHOOKRESPONSE'].fields_by_name['after_sequence']._loaded_options = None
   _globals['_REDELIVERWEBHOOKRESPONSE'].fields_by_name['after_sequence']._serialized_options = b'\342A\001\003'
   _globals['_REDELIVERWEBHOOKRESPONSE'].fields_by_name['latest_sequence']._loaded_options = None
@@ -127,32 +129,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookDeliveries']._serialized_options = b'\202\323\344\223\002&\022$/api/v1/crm/webhooks/{id}/deliveries'
   _globals['_WEBHOOKSERVICE'].methods_by_name['RedeliverWebhook']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['RedeliverWebhook']._serialized_options = b'\202\323\344\223\002(\"#/api/v1/crm/webhooks/{id}:redeliver:\001*'
-  _globals['_WEBHOOK']._serialized_start=163
-  _globals['_WEBHOOK']._serialized_end=600
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=602
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=664
-  _globals['_GETWEBHOOKREQUEST']._serialized_start=666
-  _globals['_GETWEBHOOKREQUEST']._serialized_end=703
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=705
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=777
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=779
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=873
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=875
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=992
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=994
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1034
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1036
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1059
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=1061
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1160
-  _globals['_WEBHOOKDELIVERY']._serialized_start=1163
-  _globals['_WEBHOOKDELIVERY']._serialized_end=1441
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1443
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=1556
-  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_start=1558
-  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_end=1631
-  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_start=1633
-  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_end=1720
-  _globals['_WEBHOOKSERVICE']._serialized_start=1723
-  _globals['_WEBHOOKSERVICE']._serialized_end=2554
+  _globals['_WEBHOOK']._serialized_start=213
+  _globals['_WEBHOOK']._serialized_end=930
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=932
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=994
+  _globals['_GETWEBHOOKREQUEST']._serialized_start=996
+  _globals['_GETWEBHOOKREQUEST']._serialized_end=1089
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1091
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1170
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1172
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1266
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1268
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1385
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1387
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1483
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1485
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1508
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=1511
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1673
+  _globals['_WEBHOOKDELIVERY']._serialized_start=1676
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1954
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1956
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2069
+  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_start=2072
+  _globals['_REDELIVERWEBHOOKREQUEST']._serialized_end=2208
+  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_start=2210
+  _globals['_REDELIVERWEBHOOKRESPONSE']._serialized_end=2297
+  _globals['_WEBHOOKSERVICE']._serialized_start=2300
+  _globals['_WEBHOOKSERVICE']._serialized_end=3131
 # @@protoc_insertion_point(module_scope)

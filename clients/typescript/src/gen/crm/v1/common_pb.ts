@@ -5,7 +5,7 @@
 import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
-import type { FieldOptions, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldOptions, MessageOptions, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/common.proto.
  */
 export const file_crm_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChNjcm0vdjEvY29tbW9uLnByb3RvEgZjcm0udjEijwEKC1N0YWdlQ2hhbmdlEhgKCmZyb21fc3RhZ2UYASABKAlCBOJBAQMSFgoIdG9fc3RhZ2UYAiABKAlCBOJBAQMSNAoKY2hhbmdlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGAoKY2hhbmdlZF9ieRgEIAEoCUIE4kEBAyLSAQoPTGluZUl0ZW1TdW1tYXJ5EhAKAmlkGAEgASgJQgTiQQEDEhkKC2Rlc2NyaXB0aW9uGAIgASgJQgTiQQEDEhYKCHF1YW50aXR5GAMgASgBQgTiQQEDEhgKCnVuaXRfcHJpY2UYBCABKAFCBOJBAQMSFgoIZGlzY291bnQYBSABKAFCBOJBAQMSGwoNZGlzY291bnRfdHlwZRgGIAEoCUIE4kEBAxITCgV0b3RhbBgHIAEoAUIE4kEBAxIWCghjdXJyZW5jeRgIIAEoCUIE4kEBAzpKCg5hbGxvd2VkX3ZhbHVlcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtYcDIAMoCUICGAFSDWFsbG93ZWRWYWx1ZXM6RAoNZGVmYXVsdF92YWx1ZRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtocDIAEoCVIMZGVmYXVsdFZhbHVlOkwKEXZhbHVlX2Rlc2NyaXB0aW9uEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi3hwMgASgJUhB2YWx1ZURlc2NyaXB0aW9uYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_descriptor, file_google_protobuf_timestamp]);
+  fileDesc("ChNjcm0vdjEvY29tbW9uLnByb3RvEgZjcm0udjEijwEKC1N0YWdlQ2hhbmdlEhgKCmZyb21fc3RhZ2UYASABKAlCBOJBAQMSFgoIdG9fc3RhZ2UYAiABKAlCBOJBAQMSNAoKY2hhbmdlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGAoKY2hhbmdlZF9ieRgEIAEoCUIE4kEBAyLSAQoPTGluZUl0ZW1TdW1tYXJ5EhAKAmlkGAEgASgJQgTiQQEDEhkKC2Rlc2NyaXB0aW9uGAIgASgJQgTiQQEDEhYKCHF1YW50aXR5GAMgASgBQgTiQQEDEhgKCnVuaXRfcHJpY2UYBCABKAFCBOJBAQMSFgoIZGlzY291bnQYBSABKAFCBOJBAQMSGwoNZGlzY291bnRfdHlwZRgGIAEoCUIE4kEBAxITCgV0b3RhbBgHIAEoAUIE4kEBAxIWCghjdXJyZW5jeRgIIAEoCUIE4kEBAzpKCg5hbGxvd2VkX3ZhbHVlcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtYcDIAMoCUICGAFSDWFsbG93ZWRWYWx1ZXM6RAoNZGVmYXVsdF92YWx1ZRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtocDIAEoCVIMZGVmYXVsdFZhbHVlOkwKEXZhbHVlX2Rlc2NyaXB0aW9uEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi3hwMgASgJUhB2YWx1ZURlc2NyaXB0aW9uOk4KEnJlcXVpcmVkX3N1YmZpZWxkcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYuIcDIAMoCVIRcmVxdWlyZWRTdWJmaWVsZHM6SAoPZW1wdHlfc3ViZmllbGRzEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi5hwMgAygJUg5lbXB0eVN1YmZpZWxkczpNChJyZXF1aXJlc193aGVuX3RydWUSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGLuHAyABKAlSEHJlcXVpcmVzV2hlblRydWU6OgoIa2VlcF9zZXQSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGLyHAyABKAhSB2tlZXBTZXQ6SAoPYXRfbGVhc3Rfb25lX29mEh8uZ29vZ2xlLnByb3RvYnVmLk1lc3NhZ2VPcHRpb25zGLqHAyADKAlSDGF0TGVhc3RPbmVPZmIGcHJvdG8z", [file_google_api_field_behavior, file_google_protobuf_descriptor, file_google_protobuf_timestamp]);
 
 /**
  * One stage transition of a deal, appended to Deal.audit_log by the server.
@@ -156,4 +156,49 @@ export const default_value: GenExtension<FieldOptions, string> = /*@__PURE__*/
  */
 export const value_description: GenExtension<FieldOptions, string> = /*@__PURE__*/
   extDesc(file_crm_v1_common, 2);
+
+/**
+ * On a message field: fields of that message which this use requires to be
+ * set (non-blank), though the message itself leaves them optional; e.g. an
+ * upsert's external_id. INVALID_ARGUMENT naming the field otherwise.
+ *
+ * @generated from extension: repeated string required_subfields = 50104;
+ */
+export const required_subfields: GenExtension<FieldOptions, string[]> = /*@__PURE__*/
+  extDesc(file_crm_v1_common, 3);
+
+/**
+ * On a repeated message field: fields every item must leave empty; e.g. a
+ * batch item's request_id (the batch carries one for all).
+ *
+ * @generated from extension: repeated string empty_subfields = 50105;
+ */
+export const empty_subfields: GenExtension<FieldOptions, string[]> = /*@__PURE__*/
+  extDesc(file_crm_v1_common, 4);
+
+/**
+ * On a bool field: when it is true, this other field of the message must
+ * be set (non-blank); e.g. a contact is primary at its account_id.
+ *
+ * @generated from extension: string requires_when_true = 50107;
+ */
+export const requires_when_true: GenExtension<FieldOptions, string> = /*@__PURE__*/
+  extDesc(file_crm_v1_common, 5);
+
+/**
+ * Once set, an update cannot clear the field (a deal's or quote's number).
+ *
+ * @generated from extension: bool keep_set = 50108;
+ */
+export const keep_set: GenExtension<FieldOptions, boolean> = /*@__PURE__*/
+  extDesc(file_crm_v1_common, 6);
+
+/**
+ * At least one of these fields must be set (non-blank); otherwise
+ * INVALID_ARGUMENT on the first, "at least one of … is required".
+ *
+ * @generated from extension: repeated string at_least_one_of = 50106;
+ */
+export const at_least_one_of: GenExtension<MessageOptions, string[]> = /*@__PURE__*/
+  extDesc(file_crm_v1_common, 7);
 
