@@ -48,6 +48,11 @@ fn string_values(pool: &DescriptorPool, field: &FieldDescriptor, name: &str) -> 
     }
 }
 
+/// The decimal digits of 0..=i64::MAX (leading zeros allowed, as the
+/// server's parser allows them): a number of at most 18 digits, or 19 digits
+/// not above 9223372036854775807, digit by digit.
+const I64_DIGITS: &str = "0*([0-9]{1,18}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807)";
+
 /// Text that is not blank: a character other than the ASCII whitespace the
 /// server trims (src/records/rules.rs NON_BLANK).
 const NON_BLANK: &str = "[^\\t\\n\\f\\r ]";
@@ -241,7 +246,7 @@ fn constrain(schema: &mut Json, rules: &DynamicMessage, list: bool) {
         && matches!(set(&r, "gte"), Some(Value::I64(n)) if n >= 0)
     {
         // The decimal-string form of a non-negative int64.
-        schema["pattern"] = json!("^[0-9]+$");
+        schema["pattern"] = json!(format!("^{I64_DIGITS}$"));
     }
     for kind in ["double", "int32", "int64"] {
         if let Some(Value::Message(r)) = set(rules, kind) {
@@ -343,12 +348,15 @@ impl Gen<'_> {
             }
             // The proto3 JSON form of a 64-bit integer: a decimal string (or a
             // number, which loses precision past 2^53 in many clients).
-            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
-                json!({"type": ["string", "integer"], "format": "int64", "pattern": "^-?[0-9]+$"})
-            }
-            Kind::Uint64 | Kind::Fixed64 => {
-                json!({"type": ["string", "integer"], "format": "int64", "pattern": "^[0-9]+$", "minimum": 0})
-            }
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({
+                "type": ["string", "integer"], "format": "int64",
+                "pattern": format!("^-?{I64_DIGITS}$"),
+                "minimum": i64::MIN, "maximum": i64::MAX
+            }),
+            Kind::Uint64 | Kind::Fixed64 => json!({
+                "type": ["string", "integer"], "format": "uint64",
+                "pattern": "^0*[0-9]{1,19}$", "minimum": 0, "maximum": i64::MAX
+            }),
             Kind::Double => json!({"type": "number", "format": "double"}),
             Kind::Float => json!({"type": "number", "format": "float"}),
             Kind::Bytes => json!({"type": "string", "format": "byte"}),

@@ -1266,6 +1266,14 @@ async fn the_openapi_document_and_the_server_agree_on_what_is_valid() {
             json!({"name": "W"}),
             json!(-1),
         ),
+        // 15 digits whose nearest double a fast JSON number parser misses by
+        // one unit (which would then have 17): parsed exactly, accepted.
+        (
+            "accounts",
+            "annual_revenue",
+            json!({"name": "W"}),
+            json!(8.82676149137624e-272),
+        ),
         ("accounts", "name", json!({}), json!("x".repeat(1024))),
         ("accounts", "name", json!({}), json!("x".repeat(1025))),
         ("accounts", "name", json!({}), json!(" \t ")),
