@@ -84,14 +84,9 @@ fn message_strings(pool: &DescriptorPool, m: &MessageDescriptor, name: &str) -> 
     }
 }
 
-/// `(crm.v1.required_subfields)` and `(crm.v1.empty_subfields)` of the
-/// resource field `f` (of message `r`), added to its schema.
-fn subfield_rules(
-    pool: &DescriptorPool,
-    f: &FieldDescriptor,
-    r: &MessageDescriptor,
-    schema: &mut Json,
-) {
+/// `(crm.v1.required_subfields)` of the resource field `f`, added to its
+/// schema (`empty_subfields` is added by `field_schema`, to list items).
+fn subfield_rules(pool: &DescriptorPool, f: &FieldDescriptor, schema: &mut Json) {
     let required = string_values(pool, f, "crm.v1.required_subfields");
     if !required.is_empty() {
         let props: Map<String, Json> = required
@@ -101,7 +96,6 @@ fn subfield_rules(
         let base = schema.take();
         *schema = json!({"allOf": [base, {"required": required, "properties": props}]});
     }
-    let _ = r;
 }
 
 /// The JSON Schema of an update mask naming fields of the resource `r`:
@@ -464,7 +458,7 @@ impl Gen<'_> {
                 if m.name().starts_with("Update") && m.name().ends_with("Request") {
                     schema = self.patch_reference(&r, false);
                 }
-                subfield_rules(self.pool, &f, &r, &mut schema);
+                subfield_rules(self.pool, &f, &mut schema);
             }
             let keep_set = patch && bool_option(self.pool, &f, "crm.v1.keep_set");
             if keep_set {

@@ -139,6 +139,12 @@ impl Application {
     /// falls back to the development secret (loudly).
     pub async fn build(config: &Config, dev: bool) -> anyhow::Result<Self> {
         crate::net::install_tls_provider();
+        // Every declared validation rule is one the server enforces, and every
+        // entity's metadata holds together: checked now, not at first use.
+        crate::records::rules::check_all();
+        for kind in crate::entities::kinds() {
+            kind.meta();
+        }
         let mut secret = config.jwt.secret.clone();
         let mut dev_tokens = None;
         if secret.is_none() && config.jwt_jwks_file.is_none() && dev {

@@ -7,6 +7,13 @@
 //! development cluster; nothing else can reach it). A watchdog process stops
 //! it when the process that started it exits, however it exits (a clean
 //! stop, Ctrl-C, a crash, SIGKILL), and removes a throwaway data directory.
+//!
+//! A directory has one owner at a time, named by the pid in its `owner`
+//! file: a second `crm serve --dev` on the same directory is refused while
+//! the first runs (instead of stopping its cluster), and a watchdog stops the
+//! cluster only while its crm is still the owner (so a crm restarted right
+//! after a crash is not stopped by the old one's watchdog: the new crm names
+//! itself owner before it touches the cluster).
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -186,6 +193,7 @@ pub fn start(dir: &Path, keep: bool, tried: &str) -> anyhow::Result<Cluster> {
     let root = is_root();
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the private cluster's directory {}", dir.display()))?;
+    claim(dir, std::process::id())?;
     if root {
         let mut c = Command::new("chown");
         c.args(["-R", "postgres:"]).arg(dir);
@@ -203,8 +211,8 @@ pub fn start(dir: &Path, keep: bool, tried: &str) -> anyhow::Result<Cluster> {
         c.args(["--no-sync", "--no-instructions"]);
         run(c, "initdb (creating the private cluster)")?;
     }
-    // A cluster left running (another crm, or a previous run whose watchdog
-    // was killed) is stopped first: this process owns the directory now.
+    // A cluster left running by a crm that is gone (its watchdog killed too)
+    // is stopped first: this process owns the directory now.
     if data.join("postmaster.pid").is_file() {
         let mut c = pg_command(&bin, "pg_ctl");
         c.arg("-D").arg(&data).args(["-m", "fast", "-w", "stop"]);
@@ -237,6 +245,38 @@ pub fn start(dir: &Path, keep: bool, tried: &str) -> anyhow::Result<Cluster> {
     })
 }
 
+/// Makes `pid` the owner of `dir`, unless a live process other than `pid`
+/// owns it (another `crm serve --dev`, whose cluster must not be stopped).
+fn claim(dir: &Path, pid: u32) -> anyhow::Result<()> {
+    let file = dir.join("owner");
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let Ok(owner) = text.trim().parse::<u32>()
+        && owner != pid
+        && alive(owner)
+    {
+        bail!(
+            "the private PostgreSQL cluster in {} is in use by another crm (pid {owner}); \
+             stop that one, or give this one a server (DATABASE_URL)",
+            dir.display()
+        );
+    }
+    std::fs::write(&file, pid.to_string()).with_context(|| format!("writing {}", file.display()))
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie (a crm killed
+/// a moment ago, not yet reaped, owns nothing).
+fn alive(pid: u32) -> bool {
+    Command::new("ps")
+        .args(["-o", "stat=", "-p", &pid.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| {
+            let stat = String::from_utf8_lossy(&o.stdout);
+            let stat = stat.trim();
+            o.status.success() && !stat.is_empty() && !stat.starts_with('Z')
+        })
+}
+
 /// Starts the watchdog: a shell that waits for this process to exit, then
 /// stops the cluster (and removes `dir` unless `keep`).
 fn watch(bin: &Path, data: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> {
@@ -247,8 +287,11 @@ fn watch(bin: &Path, data: &Path, dir: &Path, keep: bool) -> anyhow::Result<()> 
         .collect();
     argv.extend(["-D".into(), data.display().to_string()]);
     argv.extend(["-m", "fast", "-w", "stop"].map(str::to_owned));
+    // Once the parent is gone, only while it is still the owner: a crm
+    // started since has claimed the directory and its cluster.
     let script = r#"parent=$1; dir=$2; keep=$3; shift 3
 while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+[ "$(cat "$dir/owner" 2>/dev/null)" = "$parent" ] || exit 0
 "$@" >/dev/null 2>&1
 [ "$keep" = keep ] || rm -rf "$dir""#;
     Command::new("sh")
@@ -278,6 +321,40 @@ mod tests {
         assert!(hint.contains("127.0.0.1:5432"));
         assert!(hint.contains("apt-get install postgresql postgresql-contrib"));
         assert!(hint.contains("brew install"));
+    }
+
+    #[test]
+    fn a_directory_has_one_live_owner() {
+        let dir = std::env::temp_dir().join(format!("crm-owner-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        claim(&dir, other.id()).unwrap();
+        // Another live owner: refused, and the file still names it.
+        let err = claim(&dir, std::process::id()).unwrap_err().to_string();
+        assert!(err.contains(&format!("pid {}", other.id())), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("owner")).unwrap(),
+            other.id().to_string()
+        );
+        // The same owner again, or once it is killed (a zombie until
+        // reaped, then gone): taken.
+        claim(&dir, other.id()).unwrap();
+        other.kill().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while claim(&dir, std::process::id()).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a zombie owns nothing"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        other.wait().unwrap();
+        claim(&dir, std::process::id()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("owner")).unwrap(),
+            std::process::id().to_string()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
