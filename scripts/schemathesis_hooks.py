@@ -43,6 +43,15 @@ answers. Each rule and what is done about it:
 - `request_id` query values that do not match their declared pattern (the
   stateful phase fills `*_id` parameters with captured record ids) become
   fresh UUIDs.
+- A custom-field definition's attributes depend on its type (options only
+  and always for enum and multi_enum, max_length for string, bounds for
+  number and integer, whole for integer, minimum ≤ maximum, unique not for
+  boolean or multi_enum): the others are dropped or repaired. Its key is
+  unique per resource type: it gets a fresh `st_…` key (which no generated
+  record uses, so the shared tenant's records stay valid). `required` is
+  left out: live records without the key would conflict with it. Updates
+  and dry runs send the type-independent fields only (label, description;
+  not the immutable resource_type, key and type).
 """
 
 import decimal
@@ -145,7 +154,49 @@ def _small(x):
     return min(max(int(abs(x)), 1), 9999)
 
 
+NUMERIC = ("number", "integer")
+
+
+def _definition(d: dict, method: str) -> None:
+    d.pop("required", None)
+    if method != "POST":
+        for k in ("options", "max_length", "minimum", "maximum", "unique", "type", "key", "resource_type"):
+            d.pop(k, None)
+        return
+    d["key"] = "st_" + uuid.uuid4().hex[:20]
+    ty = d.get("type")
+    if ty in ("enum", "multi_enum"):
+        opts = [o for o in d.get("options") or [] if isinstance(o, str) and o]
+        d["options"] = list(dict.fromkeys(opts)) or ["a"]
+    else:
+        d.pop("options", None)
+    if ty != "string":
+        d.pop("max_length", None)
+    if ty in NUMERIC:
+        for k in ("minimum", "maximum"):
+            if isinstance(d.get(k), (int, float)) and ty == "integer":
+                d[k] = float(math.trunc(d[k]))
+        lo, hi = d.get("minimum"), d.get("maximum")
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi:
+            d["minimum"], d["maximum"] = hi, lo
+    else:
+        d.pop("minimum", None)
+        d.pop("maximum", None)
+    if ty in ("boolean", "multi_enum"):
+        d.pop("unique", None)
+
+
 def _rules(path: str, body, method: str) -> None:
+    if "field-definitions" in path and isinstance(body, dict):
+        if path.endswith(":check"):
+            body.pop("update_mask", None)
+            d = body.get("field_definition")
+            if isinstance(d, dict):
+                d.pop("id", None)
+                _definition(d, "POST")
+        else:
+            _definition(body, method)
+        return
     for rec in _records(body):
         if "contacts" in path and method == "PATCH":
             names = ("first_name", "last_name", "email")
@@ -187,7 +238,7 @@ def _rules(path: str, body, method: str) -> None:
 
 
 PREFIX = {"accounts": "acc", "contacts": "con", "deals": "deal", "activities": "act",
-          "quotes": "qte", "line-items": "li", "webhooks": "whk"}
+          "quotes": "qte", "line-items": "li", "webhooks": "whk", "field-definitions": "fld"}
 
 
 @schemathesis.hook

@@ -33,6 +33,7 @@ use crate::proto::{
     FILE_DESCRIPTOR_SET, account_service_server::AccountServiceServer,
     activity_service_server::ActivityServiceServer, change_service_server::ChangeServiceServer,
     contact_service_server::ContactServiceServer, deal_service_server::DealServiceServer,
+    field_definition_service_server::FieldDefinitionServiceServer,
     line_item_service_server::LineItemServiceServer, quote_service_server::QuoteServiceServer,
     webhook_service_server::WebhookServiceServer,
 };
@@ -41,7 +42,7 @@ use crate::records::page::PageKey;
 use crate::rest::{self, GrpcService, Transcoder};
 
 /// Full names of the crm services (health is reported for each and for "").
-pub const SERVICES: [&str; 8] = [
+pub const SERVICES: [&str; 9] = [
     <AccountServiceServer<Api> as NamedService>::NAME,
     <ContactServiceServer<Api> as NamedService>::NAME,
     <DealServiceServer<Api> as NamedService>::NAME,
@@ -50,6 +51,7 @@ pub const SERVICES: [&str; 8] = [
     <LineItemServiceServer<Api> as NamedService>::NAME,
     <ChangeServiceServer<Api> as NamedService>::NAME,
     <WebhookServiceServer<Api> as NamedService>::NAME,
+    <FieldDefinitionServiceServer<Api> as NamedService>::NAME,
 ];
 
 /// A built, not yet running, server.
@@ -78,6 +80,8 @@ pub struct Application {
     delivery_pool: sqlx::PgPool,
     /// Token minting for the explorer: only `--dev` on the development secret.
     dev_tokens: Option<rest::DevTokens>,
+    /// The owner's URL: the definitions' change listener and index builds.
+    owner_url: String,
 }
 
 /// What the change feed needs at run time.
@@ -270,6 +274,7 @@ impl Application {
             delivery,
             delivery_pool,
             dev_tokens,
+            owner_url: config.base.database_url.clone(),
         })
     }
 
@@ -316,7 +321,18 @@ impl Application {
             feed_stopped.clone(),
         )
         .counting(self.metrics.watch_messages.clone());
-        let workers = self.spawn_feed_workers();
+        let mut workers = self.spawn_feed_workers();
+        // Custom-field definitions: changes heard from every replica, and
+        // the definitions' indexes built by one of them.
+        workers.push(tokio::spawn(
+            self.store.schemas().clone().listen(self.owner_url.clone()),
+        ));
+        let (schemas, owner_url) = (self.store.schemas().clone(), self.owner_url.clone());
+        workers.push(tokio::spawn(leader::hold(
+            self.feed.background.clone(),
+            "field_indexes",
+            move |conn| crate::custom::index::work(conn, owner_url.clone(), schemas.clone()),
+        )));
         let delivery = tokio::spawn(crate::webhooks::delivery::run(
             self.delivery_pool.clone(),
             self.feed.hub.clone(),
@@ -326,7 +342,12 @@ impl Application {
         ));
         let webhooks =
             crate::webhooks::Webhooks::new(self.store.db().clone(), self.webhooks_allow_private);
-        let api = Api::new(self.store.clone(), feed, webhooks);
+        let fields = crate::custom::FieldDefinitions::new(
+            self.store.db().clone(),
+            self.store.schemas().clone(),
+            self.store.pages().clone(),
+        );
+        let api = Api::new(self.store.clone(), feed, webhooks, fields);
         // Message size limits, both ways, on every crm service.
         let (max_in, max_out) = (self.max_request_bytes, self.max_response_bytes);
         macro_rules! limit {
@@ -346,7 +367,8 @@ impl Application {
             .add_service(limit!(QuoteServiceServer::new(api.clone())))
             .add_service(limit!(LineItemServiceServer::new(api.clone())))
             .add_service(limit!(ChangeServiceServer::new(api.clone())))
-            .add_service(limit!(WebhookServiceServer::new(api)))
+            .add_service(limit!(WebhookServiceServer::new(api.clone())))
+            .add_service(limit!(FieldDefinitionServiceServer::new(api)))
             .prepare();
         let call_layer = CallLayer::new(self.auth.clone(), self.metrics.clone(), self.limits);
         // REST calls go through the very same stack as gRPC calls.

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod changes;
 pub mod cli;
 pub mod config;
+pub mod custom;
 pub mod db;
 pub mod entities;
 pub mod error;

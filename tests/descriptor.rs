@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use prost_reflect::{DescriptorPool, Value};
 
-const SERVICES: [&str; 8] = [
+const SERVICES: [&str; 9] = [
     "crm.v1.AccountService",
     "crm.v1.ContactService",
     "crm.v1.DealService",
@@ -18,6 +18,7 @@ const SERVICES: [&str; 8] = [
     "crm.v1.LineItemService",
     "crm.v1.ChangeService",
     "crm.v1.WebhookService",
+    "crm.v1.FieldDefinitionService",
 ];
 
 /// The binary, with an environment that would fail any database or key use.

@@ -35,6 +35,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "change_relay",
     "webhooks",
     "webhook_deliveries",
+    "field_definitions",
 ];
 
 /// The table every other is co-located with.
@@ -49,6 +50,8 @@ const FUNCTIONS: &[&str] = &[
     "crm_integration_role()",
     "crm_background_role()",
     "crm_search_norm(text)",
+    "crm_cf_number(jsonb, text)",
+    "crm_cf_text(jsonb, text)",
 ];
 
 /// What `--distribute` did, for the log.

@@ -155,6 +155,22 @@ pub enum Error {
         /// What to do about it.
         message: String,
     },
+    /// A quota is used up: RESOURCE_EXHAUSTED.
+    #[error("{message}")]
+    Exhausted {
+        /// ErrorInfo reason, e.g. `FIELD_DEFINITION_LIMIT`.
+        reason: &'static str,
+        /// What to do about it.
+        message: String,
+    },
+    /// A custom-field definition that live records violate.
+    #[error("{message}")]
+    DefinitionConflict {
+        /// How many live records violate it.
+        violating: i64,
+        /// What to do about it.
+        message: String,
+    },
     /// The write lost a deadlock against concurrent writes (retried by the
     /// mechanism before it reaches a caller).
     #[error("concurrent modification")]
@@ -334,6 +350,18 @@ impl Error {
             }
             Error::Precondition { reason, message } => {
                 (Code::FailedPrecondition, reason, message, None)
+            }
+            Error::Exhausted { reason, message } => {
+                (Code::ResourceExhausted, reason, message, None)
+            }
+            Error::DefinitionConflict { violating, message } => {
+                meta.insert("violating_records".into(), violating.to_string());
+                (
+                    Code::FailedPrecondition,
+                    "FIELD_DEFINITION_CONFLICT",
+                    message,
+                    None,
+                )
             }
             Error::Contention => (
                 Code::Aborted,

@@ -348,12 +348,15 @@ impl Store {
             &mut all,
         );
         all.into_result()?;
+        // Read before the transaction: a second connection while holding
+        // one could exhaust the pool under load.
+        let schema = self.schema::<E>(caller).await?;
         let out = self
             .write_tx(caller, idem.as_ref(), |mut tx| {
-                let items = items.clone();
+                let (items, schema) = (items.clone(), schema.clone());
                 async move {
                     let creates = items.iter().map(|p| (p, None)).collect();
-                    let result = self.apply(&mut tx, creates, true).await?;
+                    let result = self.apply(&mut tx, creates, true, &schema).await?;
                     Ok((result, tx))
                 }
             })
@@ -395,9 +398,10 @@ impl Store {
             &mut all,
         );
         all.into_result()?;
+        let schema = self.schema::<E>(caller).await?;
         let out = self
             .write_tx(caller, idem.as_ref(), |mut tx| {
-                let items = items.clone();
+                let (items, schema) = (items.clone(), schema.clone());
                 async move {
                     let ids: Vec<String> = items.iter().filter_map(|p| p.id.clone()).collect();
                     let mut olds = lock_rows::<E>(&mut tx, &ids).await?;
@@ -412,7 +416,7 @@ impl Store {
                         pairs.push((p, old));
                     }
                     let pairs = pairs.into_iter().map(|(p, old)| (p, Some(old))).collect();
-                    let result = self.apply(&mut tx, pairs, true).await?;
+                    let result = self.apply(&mut tx, pairs, true, &schema).await?;
                     Ok((result, tx))
                 }
             })
@@ -430,6 +434,7 @@ impl Store {
         tx: &mut TenantTx,
         items: Vec<(&Patch, Option<E>)>,
         new_keys: bool,
+        schema: &crate::custom::ResourceSchema,
     ) -> Result<Batch<E>, Error> {
         let resource = E::kind().resource;
         let caller = tx.caller().clone();
@@ -444,7 +449,7 @@ impl Store {
             let mut v = Checker::with(&format!("{}{resource}", p.prefix), p.raw.clone());
             created.push(old.is_none());
             match old {
-                Some(old) => match merge(old, &p.msg, &p.paths, &caller, &at, &mut v) {
+                Some(old) => match merge(old, &p.msg, &p.paths, &caller, &at, &schema, &mut v) {
                     Merged::Unchanged(old) => answers.push(Ok(old)),
                     Merged::Changed(draft) => {
                         answers.push(Err(drafts.len()));
@@ -453,7 +458,7 @@ impl Store {
                     }
                 },
                 None => {
-                    let draft = new_record::<E>(&caller, p.msg.clone(), at, &mut v)?;
+                    let draft = new_record::<E>(&caller, p.msg.clone(), at, &schema, &mut v)?;
                     answers.push(Err(drafts.len()));
                     drafts.push(draft);
                     prefixes.push(p.prefix.clone());
@@ -462,9 +467,20 @@ impl Store {
             all.extend_prefixed("", v.into_violations());
         }
         check_all_references(tx, &drafts, &prefixes, &mut all).await?;
-        let changes: Vec<Change<E>> = drafts.into_iter().map(|d| d.change).collect();
         all.sort_by_item();
         all.into_result()?;
+        let unique_items: Vec<crate::custom::unique::Item> = drafts
+            .iter()
+            .zip(&prefixes)
+            .map(|(d, p)| crate::custom::unique::Item {
+                id: d.change.new.id(),
+                writes: &d.unique,
+                prefix: format!("{p}{resource}"),
+            })
+            .collect();
+        crate::custom::unique::check(tx, E::kind().table, resource, &unique_items).await?;
+        drop(unique_items);
+        let changes: Vec<Change<E>> = drafts.into_iter().map(|d| d.change).collect();
         // Records given an external id another live record holds.
         let keys: Vec<(String, String)> = changes
             .iter()
@@ -608,8 +624,9 @@ impl Store {
             &mut all,
         );
         all.into_result()?;
+        let schema = self.schema::<E>(caller).await?;
         self.write_tx(caller, idem.as_ref(), |mut tx| {
-            let items = items.clone();
+            let (items, schema) = (items.clone(), schema.clone());
             async move {
                 let caller = tx.caller().clone();
                 let keys: Vec<String> = items.iter().map(|p| p.external_id.clone()).collect();
@@ -655,7 +672,7 @@ impl Store {
                     pairs.push((p, old));
                 }
                 all.into_result()?;
-                let batch = match self.apply(&mut tx, pairs, false).await {
+                let batch = match self.apply(&mut tx, pairs, false, &schema).await {
                     // Another transaction created one of these external ids
                     // after the lookup: retried from the start, now finding it.
                     Err(Error::Duplicate { field, .. }) if field.ends_with(".external_id") => {

@@ -13,6 +13,8 @@ use super::idempotency::{self, Idempotency};
 use super::page::{Cursor, PageKey};
 use super::{Change, Entity, Op, mask};
 use crate::auth::Caller;
+use crate::custom::unique::{self as unique, Writes};
+use crate::custom::{ResourceSchema, Schemas};
 use crate::db::{Db, TenantTx, WriteContext};
 use crate::error::{Error, invalid};
 use crate::sql::list::{Plan, select_page};
@@ -56,6 +58,7 @@ pub struct Store {
     db: Db,
     pages: PageKey,
     hub: Option<std::sync::Arc<crate::changes::Hub>>,
+    schemas: std::sync::Arc<Schemas>,
 }
 
 /// A write's answer, as its idempotency entry stores it (a retry with the
@@ -289,6 +292,8 @@ pub(super) struct Draft<E> {
     pub change: Change<E>,
     refs: RefIds,
     old_refs: RefIds,
+    /// The unique custom-field values it sets.
+    pub unique: Writes,
 }
 
 /// Checks that every reference field of `draft`'s new record whose value
@@ -390,19 +395,44 @@ pub(super) async fn check_references_many<E: Entity>(
 /// its reference ids.
 fn prepare<E: Entity>(
     mut msg: prost_reflect::DynamicMessage,
-    old: Option<&E>,
+    old: Option<(&E, &prost_reflect::DynamicMessage)>,
+    schema: &ResourceSchema,
     stamp: impl FnOnce(&mut E),
     v: &mut Checker,
-) -> (E, RefIds) {
+) -> (E, RefIds, Writes) {
     let kind = E::kind();
     let meta = kind.meta();
     fields::normalize(&mut msg, meta);
+    // The tenant's custom-field definitions (nothing to do without any).
+    let unique = if schema.is_empty() {
+        Writes::default()
+    } else {
+        unique::apply(schema, &mut msg, old.map(|(_, m)| m), v)
+    };
     let mut rec: E = from_dynamic(&msg);
     stamp(&mut rec);
-    rec.check(old, v);
+    rec.check(old.map(|(o, _)| o), v);
     let checked = to_dynamic(&rec);
     fields::validate(&checked, meta, v);
-    (rec, RefIds::of::<E>(&checked))
+    (rec, RefIds::of::<E>(&checked), unique)
+}
+
+/// Refuses a draft whose unique custom-field values a live record holds;
+/// `prefix` starts its paths.
+async fn check_unique<E: Entity>(
+    tx: &mut TenantTx,
+    draft: &Draft<E>,
+    prefix: String,
+) -> Result<(), Error> {
+    if draft.unique.claims.is_empty() {
+        return Ok(());
+    }
+    let item = unique::Item {
+        id: draft.change.new.id(),
+        writes: &draft.unique,
+        prefix,
+    };
+    unique::check(tx, E::kind().table, E::kind().resource, &[item]).await
 }
 
 /// Runs the entity's hooks around storing `change.new` (inserted on
@@ -426,6 +456,7 @@ pub(super) fn new_record<E: Entity>(
     caller: &Caller,
     mut msg: prost_reflect::DynamicMessage,
     at: Timestamp,
+    schema: &ResourceSchema,
     v: &mut Checker,
 ) -> Result<Draft<E>, Error> {
     let kind = E::kind();
@@ -440,9 +471,10 @@ pub(super) fn new_record<E: Entity>(
     }
     // Stamped before the entity's rules, so that they may use the id and
     // creation time.
-    let (new, refs) = prepare::<E>(
+    let (new, refs, unique) = prepare::<E>(
         msg,
         None,
+        schema,
         |rec| {
             let h = rec.header();
             *h.id = format!("{}_{}", kind.prefix, ulid::Ulid::generate());
@@ -468,6 +500,7 @@ pub(super) fn new_record<E: Entity>(
         },
         refs,
         old_refs: RefIds::default(),
+        unique,
     })
 }
 
@@ -480,6 +513,7 @@ pub(super) fn merge<E: Entity>(
     paths: &[mask::Path],
     caller: &Caller,
     at: &Timestamp,
+    schema: &ResourceSchema,
     v: &mut Checker,
 ) -> Merged<E> {
     let meta = E::kind().meta();
@@ -500,7 +534,7 @@ pub(super) fn merge<E: Entity>(
             v.add(&f.name, "cannot be cleared once set");
         }
     }
-    let (mut new, refs) = prepare::<E>(merged, Some(&old), |_| {}, v);
+    let (mut new, refs, unique) = prepare::<E>(merged, Some((&old, &old_msg)), schema, |_| {}, v);
     if new == old && v.is_empty() {
         return Merged::Unchanged(old);
     }
@@ -513,6 +547,7 @@ pub(super) fn merge<E: Entity>(
         },
         refs,
         old_refs: RefIds::of::<E>(&old_msg),
+        unique,
     })
 }
 
@@ -578,7 +613,26 @@ impl Store {
             db,
             pages,
             hub: None,
+            schemas: Schemas::new(),
         }
+    }
+
+    /// The custom-field definitions the writes check (shared with the
+    /// definitions' service and its change listener).
+    pub fn schemas(&self) -> &std::sync::Arc<Schemas> {
+        &self.schemas
+    }
+
+    /// The caller's tenant's custom-field definitions of `E`.
+    pub(super) async fn schema<E: Entity>(
+        &self,
+        caller: &Caller,
+    ) -> Result<std::sync::Arc<ResourceSchema>, Error> {
+        let kind = E::kind();
+        if kind.meta().field("custom_fields").is_none() {
+            return Ok(crate::custom::values::empty());
+        }
+        self.schemas.of(&self.db, caller, kind.resource).await
     }
 
     /// The same store, telling `hub` of every write it commits (the change
@@ -586,6 +640,11 @@ impl Store {
     pub fn with_changes(mut self, hub: std::sync::Arc<crate::changes::Hub>) -> Self {
         self.hub = Some(hub);
         self
+    }
+
+    /// The key page tokens are signed with.
+    pub fn pages(&self) -> &PageKey {
+        &self.pages
     }
 
     /// The database.
@@ -662,8 +721,19 @@ impl Store {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let plan = Plan::new(meta, &p.filter, &p.order_by, &p.search, p.show_deleted)?;
+        let schema = self.schema::<E>(caller).await?;
+        let plan = Plan::new(
+            meta,
+            schema,
+            &p.filter,
+            &p.order_by,
+            &p.search,
+            p.show_deleted,
+        )?;
         let show_deleted = if p.show_deleted { "1" } else { "0" };
+        // A token names the types of its custom sort keys: a key defined
+        // again with another type does not take it.
+        let sorted_as = plan.custom_types();
         let binding = [
             caller.tenant_id(),
             caller.app_id().unwrap_or(""),
@@ -672,6 +742,7 @@ impl Store {
             p.order_by.as_str(),
             p.search.as_str(),
             show_deleted,
+            sorted_as.as_str(),
         ];
         let cursor = if p.page_token.is_empty() {
             None
@@ -727,7 +798,8 @@ impl Store {
     ) -> Result<E, Error> {
         let kind = E::kind();
         let mut v = Checker::new(kind.resource);
-        let draft: Draft<E> = new_record(caller, to_dynamic(&rec), now(), &mut v)?;
+        let schema = self.schema::<E>(caller).await?;
+        let draft: Draft<E> = new_record(caller, to_dynamic(&rec), now(), &schema, &mut v)?;
         let violations = v.into_violations();
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let (draft, violations) = (draft.clone(), violations.clone());
@@ -735,6 +807,7 @@ impl Store {
                 let mut v = Checker::with(kind.resource, violations);
                 check_references(&mut tx, &draft, &mut v).await?;
                 v.into_violations().into_result()?;
+                check_unique(&mut tx, &draft, kind.resource.to_owned()).await?;
                 let stored = store_change(&mut tx, draft.change).await?;
                 Ok((stored, tx))
             }
@@ -758,9 +831,11 @@ impl Store {
         let raw = fields::precheck(&patch_msg, meta, kind.resource)?;
         let paths = mask::resolve(meta, &patch_msg, update_mask)?;
         let expected = patch.version();
+        let schema = self.schema::<E>(caller).await?;
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let (id, patch_msg, paths, raw) =
                 (id.clone(), patch_msg.clone(), paths.clone(), raw.clone());
+            let schema = schema.clone();
             async move {
                 let old = fetch_for_write::<E>(&mut tx, &id, expected).await?;
                 if old.is_deleted() {
@@ -772,12 +847,13 @@ impl Store {
                 check_version(&old, expected)?;
                 let mut v = Checker::with(kind.resource, raw);
                 let caller = tx.caller().clone();
-                let draft = match merge(old, &patch_msg, &paths, &caller, &now(), &mut v) {
+                let draft = match merge(old, &patch_msg, &paths, &caller, &now(), &schema, &mut v) {
                     Merged::Unchanged(old) => return Ok((old, tx)),
                     Merged::Changed(draft) => draft,
                 };
                 check_references(&mut tx, &draft, &mut v).await?;
                 v.into_violations().into_result()?;
+                check_unique(&mut tx, &draft, kind.resource.to_owned()).await?;
                 let stored = store_change(&mut tx, draft.change).await?;
                 Ok((stored, tx))
             }
@@ -816,8 +892,15 @@ impl Store {
         deleted: bool,
     ) -> Result<E, Error> {
         let id = parse_id::<E>("id", id)?;
+        // Undeleting takes the record's unique custom-field values back.
+        let schema = if deleted {
+            crate::custom::values::empty()
+        } else {
+            self.schema::<E>(caller).await?
+        };
         self.write_tx(caller, idem.as_ref(), |mut tx| {
             let id = id.clone();
+            let schema = schema.clone();
             async move {
                 let old = fetch_for_write::<E>(&mut tx, &id, version).await?;
                 let resource = E::kind().resource;
@@ -827,6 +910,15 @@ impl Store {
                     _ => {}
                 }
                 check_version(&old, version)?;
+                if schema.iter().any(|d| d.unique) {
+                    let held = unique::held(&schema, &to_dynamic(&old));
+                    let item = unique::Item {
+                        id: old.id(),
+                        writes: &held,
+                        prefix: E::kind().resource.to_owned(),
+                    };
+                    unique::check(&mut tx, E::kind().table, E::kind().resource, &[item]).await?;
+                }
                 let change = deletion(old, deleted, tx.caller(), &now());
                 let stored = store_change(&mut tx, change).await?;
                 Ok((stored, tx))

@@ -12,12 +12,19 @@
 //! - `custom_fields.<key>[.<key>…]`: `=`/`!=` by JSON containment (strings,
 //!   numbers, booleans), ranges on numbers and strings, `:*` presence, `:`
 //!   membership in an array value, prefix `*`.
+//! - `custom_fields.<key>` of a key the tenant defined (`crate::custom`):
+//!   compared by its type, as the definition's index has it
+//!   (`crm_cf_number(custom_fields, '<key>') > 10`, dates and times as their
+//!   stored ISO text); equality also by containment (the GIN index), and
+//!   multi_enum membership `custom_fields.<key>:"x"` by containment.
 //! - `is_deleted` only together with `show_deleted=true`.
 //!
 
 use sqlx::{Postgres, QueryBuilder};
 
 use super::list::{field, like_escape};
+use crate::custom::values::{FieldType, normalize_datetime, parse_date};
+use crate::custom::{Definition, ResourceSchema};
 use crate::error::{Error, invalid};
 use crate::records::filter::{Expr, Literal, Op};
 use crate::records::schema::{FieldMeta, Meta, Shape};
@@ -116,6 +123,7 @@ fn sql_op(op: Op) -> &'static str {
 /// Compiles one filter expression into `qb`.
 pub fn compile(
     meta: &Meta,
+    schema: &ResourceSchema,
     e: &Expr,
     show_deleted: bool,
     qb: &mut QueryBuilder<Postgres>,
@@ -132,13 +140,13 @@ pub fn compile(
                 if i > 0 {
                     qb.push(joiner);
                 }
-                compile(meta, item, show_deleted, qb)?;
+                compile(meta, schema, item, show_deleted, qb)?;
             }
             qb.push(")");
         }
         Expr::Not(inner) => {
             qb.push("NOT COALESCE((");
-            compile(meta, inner, show_deleted, qb)?;
+            compile(meta, schema, inner, show_deleted, qb)?;
             qb.push("), FALSE)");
         }
         Expr::Cmp {
@@ -148,7 +156,7 @@ pub fn compile(
             pos,
         } => {
             qb.push("(");
-            compile_cmp(meta, path, *op, value, *pos, show_deleted, qb)?;
+            compile_cmp(meta, schema, path, *op, value, *pos, show_deleted, qb)?;
             qb.push(")");
         }
     }
@@ -156,8 +164,10 @@ pub fn compile(
 }
 
 /// Compiles one restriction.
+#[allow(clippy::too_many_arguments)]
 fn compile_cmp(
     meta: &Meta,
+    schema: &ResourceSchema,
     path: &[String],
     op: Op,
     value: &Literal,
@@ -179,6 +189,13 @@ fn compile_cmp(
     if path.len() > 1 {
         if f.shape != Shape::Struct {
             return Err(bad(pos, format!("{} has no subfields", f.name)));
+        }
+        if f.name == "custom_fields"
+            && path.len() == 2
+            && let Some(d) = schema.get(&path[1])
+            && let Some(done) = compile_defined(qb, d, *op, value, pos)?
+        {
+            return Ok(done);
         }
         return compile_json(qb, &col, &path[1..], *op, value, pos);
     }
@@ -262,6 +279,125 @@ fn compile_cmp(
         }
     }
     Ok(())
+}
+
+/// `custom_fields.<key> op value` for a defined key; `None` when the
+/// untyped form serves (presence, prefix matches, booleans).
+fn compile_defined(
+    qb: &mut QueryBuilder<Postgres>,
+    d: &Definition,
+    op: Op,
+    value: &Literal,
+    pos: usize,
+) -> Result<Option<()>, Error> {
+    let name = format!("custom_fields.{}", d.key);
+    if matches!(value, Literal::Any) {
+        return Ok(None);
+    }
+    let containment = |qb: &mut QueryBuilder<Postgres>, v: serde_json::Value| {
+        qb.push("t.custom_fields @> ")
+            .push_bind(serde_json::json!({ &d.key: v }).to_string())
+            .push("::jsonb");
+    };
+    match d.ty {
+        FieldType::Boolean => Ok(None),
+        FieldType::MultiEnum => match (op, value) {
+            (Op::Has, Literal::Text(s)) => {
+                containment(qb, serde_json::json!([s]));
+                Ok(Some(()))
+            }
+            _ => Err(bad(
+                pos,
+                format!("{name} is a multi_enum: use {name}:\"option\" (or {name}:*)"),
+            )),
+        },
+        FieldType::Number | FieldType::Integer => {
+            let Literal::Number(n) = value else {
+                return Err(bad(
+                    pos,
+                    format!(
+                        "{name} is {}: compare it with a number",
+                        crate::records::fields::article(d.ty.as_str())
+                    ),
+                ));
+            };
+            check_number(n).map_err(|e| bad(pos, format!("{name}: {e}")))?;
+            let expr = crate::custom::index::expression(d.ty, &d.key, "t.");
+            match op {
+                Op::Eq | Op::Has => {
+                    let json: serde_json::Number = n
+                        .parse()
+                        .map_err(|_| bad(pos, format!("{n} is not a number")))?;
+                    qb.push(&expr)
+                        .push(" = ")
+                        .push_bind(n.clone())
+                        .push("::numeric AND ");
+                    containment(qb, serde_json::Value::Number(json));
+                }
+                Op::Ne => {
+                    qb.push(&expr)
+                        .push(" IS DISTINCT FROM ")
+                        .push_bind(n.clone())
+                        .push("::numeric");
+                }
+                _ => {
+                    qb.push(&expr)
+                        .push(sql_op(op))
+                        .push_bind(n.clone())
+                        .push("::numeric");
+                }
+            }
+            Ok(Some(()))
+        }
+        FieldType::String | FieldType::Enum | FieldType::Date | FieldType::Datetime => {
+            let Literal::Text(s) = value else {
+                return Err(bad(
+                    pos,
+                    format!(
+                        "{name} is {}: compare it with a quoted string",
+                        crate::records::fields::article(d.ty.as_str())
+                    ),
+                ));
+            };
+            if s.ends_with('*') && matches!(d.ty, FieldType::String | FieldType::Enum) {
+                return Ok(None);
+            }
+            let s = match d.ty {
+                FieldType::Date => {
+                    parse_date(s).ok_or_else(|| {
+                        bad(pos, format!("{name} is a date: \"{s}\" is not YYYY-MM-DD"))
+                    })?;
+                    s.clone()
+                }
+                FieldType::Datetime => normalize_datetime(s).ok_or_else(|| {
+                    bad(
+                        pos,
+                        format!(
+                            "{name} is a datetime: \"{s}\" is not an RFC 3339 time with an offset"
+                        ),
+                    )
+                })?,
+                _ => s.clone(),
+            };
+            let expr = crate::custom::index::expression(d.ty, &d.key, "t.");
+            match op {
+                Op::Eq | Op::Has => {
+                    qb.push(&expr)
+                        .push(" = ")
+                        .push_bind(s.clone())
+                        .push(" AND ");
+                    containment(qb, serde_json::Value::String(s));
+                }
+                Op::Ne => {
+                    qb.push(&expr).push(" IS DISTINCT FROM ").push_bind(s);
+                }
+                _ => {
+                    qb.push(&expr).push(sql_op(op)).push_bind(s);
+                }
+            }
+            Ok(Some(()))
+        }
+    }
 }
 
 /// `custom_fields.a.b op value`.

@@ -11,6 +11,7 @@
 use sqlx::{Postgres, QueryBuilder};
 
 use super::filter::compile;
+use crate::custom::{FieldType, ResourceSchema};
 use crate::error::{Error, invalid};
 use crate::records::filter::{self, Expr};
 use crate::records::schema::{FieldMeta, Meta, Shape};
@@ -73,6 +74,14 @@ pub enum Key {
         /// Whether the column can be NULL.
         nullable: bool,
     },
+    /// A defined custom field (`custom_fields.<key>`), as its type
+    /// compares (the expression of the definition's index).
+    Custom {
+        /// The key.
+        key: String,
+        /// Its type.
+        ty: FieldType,
+    },
     /// Search relevance.
     Rank,
 }
@@ -90,6 +99,7 @@ pub struct SortKey {
 #[derive(Clone, Debug)]
 pub struct Plan {
     filter: Option<Expr>,
+    schema: std::sync::Arc<ResourceSchema>,
     /// The sort keys, ending with `id`.
     pub keys: Vec<SortKey>,
     search: Option<String>,
@@ -130,8 +140,42 @@ pub(super) fn field<'m>(meta: &'m Meta, name: &str) -> Option<&'m FieldMeta> {
     meta.position(name).map(|i| &meta.fields[i])
 }
 
+/// The sort key of `custom_fields.<key>`, a key of `schema`.
+fn custom_key(schema: &ResourceSchema, name: &str, desc: bool) -> Result<SortKey, Error> {
+    let key = &name["custom_fields.".len()..];
+    let d = schema.get(key).ok_or_else(|| {
+        invalid(
+            "order_by",
+            format!(
+                "{name} is not a defined custom field: define it (FieldDefinitionService) to sort on it"
+            ),
+        )
+    })?;
+    if !d.ty.sortable() {
+        return Err(invalid(
+            "order_by",
+            format!(
+                "{name} is {}, which cannot be sorted on",
+                crate::records::fields::article(d.ty.as_str())
+            ),
+        ));
+    }
+    Ok(SortKey {
+        key: Key::Custom {
+            key: d.key.clone(),
+            ty: d.ty,
+        },
+        desc,
+    })
+}
+
 /// Parses `order_by` into sort keys ending with `id`.
-fn order(meta: &Meta, order_by: &str, search: bool) -> Result<Vec<SortKey>, Error> {
+fn order(
+    meta: &Meta,
+    schema: &ResourceSchema,
+    order_by: &str,
+    search: bool,
+) -> Result<Vec<SortKey>, Error> {
     let mut keys = Vec::new();
     for part in order_by.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let mut words = part.split_whitespace();
@@ -151,6 +195,14 @@ fn order(meta: &Meta, order_by: &str, search: bool) -> Result<Vec<SortKey>, Erro
                 "order_by",
                 format!("\"{part}\": expected \"field [asc|desc]\""),
             ));
+        }
+        if name.starts_with("custom_fields.") && meta.field("custom_fields").is_some() {
+            let key = custom_key(schema, name, desc)?;
+            if keys.iter().any(|k: &SortKey| k.key == key.key) {
+                return Err(invalid("order_by", format!("{name} is named twice")));
+            }
+            keys.push(key);
+            continue;
         }
         let f = field(meta, name)
             .ok_or_else(|| invalid("order_by", format!("unknown field \"{name}\"")))?;
@@ -205,6 +257,7 @@ impl Plan {
     /// Checks and prepares `filter`, `order_by` and `search`.
     pub fn new(
         meta: &Meta,
+        schema: std::sync::Arc<ResourceSchema>,
         filter_text: &str,
         order_by: &str,
         search: &str,
@@ -214,7 +267,7 @@ impl Plan {
         if let Some(f) = &filter {
             // Compile once to report unknown fields and type errors now.
             let mut qb = QueryBuilder::<Postgres>::new("");
-            compile(meta, f, show_deleted, &mut qb)?;
+            compile(meta, &schema, f, show_deleted, &mut qb)?;
         }
         let search = search.trim();
         if search.chars().count() > MAX_SEARCH_CHARS {
@@ -227,12 +280,25 @@ impl Plan {
             return Err(invalid("search", "must not contain NUL characters"));
         }
         let search = (!search.is_empty()).then(|| search.to_owned());
-        let keys = order(meta, order_by, search.is_some())?;
+        let keys = order(meta, &schema, order_by, search.is_some())?;
         Ok(Self {
             filter,
+            schema,
             keys,
             search,
         })
+    }
+
+    /// The types of the custom fields it sorts on (`key:type,…`).
+    pub fn custom_types(&self) -> String {
+        self.keys
+            .iter()
+            .filter_map(|k| match &k.key {
+                Key::Custom { key, ty } => Some(format!("{key}:{}", ty.as_str())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Adds `AND <filter> AND <search>` to the WHERE clause.
@@ -245,7 +311,7 @@ impl Plan {
     ) -> Result<(), Error> {
         if let Some(f) = &self.filter {
             qb.push(" AND ");
-            compile(meta, f, show_deleted, qb)?;
+            compile(meta, &self.schema, f, show_deleted, qb)?;
         }
         if let (Some(q), Some(doc)) = (&self.search, search_doc) {
             // Every word must occur (as a substring, so prefixes too) or be
@@ -280,6 +346,9 @@ impl Plan {
         match key {
             Key::Column { name, .. } => {
                 qb.push("t.\"").push(name).push('"');
+            }
+            Key::Custom { key, ty } => {
+                qb.push(crate::custom::index::expression(*ty, key, "t."));
             }
             Key::Rank => {
                 let q = self.search.clone().unwrap_or_default();
@@ -317,7 +386,7 @@ impl Plan {
             self.push_key(&k.key, name_doc, search_doc, qb);
             // Empty (NULL) sorts as the smallest value; non-null keys keep
             // Postgres' default so that the indexes' order matches.
-            let nullable = matches!(k.key, Key::Column { nullable: true, .. });
+            let nullable = nullable(&k.key);
             qb.push(match (k.desc, nullable) {
                 (true, true) => " DESC NULLS LAST",
                 (false, true) => " ASC NULLS FIRST",
@@ -341,10 +410,35 @@ impl Plan {
         }
         let cast_of = |k: &Key| match k {
             Key::Column { cast, .. } => *cast,
+            Key::Custom { ty, .. } if ty.numeric() => "numeric",
+            Key::Custom { .. } => "text",
             Key::Rank => "real",
         };
-        let nullable = |k: &Key| matches!(k, Key::Column { nullable: true, .. });
         let same_dir = self.keys.iter().all(|k| k.desc == self.keys[0].desc);
+        if let ([first, id], [Some(v), Some(last)]) = (self.keys.as_slice(), after)
+            && nullable(&first.key)
+            && !first.desc
+            && !id.desc
+        {
+            // Ascending, empty values first, after a row that has one: the
+            // rows after it all have one, so one index range serves.
+            qb.push(" AND ");
+            self.push_key(&first.key, name_doc, search_doc, qb);
+            qb.push(" IS NOT NULL AND (");
+            self.push_key(&first.key, name_doc, search_doc, qb);
+            qb.push(", ");
+            self.push_key(&id.key, name_doc, search_doc, qb);
+            qb.push(") > (")
+                .push_bind(v.clone())
+                .push("::")
+                .push(cast_of(&first.key))
+                .push(", ")
+                .push_bind(last.clone())
+                .push("::")
+                .push(cast_of(&id.key))
+                .push(")");
+            return Ok(());
+        }
         if same_dir
             && self.keys.iter().all(|k| !nullable(&k.key))
             && after.iter().all(Option::is_some)
@@ -422,6 +516,11 @@ impl Plan {
     }
 }
 
+/// Whether a sort key can be empty (NULL).
+fn nullable(k: &Key) -> bool {
+    matches!(k, Key::Column { nullable: true, .. } | Key::Custom { .. })
+}
+
 /// Whether a search word may match with a typo: 4 characters or more, with
 /// at least one letter.
 fn typo_tolerant(word: &str) -> bool {
@@ -450,9 +549,145 @@ mod tests {
     use crate::records::filter::Literal;
     use crate::sql::filter::{canonical, check_number};
 
+    fn typed() -> std::sync::Arc<ResourceSchema> {
+        use crate::custom::Definition;
+        let d = |key: &str, ty| Definition {
+            id: format!("fld_{key}"),
+            key: key.into(),
+            ty,
+            options: vec!["emea".into()],
+            required: false,
+            unique: false,
+            max_length: None,
+            minimum: None,
+            maximum: None,
+        };
+        std::sync::Arc::new(ResourceSchema::new([
+            d("seats", FieldType::Integer),
+            d("renewal", FieldType::Date),
+            d("signed", FieldType::Datetime),
+            d("vip", FieldType::Boolean),
+            d("regions", FieldType::MultiEnum),
+        ]))
+    }
+
+    fn typed_sql(filter: &str, order_by: &str) -> Result<String, String> {
+        let meta = crate::proto::Account::kind().meta();
+        let plan =
+            Plan::new(meta, typed(), filter, order_by, "", false).map_err(|e| format!("{e:?}"))?;
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        plan.push_conditions(meta, None, false, &mut qb)
+            .map_err(|e| format!("{e:?}"))?;
+        plan.push_order(None, None, &mut qb);
+        Ok(qb.into_string())
+    }
+
+    #[test]
+    fn defined_custom_fields_compare_by_type_and_sort() {
+        assert_eq!(
+            typed_sql("custom_fields.seats > 9", "").unwrap(),
+            " AND (crm_cf_number(t.custom_fields, 'seats') > $1::numeric) ORDER BY t.\"created_at\" DESC, t.\"id\" DESC"
+        );
+        assert_eq!(
+            typed_sql("custom_fields.seats = 10", "custom_fields.seats desc").unwrap(),
+            " AND (crm_cf_number(t.custom_fields, 'seats') = $1::numeric AND t.custom_fields @> $2::jsonb) \
+             ORDER BY crm_cf_number(t.custom_fields, 'seats') DESC NULLS LAST, t.\"id\" DESC"
+        );
+        assert_eq!(
+            typed_sql(
+                r#"custom_fields.renewal >= "2026-01-01""#,
+                "custom_fields.renewal"
+            )
+            .unwrap(),
+            " AND (crm_cf_text(t.custom_fields, 'renewal') >= $1) \
+             ORDER BY crm_cf_text(t.custom_fields, 'renewal') ASC NULLS FIRST, t.\"id\" ASC"
+        );
+        assert_eq!(
+            typed_sql(r#"custom_fields.regions:"emea""#, "").unwrap(),
+            " AND (t.custom_fields @> $1::jsonb) ORDER BY t.\"created_at\" DESC, t.\"id\" DESC"
+        );
+        // Untyped forms stay for presence, booleans and undefined keys.
+        assert!(
+            typed_sql("custom_fields.vip = true", "")
+                .unwrap()
+                .contains("t.\"custom_fields\" @>")
+        );
+        assert!(
+            typed_sql("custom_fields.other > 1", "")
+                .unwrap()
+                .contains("jsonb_typeof")
+        );
+        for (filter, order, want) in [
+            (
+                "custom_fields.seats > \"9\"",
+                "",
+                "custom_fields.seats is an integer: compare it with a number",
+            ),
+            (
+                "custom_fields.renewal > 2026",
+                "",
+                "custom_fields.renewal is a date: compare it with a quoted string",
+            ),
+            (
+                "custom_fields.renewal > \"2026-13-01\"",
+                "",
+                "is not YYYY-MM-DD",
+            ),
+            (
+                "custom_fields.signed > \"2026-01-01\"",
+                "",
+                "is not an RFC 3339 time",
+            ),
+            (
+                "custom_fields.regions = \"emea\"",
+                "",
+                "use custom_fields.regions:",
+            ),
+            (
+                "",
+                "custom_fields.other",
+                "custom_fields.other is not a defined custom field",
+            ),
+            (
+                "",
+                "custom_fields.vip",
+                "custom_fields.vip is a boolean, which cannot be sorted on",
+            ),
+            (
+                "",
+                "custom_fields.seats, custom_fields.seats desc",
+                "custom_fields.seats is named twice",
+            ),
+        ] {
+            let e = typed_sql(filter, order).unwrap_err();
+            assert!(e.contains(want), "{filter} / {order}: {e}");
+        }
+    }
+
+    #[test]
+    fn ascending_custom_pages_continue_in_one_index_range() {
+        let meta = crate::proto::Account::kind().meta();
+        let plan = Plan::new(meta, typed(), "", "custom_fields.seats", "", false).unwrap();
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        plan.push_after(
+            &[Some("5".into()), Some("acc_x".into())],
+            None,
+            None,
+            &mut qb,
+        )
+        .unwrap();
+        assert_eq!(
+            qb.into_string(),
+            " AND crm_cf_number(t.custom_fields, 'seats') IS NOT NULL AND \
+             (crm_cf_number(t.custom_fields, 'seats'), t.\"id\") > ($1::numeric, $2::text)"
+        );
+        assert_eq!(plan.custom_types(), "seats:integer");
+    }
+
     fn sql(filter: &str) -> Result<String, String> {
         let meta = crate::proto::Account::kind().meta();
-        let plan = Plan::new(meta, filter, "", "", false).map_err(|e| format!("{e:?}"))?;
+        let plan = Plan::new(meta, crate::custom::values::empty(), filter, "", "", false)
+            .map_err(|e| format!("{e:?}"))?;
         let mut qb = QueryBuilder::<Postgres>::new("");
         plan.push_conditions(meta, None, false, &mut qb)
             .map_err(|e| format!("{e:?}"))?;
@@ -539,24 +774,63 @@ mod tests {
     #[test]
     fn orders_end_with_id() {
         let meta = crate::proto::Account::kind().meta();
-        let p = Plan::new(meta, "", "name desc, annual_revenue", "", false).unwrap();
+        let p = Plan::new(
+            meta,
+            crate::custom::values::empty(),
+            "",
+            "name desc, annual_revenue",
+            "",
+            false,
+        )
+        .unwrap();
         let names: Vec<String> = p
             .keys
             .iter()
             .map(|k| match &k.key {
                 Key::Column { name, .. } => format!("{name}{}", if k.desc { " desc" } else { "" }),
+                Key::Custom { key, .. } => format!("custom_fields.{key}"),
                 Key::Rank => "rank".into(),
             })
             .collect();
         assert_eq!(names, vec!["name desc", "annual_revenue", "id desc"]);
-        assert!(Plan::new(meta, "", "tags", "", false).is_err());
-        assert!(Plan::new(meta, "", "description", "", false).is_err());
-        assert!(Plan::new(meta, "", "name sideways", "", false).is_err());
-        assert!(Plan::new(meta, "", "nope", "", false).is_err());
-        assert!(Plan::new(meta, "", "name, name desc", "", false).is_err());
-        let d = Plan::new(meta, "", "", "", false).unwrap();
+        assert!(Plan::new(meta, crate::custom::values::empty(), "", "tags", "", false).is_err());
+        assert!(
+            Plan::new(
+                meta,
+                crate::custom::values::empty(),
+                "",
+                "description",
+                "",
+                false
+            )
+            .is_err()
+        );
+        assert!(
+            Plan::new(
+                meta,
+                crate::custom::values::empty(),
+                "",
+                "name sideways",
+                "",
+                false
+            )
+            .is_err()
+        );
+        assert!(Plan::new(meta, crate::custom::values::empty(), "", "nope", "", false).is_err());
+        assert!(
+            Plan::new(
+                meta,
+                crate::custom::values::empty(),
+                "",
+                "name, name desc",
+                "",
+                false
+            )
+            .is_err()
+        );
+        let d = Plan::new(meta, crate::custom::values::empty(), "", "", "", false).unwrap();
         assert_eq!(d.keys.len(), 2);
-        let s = Plan::new(meta, "", "", "acme", false).unwrap();
+        let s = Plan::new(meta, crate::custom::values::empty(), "", "", "acme", false).unwrap();
         assert_eq!(s.keys[0].key, Key::Rank);
     }
 }

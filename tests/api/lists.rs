@@ -733,7 +733,15 @@ async fn plan(
     use crm::sql::list::{Plan, select_page};
     use sqlx::Execute;
     let meta = kind.meta();
-    let p = Plan::new(meta, filter, order_by, search, false).unwrap();
+    let p = Plan::new(
+        meta,
+        crm::custom::values::empty(),
+        filter,
+        order_by,
+        search,
+        false,
+    )
+    .unwrap();
     let after = after.map(|mut keys| {
         keys.truncate(p.keys.len());
         while keys.len() < p.keys.len() {

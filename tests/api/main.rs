@@ -12,6 +12,7 @@ mod contacts;
 mod deals;
 mod decode_props;
 mod explorer;
+mod fields;
 mod hardening;
 mod helpers;
 mod hostile;

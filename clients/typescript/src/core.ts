@@ -25,6 +25,11 @@ import { ActivityService, type Activity, type ActivitySchema } from "./gen/crm/v
 import { ChangeService, type ChangeEvent, type Heartbeat } from "./gen/crm/v1/change_pb.js";
 import { ContactService, type Contact, type ContactSchema } from "./gen/crm/v1/contact_pb.js";
 import { DealService, type Deal, type DealSchema } from "./gen/crm/v1/deal_pb.js";
+import {
+  FieldDefinitionService,
+  type FieldDefinition,
+  type FieldDefinitionSchema,
+} from "./gen/crm/v1/field_definition_pb.js";
 import { LineItemService, type LineItem, type LineItemSchema } from "./gen/crm/v1/line_item_pb.js";
 import { QuoteService, type Quote, type QuoteSchema } from "./gen/crm/v1/quote_pb.js";
 import {
@@ -43,6 +48,7 @@ export * from "./gen/crm/v1/change_pb.js";
 export * from "./gen/crm/v1/common_pb.js";
 export * from "./gen/crm/v1/contact_pb.js";
 export * from "./gen/crm/v1/deal_pb.js";
+export * from "./gen/crm/v1/field_definition_pb.js";
 export * from "./gen/crm/v1/line_item_pb.js";
 export * from "./gen/crm/v1/quote_pb.js";
 export * from "./gen/crm/v1/webhook_pb.js";
@@ -56,6 +62,7 @@ export type ActivityInput = MessageInitShape<typeof ActivitySchema>;
 export type QuoteInput = MessageInitShape<typeof QuoteSchema>;
 export type LineItemInput = MessageInitShape<typeof LineItemSchema>;
 export type WebhookInput = MessageInitShape<typeof WebhookSchema>;
+export type FieldDefinitionInput = MessageInitShape<typeof FieldDefinitionSchema>;
 
 // ---------------------------------------------------------------- errors
 
@@ -687,6 +694,95 @@ function webhooksOf(transport: Transport): Webhooks {
   };
 }
 
+// ---------------------------------------------------------------- field definitions
+
+/** What `fieldDefinitions.check` returns. */
+export interface FieldDefinitionCheck {
+  /**
+   * How many live records violate the definition (wrong type, outside the
+   * options or bounds, too long, missing where required, sharing a value
+   * where unique); 0: the create or update would succeed.
+   */
+  violatingRecords: bigint;
+  /** Up to 20 of those records' ids. */
+  sampleRecordIds: string[];
+}
+
+/**
+ * The tenant's custom-field definitions (see FieldDefinitionService in the
+ * protos): the typed schema of the `customFields` of a resource type
+ * (account, contact, deal, activity, quote). Once a key is defined, every
+ * write of that type checks `customFields.<key>` against it; a definition
+ * that live records would violate is refused (create, or an update that
+ * admits less) with CrmError FAILED_PRECONDITION (FIELD_DEFINITION_CONFLICT,
+ * `metadata.violating_records`): `check` first to see them.
+ */
+export interface FieldDefinitions {
+  /**
+   * Defines a custom field: `resourceType`, `key` and `type` (string,
+   * number, integer, boolean, date, datetime, enum, multi_enum) are required
+   * and never change. A key already defined for the type is CrmError
+   * ALREADY_EXISTS; invalid fields, INVALID_ARGUMENT naming
+   * `field_definition.<field>`.
+   */
+  create(definition: FieldDefinitionInput, opts?: CallOptions): Promise<FieldDefinition>;
+  get(id: string, opts?: CallOptions): Promise<FieldDefinition>;
+  /** One page, by resource type then key; `resourceType` absent/empty: all. `pageSize` 0/absent: 100, at most 1000. */
+  list(
+    params?: { pageSize?: number; pageToken?: string; resourceType?: string },
+    opts?: CallOptions,
+  ): Promise<{ items: FieldDefinition[]; nextPageToken: string }>;
+  /**
+   * Updates the fields of `updateMask` (label, description, options,
+   * required, unique, maxLength, minimum, maximum; snake_case or camelCase),
+   * or those `definition` sets; a non-zero `version` that differs is
+   * CrmError ABORTED. A mask path naming a field absent from `definition`
+   * clears it (e.g. `["maximum"]` removes the bound).
+   */
+  update(definition: FieldDefinitionInput & { id: string }, updateMask?: string[], opts?: CallOptions): Promise<FieldDefinition>;
+  /** Deletes the definition; the records keep their values (free-form again). */
+  delete(id: string, opts?: CallOptions): Promise<void>;
+  /**
+   * A dry run of `create` (no `id` in `definition`) or of `update` (`id` set,
+   * with `updateMask` as there): how many live records would violate the
+   * definition, and some of them. Nothing changes.
+   */
+  check(definition: FieldDefinitionInput, updateMask?: string[], opts?: CallOptions): Promise<FieldDefinitionCheck>;
+}
+
+function fieldDefinitionsOf(transport: Transport): FieldDefinitions {
+  const rpc = createConnectClient(FieldDefinitionService, transport);
+  const masked = (updateMask: string[] | undefined) =>
+    updateMask ? { updateMask: { paths: updateMask.map(toProtoPath) } } : {};
+  return {
+    create: (fieldDefinition, o) => call(() => rpc.createFieldDefinition({ fieldDefinition }, o)),
+    get: (id, o) => call(() => rpc.getFieldDefinition({ id }, o)),
+    list: (params = {}, o) =>
+      call(async () => {
+        const res = await rpc.listFieldDefinitions(
+          {
+            pageSize: params.pageSize ?? 0,
+            pageToken: params.pageToken ?? "",
+            resourceType: params.resourceType ?? "",
+          },
+          o,
+        );
+        return { items: res.fieldDefinitions, nextPageToken: res.nextPageToken };
+      }),
+    update: (fieldDefinition, updateMask, o) =>
+      call(() => rpc.updateFieldDefinition({ fieldDefinition, ...masked(updateMask) }, o)),
+    delete: (id, o) =>
+      call(async () => {
+        await rpc.deleteFieldDefinition({ id }, o);
+      }),
+    check: (fieldDefinition, updateMask, o) =>
+      call(async () => {
+        const res = await rpc.checkFieldDefinition({ fieldDefinition, ...masked(updateMask) }, o);
+        return { violatingRecords: res.violatingRecords, sampleRecordIds: res.sampleRecordIds };
+      }),
+  };
+}
+
 // ---------------------------------------------------------------- client
 
 export interface ClientOptions {
@@ -720,6 +816,8 @@ export interface CrmClient {
   changes: Changes;
   /** The tenant's webhooks. */
   webhooks: Webhooks;
+  /** The tenant's custom-field definitions (the schema of `customFields`). */
+  fieldDefinitions: FieldDefinitions;
   /** The Connect transport (for calling the generated services directly). */
   transport: Transport;
   /** Closes the HTTP/2 connection (a no-op with a custom transport, and in a browser). */
@@ -759,6 +857,7 @@ export function clientOf(transport: Transport, close: () => void = () => {}): Cr
     },
     changes: changesOf(t),
     webhooks: webhooksOf(t),
+    fieldDefinitions: fieldDefinitionsOf(t),
     transport: t,
     close,
   };

@@ -20,6 +20,9 @@
     log = client.webhooks.list_deliveries(hook.id)      # log.deliveries (newest first), log.next_page_token
     client.webhooks.redeliver(hook.id, 0)               # deliver the events after sequence 0 again
 
+    seats = client.field_definitions.create({"resource_type": "account", "key": "seats", "type": "integer"})
+    client.field_definitions.check({"id": seats.id, "maximum": 10}, ["maximum"])   # .violating_records
+
 Every method raises CrmError on a non-OK status.
 """
 
@@ -49,6 +52,8 @@ from crm_client.v1 import (
     contact_pb2_grpc,
     deal_pb2,
     deal_pb2_grpc,
+    field_definition_pb2,
+    field_definition_pb2_grpc,
     line_item_pb2,
     line_item_pb2_grpc,
     quote_pb2,
@@ -795,6 +800,113 @@ class Webhooks:
         return result
 
 
+class FieldDefinitions:
+    """The tenant's custom-field definitions (crm.v1.FieldDefinitionService):
+    the typed schema of the ``custom_fields`` of a resource type (account,
+    contact, deal, activity, quote). Once a key is defined, every write of
+    that type checks ``custom_fields.<key>`` against it. A definition that
+    live records would violate (a create, or an update that admits less) is
+    refused with CrmError FAILED_PRECONDITION, reason
+    FIELD_DEFINITION_CONFLICT, ``metadata["violating_records"]`` their
+    count: ``check`` first to see them. Create / get / list / update /
+    delete, and check (a dry run)."""
+
+    def __init__(self, channel: grpc.Channel, call: _Caller) -> None:
+        self._call = call
+        self._stub = field_definition_pb2_grpc.FieldDefinitionServiceStub(channel)
+
+    @staticmethod
+    def _message(
+        data: field_definition_pb2.FieldDefinition | Mapping[str, Any],
+    ) -> field_definition_pb2.FieldDefinition:
+        if isinstance(data, field_definition_pb2.FieldDefinition):
+            return data
+        return json_format.ParseDict(dict(data), field_definition_pb2.FieldDefinition())
+
+    def create(
+        self, definition: field_definition_pb2.FieldDefinition | Mapping[str, Any]
+    ) -> field_definition_pb2.FieldDefinition:
+        """Defines a custom field: ``resource_type``, ``key`` and ``type``
+        (string, number, integer, boolean, date, datetime, enum, multi_enum)
+        are required and never change. A key already defined for the type is
+        CrmError ALREADY_EXISTS; invalid fields, INVALID_ARGUMENT naming
+        ``field_definition.<field>``."""
+        request = field_definition_pb2.CreateFieldDefinitionRequest(
+            field_definition=self._message(definition)
+        )
+        result: field_definition_pb2.FieldDefinition = self._call(
+            self._stub.CreateFieldDefinition, request
+        )
+        return result
+
+    def get(self, id: str) -> field_definition_pb2.FieldDefinition:
+        """The definition ``id`` (``fld_...``)."""
+        result: field_definition_pb2.FieldDefinition = self._call(
+            self._stub.GetFieldDefinition, field_definition_pb2.GetFieldDefinitionRequest(id=id)
+        )
+        return result
+
+    def list(
+        self, *, page_size: int = 0, page_token: str = "", resource_type: str = ""
+    ) -> field_definition_pb2.ListFieldDefinitionsResponse:
+        """One page of definitions, by resource type then key:
+        ``.field_definitions`` and ``.next_page_token`` (empty on the last
+        page). ``resource_type`` empty: all types. ``page_size`` 0 is 100,
+        at most 1000."""
+        request = field_definition_pb2.ListFieldDefinitionsRequest(
+            page_size=page_size, page_token=page_token, resource_type=resource_type
+        )
+        result: field_definition_pb2.ListFieldDefinitionsResponse = self._call(
+            self._stub.ListFieldDefinitions, request
+        )
+        return result
+
+    def update(
+        self,
+        definition: field_definition_pb2.FieldDefinition | Mapping[str, Any],
+        update_mask: Sequence[str] | None = None,
+    ) -> field_definition_pb2.FieldDefinition:
+        """Updates the fields of ``update_mask`` (label, description, options,
+        required, unique, max_length, minimum, maximum), or those
+        ``definition`` sets; a non-zero ``version`` that differs is CrmError
+        ABORTED. A mask path naming a field absent from ``definition`` clears
+        it (``["maximum"]`` removes the bound)."""
+        request = field_definition_pb2.UpdateFieldDefinitionRequest(
+            field_definition=self._message(definition)
+        )
+        if update_mask is not None:
+            request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(update_mask)))
+        result: field_definition_pb2.FieldDefinition = self._call(
+            self._stub.UpdateFieldDefinition, request
+        )
+        return result
+
+    def delete(self, id: str) -> None:
+        """Deletes the definition; the records keep their values (free-form again)."""
+        self._call(
+            self._stub.DeleteFieldDefinition, field_definition_pb2.DeleteFieldDefinitionRequest(id=id)
+        )
+
+    def check(
+        self,
+        definition: field_definition_pb2.FieldDefinition | Mapping[str, Any],
+        update_mask: Sequence[str] | None = None,
+    ) -> field_definition_pb2.CheckFieldDefinitionResponse:
+        """A dry run of ``create`` (no ``id`` in ``definition``) or of
+        ``update`` (``id`` set, with ``update_mask`` as there): how many live
+        records would violate the definition, ``.violating_records``, and up
+        to 20 of their ids, ``.sample_record_ids``. Nothing changes."""
+        request = field_definition_pb2.CheckFieldDefinitionRequest(
+            field_definition=self._message(definition)
+        )
+        if update_mask is not None:
+            request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(update_mask)))
+        result: field_definition_pb2.CheckFieldDefinitionResponse = self._call(
+            self._stub.CheckFieldDefinition, request
+        )
+        return result
+
+
 class Client:
     """A connection to crm. Use as a context manager, or call close()."""
 
@@ -821,6 +933,9 @@ class Client:
         #: Webhooks: ``webhooks.create(...)``, ``get``, ``list``, ``update``, ``delete``,
         #: ``list_deliveries`` (the delivery log), ``redeliver``.
         self.webhooks = Webhooks(self.channel, call)
+        #: Custom-field definitions: ``field_definitions.create(...)``, ``get``, ``list``,
+        #: ``update``, ``delete``, ``check`` (a dry run of a create or an update).
+        self.field_definitions = FieldDefinitions(self.channel, call)
 
     def close(self) -> None:
         self.channel.close()
