@@ -449,7 +449,7 @@ impl Store {
             let mut v = Checker::with(&format!("{}{resource}", p.prefix), p.raw.clone());
             created.push(old.is_none());
             match old {
-                Some(old) => match merge(old, &p.msg, &p.paths, &caller, &at, &schema, &mut v) {
+                Some(old) => match merge(old, &p.msg, &p.paths, &caller, &at, schema, &mut v) {
                     Merged::Unchanged(old) => answers.push(Ok(old)),
                     Merged::Changed(draft) => {
                         answers.push(Err(drafts.len()));
@@ -458,7 +458,7 @@ impl Store {
                     }
                 },
                 None => {
-                    let draft = new_record::<E>(&caller, p.msg.clone(), at, &schema, &mut v)?;
+                    let draft = new_record::<E>(&caller, p.msg.clone(), at, schema, &mut v)?;
                     answers.push(Err(drafts.len()));
                     drafts.push(draft);
                     prefixes.push(p.prefix.clone());
