@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
-    let mut c = AccountServiceClient::new(channel);
+    let mut c = AccountServiceClient::new(channel.clone());
     let token = crm::auth::mint(SECRET.as_bytes(), TENANT, "bench", None, 3600, None, None)?;
     let define = define_fields(channel.clone(), &token).await?;
 
