@@ -9,7 +9,7 @@
 -- btree index of that definition alone, one per definition:
 --
 --   CREATE INDEX CONCURRENTLY cf_<definition id>
---       ON <table> (crm_cf_number(custom_fields, '<key>') NULLS FIRST, id)
+--       ON <table> (crm_cf_number(custom_fields, '<key>'), id)
 --       WHERE tenant_id = '<tenant>' AND NOT is_deleted
 --
 -- (crm_cf_text for string, enum, date and datetime keys), which the
@@ -48,15 +48,18 @@ CREATE TABLE field_definitions (
 -- The index worker's queue: definitions whose index is not built yet.
 CREATE INDEX field_definitions_building_idx ON field_definitions (tenant_id, id) WHERE index_state IN ('building', 'failed');
 
--- A defined key's value as a number (NULL unless a JSON number), and as
--- text (NULL unless a JSON string): the expressions of the definitions'
--- indexes and of typed filters. Never an error, whatever a record holds.
+-- A defined key's value as a number, and as text: the expressions of the
+-- definitions' indexes, of typed filters and of orders. Never an error,
+-- whatever a record holds, and never NULL: no value (or one of another
+-- type) is '-Infinity' (no JSON number is) and '' (a blank string counts as
+-- no value), which sort first, so that every keyset page, in either
+-- direction, is one range of the index.
 CREATE FUNCTION crm_cf_number(doc jsonb, key text) RETURNS numeric
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT CASE WHEN jsonb_typeof(doc -> key) = 'number' THEN (doc -> key)::numeric END $$;
+    AS $$ SELECT CASE WHEN jsonb_typeof(doc -> key) = 'number' THEN (doc -> key)::numeric ELSE '-Infinity'::numeric END $$;
 CREATE FUNCTION crm_cf_text(doc jsonb, key text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT CASE WHEN jsonb_typeof(doc -> key) = 'string' THEN doc ->> key END $$;
+    AS $$ SELECT CASE WHEN jsonb_typeof(doc -> key) = 'string' THEN doc ->> key ELSE '' END $$;
 
 DO $$
 DECLARE

@@ -1,6 +1,6 @@
 //! The definitions' own indexes: one partial btree index per sortable
-//! definition, `(crm_cf_number|crm_cf_text(custom_fields, '<key>') NULLS
-//! FIRST, id) WHERE tenant_id = '<tenant>' AND NOT is_deleted`, serving
+//! definition, `(crm_cf_number|crm_cf_text(custom_fields, '<key>'), id)
+//! WHERE tenant_id = '<tenant>' AND NOT is_deleted`, serving
 //! ranges and order_by on the key within the tenant. `CREATE INDEX
 //! CONCURRENTLY` builds it without blocking writes, but cannot run inside a
 //! transaction, so it is not the request's work: a definition starts with
@@ -29,7 +29,8 @@ pub fn index_name(id: &str) -> String {
 }
 
 /// The SQL of a defined key's value as its type compares, on the row alias
-/// `alias` (e.g. `t.`, or empty). `key` is a definition's key
+/// `alias` (e.g. `t.`, or empty): never NULL, [`missing`] when the record
+/// has no value of the type. `key` is a definition's key
 /// (`[a-z][a-z0-9_]{0,62}`), inlined: the expression must be the index's,
 /// literally, for the planner to match them.
 pub fn expression(ty: FieldType, key: &str, alias: &str) -> String {
@@ -48,13 +49,35 @@ pub fn expression(ty: FieldType, key: &str, alias: &str) -> String {
     format!("{f}({alias}custom_fields, '{key}')")
 }
 
+/// The value [`expression`] has for a record without one: below every
+/// value (`-Infinity` is no JSON number; a blank string is no value).
+pub fn missing(ty: FieldType) -> &'static str {
+    if ty.numeric() {
+        "'-Infinity'::numeric"
+    } else {
+        "''"
+    }
+}
+
+/// The statistics object of a definition: the planner ignores the
+/// expression statistics of partial indexes, so without it a typed range
+/// would be estimated at a third of the tenant's rows, and the partial index
+/// passed over.
+fn statistics_sql(id: &str, table: &str, ty: FieldType, key: &str) -> String {
+    format!(
+        "CREATE STATISTICS IF NOT EXISTS {}_st ON ({}) FROM \"{table}\"",
+        index_name(id),
+        expression(ty, key, "")
+    )
+}
+
 /// The `CREATE INDEX CONCURRENTLY` of a definition.
 fn create_sql(id: &str, tenant: &str, table: &str, ty: FieldType, key: &str) -> String {
     // The tenant id is the authenticator's ([A-Za-z0-9._:@-]); quoted all
     // the same.
     let tenant = tenant.replace('\'', "''");
     format!(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON \"{table}\" ({} NULLS FIRST, id) \
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON \"{table}\" ({}, id) \
          WHERE tenant_id = '{tenant}' AND NOT is_deleted",
         index_name(id),
         expression(ty, key, "")
@@ -93,6 +116,12 @@ async fn reconcile(conn: &mut PgConnection, owner_url: &str) -> anyhow::Result<(
     )
     .fetch_all(&mut *conn)
     .await?;
+    let statistics: Vec<String> = sqlx::query_scalar(
+        "SELECT stxname::text FROM pg_statistic_ext \
+         WHERE stxnamespace = current_schema()::regnamespace AND stxname LIKE 'cf\\_fld\\_%\\_st'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let defined: std::collections::HashSet<String> =
         sqlx::query_scalar("SELECT lower(id) FROM field_definitions")
             .fetch_all(&mut *conn)
@@ -104,7 +133,11 @@ async fn reconcile(conn: &mut PgConnection, owner_url: &str) -> anyhow::Result<(
         .map(|(name, _)| name)
         .filter(|name| !defined.contains(&name[3..]))
         .collect();
-    if pending.is_empty() && orphans.is_empty() {
+    let orphan_statistics: Vec<&String> = statistics
+        .iter()
+        .filter(|name| !defined.contains(&name[3..name.len() - 3]))
+        .collect();
+    if pending.is_empty() && orphans.is_empty() && orphan_statistics.is_empty() {
         return Ok(());
     }
     let mut owner = PgConnection::connect(owner_url)
@@ -118,6 +151,13 @@ async fn reconcile(conn: &mut PgConnection, owner_url: &str) -> anyhow::Result<(
         owner
             .execute(sqlx::AssertSqlSafe(format!(
                 "DROP INDEX CONCURRENTLY IF EXISTS {name}"
+            )))
+            .await?;
+    }
+    for name in orphan_statistics {
+        owner
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP STATISTICS IF EXISTS {name}"
             )))
             .await?;
     }
@@ -138,11 +178,24 @@ async fn reconcile(conn: &mut PgConnection, owner_url: &str) -> anyhow::Result<(
                 .await?;
         }
         let started = std::time::Instant::now();
-        let result = owner
+        let mut result = owner
             .execute(sqlx::AssertSqlSafe(create_sql(
                 &id, &tenant, kind.table, ty, &key,
             )))
             .await;
+        if result.is_ok() {
+            // The planner's estimates of the key's ranges, from now on.
+            result = owner
+                .execute(sqlx::AssertSqlSafe(statistics_sql(
+                    &id, kind.table, ty, &key,
+                )))
+                .await;
+        }
+        if result.is_ok() {
+            result = owner
+                .execute(sqlx::AssertSqlSafe(format!("ANALYZE \"{}\"", kind.table)))
+                .await;
+        }
         let (state, error) = match &result {
             Ok(_) => {
                 tracing::info!(index = %name, ms = started.elapsed().as_millis() as u64, "built a field definition's index");
@@ -191,8 +244,13 @@ mod tests {
         assert_eq!(
             create_sql("fld_01ABC", "t-1", "accounts", FieldType::Integer, "seats"),
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS cf_fld_01abc ON \"accounts\" \
-             (crm_cf_number(custom_fields, 'seats') NULLS FIRST, id) \
+             (crm_cf_number(custom_fields, 'seats'), id) \
              WHERE tenant_id = 't-1' AND NOT is_deleted"
+        );
+        assert_eq!(
+            statistics_sql("fld_01ABC", "accounts", FieldType::Integer, "seats"),
+            "CREATE STATISTICS IF NOT EXISTS cf_fld_01abc_st ON \
+             (crm_cf_number(custom_fields, 'seats')) FROM \"accounts\""
         );
         assert_eq!(
             expression(FieldType::Date, "renewal", "t."),

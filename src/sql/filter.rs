@@ -15,8 +15,9 @@
 //! - `custom_fields.<key>` of a key the tenant defined (`crate::custom`):
 //!   compared by its type, as the definition's index has it
 //!   (`crm_cf_number(custom_fields, '<key>') > 10`, dates and times as their
-//!   stored ISO text); equality also by containment (the GIN index), and
-//!   multi_enum membership `custom_fields.<key>:"x"` by containment.
+//!   stored ISO text; `<` and `<=` above the value of records without one);
+//!   equality also by containment (the GIN index), and multi_enum
+//!   membership `custom_fields.<key>:"x"` by containment.
 //! - `is_deleted` only together with `show_deleted=true`.
 //!
 
@@ -336,11 +337,12 @@ fn compile_defined(
                 }
                 Op::Ne => {
                     qb.push(&expr)
-                        .push(" IS DISTINCT FROM ")
+                        .push(" <> ")
                         .push_bind(n.clone())
                         .push("::numeric");
                 }
                 _ => {
+                    push_below_missing(qb, &expr, d.ty, op);
                     qb.push(&expr)
                         .push(sql_op(op))
                         .push_bind(n.clone())
@@ -389,14 +391,27 @@ fn compile_defined(
                     containment(qb, serde_json::Value::String(s));
                 }
                 Op::Ne => {
-                    qb.push(&expr).push(" IS DISTINCT FROM ").push_bind(s);
+                    qb.push(&expr).push(" <> ").push_bind(s);
                 }
                 _ => {
+                    push_below_missing(qb, &expr, d.ty, op);
                     qb.push(&expr).push(sql_op(op)).push_bind(s);
                 }
             }
             Ok(Some(()))
         }
+    }
+}
+
+/// For `<` and `<=` on a defined key: `expr > <missing> AND `, so that
+/// records without a value (whose expression is below every value) are
+/// left out, within the same index range.
+fn push_below_missing(qb: &mut QueryBuilder<Postgres>, expr: &str, ty: FieldType, op: Op) {
+    if matches!(op, Op::Lt | Op::Le) {
+        qb.push(expr)
+            .push(" > ")
+            .push(crate::custom::index::missing(ty))
+            .push(" AND ");
     }
 }
 

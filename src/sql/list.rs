@@ -415,30 +415,6 @@ impl Plan {
             Key::Rank => "real",
         };
         let same_dir = self.keys.iter().all(|k| k.desc == self.keys[0].desc);
-        if let ([first, id], [Some(v), Some(last)]) = (self.keys.as_slice(), after)
-            && nullable(&first.key)
-            && !first.desc
-            && !id.desc
-        {
-            // Ascending, empty values first, after a row that has one: the
-            // rows after it all have one, so one index range serves.
-            qb.push(" AND ");
-            self.push_key(&first.key, name_doc, search_doc, qb);
-            qb.push(" IS NOT NULL AND (");
-            self.push_key(&first.key, name_doc, search_doc, qb);
-            qb.push(", ");
-            self.push_key(&id.key, name_doc, search_doc, qb);
-            qb.push(") > (")
-                .push_bind(v.clone())
-                .push("::")
-                .push(cast_of(&first.key))
-                .push(", ")
-                .push_bind(last.clone())
-                .push("::")
-                .push(cast_of(&id.key))
-                .push(")");
-            return Ok(());
-        }
         if same_dir
             && self.keys.iter().all(|k| !nullable(&k.key))
             && after.iter().all(Option::is_some)
@@ -516,9 +492,10 @@ impl Plan {
     }
 }
 
-/// Whether a sort key can be empty (NULL).
+/// Whether a sort key can be empty (NULL). A custom field's cannot: no
+/// value sorts below every value (see `custom::index::expression`).
 fn nullable(k: &Key) -> bool {
-    matches!(k, Key::Column { nullable: true, .. } | Key::Custom { .. })
+    matches!(k, Key::Column { nullable: true, .. })
 }
 
 /// Whether a search word may match with a typo: 4 characters or more, with
@@ -591,7 +568,7 @@ mod tests {
         assert_eq!(
             typed_sql("custom_fields.seats = 10", "custom_fields.seats desc").unwrap(),
             " AND (crm_cf_number(t.custom_fields, 'seats') = $1::numeric AND t.custom_fields @> $2::jsonb) \
-             ORDER BY crm_cf_number(t.custom_fields, 'seats') DESC NULLS LAST, t.\"id\" DESC"
+             ORDER BY crm_cf_number(t.custom_fields, 'seats') DESC, t.\"id\" DESC"
         );
         assert_eq!(
             typed_sql(
@@ -600,7 +577,7 @@ mod tests {
             )
             .unwrap(),
             " AND (crm_cf_text(t.custom_fields, 'renewal') >= $1) \
-             ORDER BY crm_cf_text(t.custom_fields, 'renewal') ASC NULLS FIRST, t.\"id\" ASC"
+             ORDER BY crm_cf_text(t.custom_fields, 'renewal') ASC, t.\"id\" ASC"
         );
         assert_eq!(
             typed_sql(r#"custom_fields.regions:"emea""#, "").unwrap(),
@@ -665,23 +642,36 @@ mod tests {
     }
 
     #[test]
-    fn ascending_custom_pages_continue_in_one_index_range() {
+    fn custom_pages_continue_in_one_index_range_both_ways() {
         let meta = crate::proto::Account::kind().meta();
-        let plan = Plan::new(meta, typed(), "", "custom_fields.seats", "", false).unwrap();
-        let mut qb = QueryBuilder::<Postgres>::new("");
-        plan.push_after(
-            &[Some("5".into()), Some("acc_x".into())],
-            None,
-            None,
-            &mut qb,
-        )
-        .unwrap();
+        for (order, cmp) in [
+            ("custom_fields.seats", ">"),
+            ("custom_fields.seats desc", "<"),
+        ] {
+            let plan = Plan::new(meta, typed(), "", order, "", false).unwrap();
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            // Records without a value continue the order too ('-Infinity').
+            plan.push_after(
+                &[Some("-Infinity".into()), Some("acc_x".into())],
+                None,
+                None,
+                &mut qb,
+            )
+            .unwrap();
+            assert_eq!(
+                qb.into_string(),
+                format!(
+                    " AND (crm_cf_number(t.custom_fields, 'seats'), t.\"id\") {cmp} ($1::numeric, $2::text)"
+                )
+            );
+            assert_eq!(plan.custom_types(), "seats:integer");
+        }
+        // Below a bound: above the value of records without one.
         assert_eq!(
-            qb.into_string(),
-            " AND crm_cf_number(t.custom_fields, 'seats') IS NOT NULL AND \
-             (crm_cf_number(t.custom_fields, 'seats'), t.\"id\") > ($1::numeric, $2::text)"
+            typed_sql("custom_fields.seats <= 9", "").unwrap(),
+            " AND (crm_cf_number(t.custom_fields, 'seats') > '-Infinity'::numeric AND \
+             crm_cf_number(t.custom_fields, 'seats') <= $1::numeric) ORDER BY t.\"created_at\" DESC, t.\"id\" DESC"
         );
-        assert_eq!(plan.custom_types(), "seats:integer");
     }
 
     fn sql(filter: &str) -> Result<String, String> {

@@ -1031,13 +1031,15 @@ async fn each_definition_gets_its_index_and_loses_it_with_the_definition() {
         .unwrap();
     assert_eq!(flag.index_state, "none");
     let name = format!("cf_{}", made.id.to_lowercase());
+    // (the index exists, its statistics object exists)
     let exists = |name: String| {
         let url = app.owner_url().to_owned();
         async move {
             use sqlx::Connection;
             let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1)",
+            sqlx::query_as::<_, (bool, bool)>(
+                "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1), \
+                        EXISTS (SELECT 1 FROM pg_statistic_ext WHERE stxname = $1 || '_st')",
             )
             .bind(name)
             .fetch_one(&mut c)
@@ -1063,7 +1065,7 @@ async fn each_definition_gets_its_index_and_loses_it_with_the_definition() {
         assert!(Instant::now() < deadline, "index not built: {got:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(exists(name.clone()).await);
+    assert_eq!(exists(name.clone()).await, (true, true));
     defs(&app)
         .delete_field_definition(authed(
             &t,
@@ -1074,7 +1076,7 @@ async fn each_definition_gets_its_index_and_loses_it_with_the_definition() {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while exists(name.clone()).await {
+    while exists(name.clone()).await != (false, false) {
         assert!(Instant::now() < deadline, "index {name} not dropped");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1156,5 +1158,190 @@ async fn a_second_server_process_enforces_a_change_within_a_second() {
             start.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// EXPLAIN of a list of accounts of `tenant`, as the request role with the
+/// tenant set (row-level security applies, as in the service).
+async fn explain(
+    app: &TestApp,
+    tenant: &str,
+    schema: std::sync::Arc<crm::custom::ResourceSchema>,
+    filter: &str,
+    order_by: &str,
+    after: Option<Vec<Option<String>>>,
+) -> String {
+    use crm::records::Entity;
+    use crm::sql::list::{Plan, select_page};
+    use sqlx::{Connection, Execute, Executor};
+    let meta = Account::kind().meta();
+    let p = Plan::new(meta, schema, filter, order_by, "", false).unwrap();
+    let mut qb = select_page(
+        meta,
+        "accounts",
+        &p,
+        tenant,
+        None,
+        false,
+        after.as_deref(),
+        51,
+    )
+    .unwrap();
+    let sql = qb.sql().as_str().to_owned();
+    let args = qb.build().take_arguments().unwrap().unwrap();
+    let mut conn = app.owner_conn().await;
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL ROLE {}",
+        app.app_role
+    )))
+    .await
+    .unwrap();
+    sqlx::query("SELECT set_config('crm.tenant_id', $1, true)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let rows: Vec<(String,)> =
+        sqlx::query_as_with(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")), args)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn typed_filters_and_orders_have_an_index_path_at_scale() {
+    use sqlx::Executor;
+    let app = spawn_app().await;
+    let tn = tenant();
+    let t = app.token(&tn, "u1");
+    // Enough rows for the planner's statistics to mean something, most in
+    // the tenant queried.
+    let mut owner = app.owner_conn().await;
+    owner
+        .execute(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO accounts (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+                 schema_version, version, name, custom_fields) \
+             SELECT CASE WHEN g % 5 = 0 THEN 'other' ELSE '{tn}' END, 'acc_' || lpad(g::text, 26, '0'), \
+                 now() - g * interval '1 second', now(), 'u', 'u', 'edm', 'api', 1, 1, 'Company ' || g, \
+                 jsonb_build_object('seats', g % 5000, 'renewal', to_char(date '2025-01-01' + (g * 7919) % 1461, 'YYYY-MM-DD')) \
+             FROM generate_series(1, 60000) g"
+        )))
+        .await
+        .unwrap();
+    owner.execute("VACUUM ANALYZE accounts").await.unwrap();
+    let seats = define(&app, &t, field("account", "seats", "integer"))
+        .await
+        .unwrap();
+    let renewal = define(&app, &t, field("account", "renewal", "date"))
+        .await
+        .unwrap();
+    for d in [&seats, &renewal] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = defs(&app)
+                .get_field_definition(authed(&t, GetFieldDefinitionRequest { id: d.id.clone() }))
+                .await
+                .unwrap()
+                .into_inner();
+            if got.index_state == "ready" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "index not built: {got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    owner.execute("ANALYZE accounts").await.unwrap();
+    let schema = std::sync::Arc::new(crm::custom::ResourceSchema::new([
+        crm::custom::Definition {
+            id: seats.id.clone(),
+            key: "seats".into(),
+            ty: crm::custom::FieldType::Integer,
+            options: vec![],
+            required: false,
+            unique: false,
+            max_length: None,
+            minimum: None,
+            maximum: None,
+        },
+        crm::custom::Definition {
+            id: renewal.id.clone(),
+            key: "renewal".into(),
+            ty: crm::custom::FieldType::Date,
+            options: vec![],
+            required: false,
+            unique: false,
+            max_length: None,
+            minimum: None,
+            maximum: None,
+        },
+    ]));
+    let (seats_idx, renewal_idx) = (
+        format!("cf_{}", seats.id.to_lowercase()),
+        format!("cf_{}", renewal.id.to_lowercase()),
+    );
+    let page2 = |v: &str| {
+        Some(vec![
+            Some(v.to_owned()),
+            Some("acc_00000000000000000000000001".into()),
+        ])
+    };
+    for (what, filter, order, after, index) in [
+        ("range", "custom_fields.seats >= 4990", "", None, &seats_idx),
+        (
+            "range below",
+            "custom_fields.seats < 3",
+            "",
+            None,
+            &seats_idx,
+        ),
+        (
+            "equality",
+            "custom_fields.seats = 2500",
+            "",
+            None,
+            &seats_idx,
+        ),
+        ("order", "", "custom_fields.seats", None, &seats_idx),
+        (
+            "order desc, page 2",
+            "",
+            "custom_fields.seats desc",
+            page2("4000"),
+            &seats_idx,
+        ),
+        (
+            "order, page 2 past records without a value",
+            "",
+            "custom_fields.seats",
+            page2("-Infinity"),
+            &seats_idx,
+        ),
+        (
+            "range and order",
+            "custom_fields.seats > 100 AND custom_fields.seats < 110",
+            "custom_fields.seats",
+            None,
+            &seats_idx,
+        ),
+        (
+            "date range across a year",
+            r#"custom_fields.renewal >= "2028-12-25""#,
+            "",
+            None,
+            &renewal_idx,
+        ),
+        (
+            "date order",
+            "",
+            "custom_fields.renewal desc",
+            None,
+            &renewal_idx,
+        ),
+    ] {
+        let p = explain(&app, &tn, schema.clone(), filter, order, after).await;
+        assert!(p.contains(index.as_str()), "{what}: expected {index}\n{p}");
+        assert!(!p.contains("Seq Scan"), "{what}: a sequential scan\n{p}");
     }
 }
