@@ -72,7 +72,7 @@ async fn seed(conn: &mut PgConnection) -> anyhow::Result<()> {
                  CASE WHEN g % 100 = 0 THEN ARRAY['vip', 'eu'] WHEN g % 2 = 0 THEN ARRAY['eu'] ELSE ARRAY['us'] END, \
                  jsonb_build_object('tier', CASE WHEN g % 200 = 0 THEN 'platinum' ELSE (ARRAY['gold','silver','bronze'])[1 + g % 3] END, \
                                     'seats', g % 500, \
-                                    'renewal', to_char(date '2025-01-01' + (g * 7919) % 1461, 'YYYY-MM-DD')), \
+                                    'renewal', to_char(date '2025-01-01' + ((g::bigint * 7919) % 1461)::int, 'YYYY-MM-DD')), \
                  (g % 100000) * 10.5 \
              FROM generate_series(1, {ROWS}) g"
         );

@@ -36,7 +36,11 @@ pub fn select_page(
         plan.push_key(&k.key, name_doc, doc, &mut qb);
         qb.push(")::text");
     }
-    qb.push(" FROM \"")
+    // The page is chosen in a subquery and only its rows are turned into
+    // JSON: a plan that sorts the matches (a selective filter served by
+    // another index than the order's) would otherwise build the JSON of
+    // every match before the sort keeps the first page.
+    qb.push(" FROM (SELECT * FROM \"")
         .push(table)
         .push("\" t WHERE t.tenant_id = ");
     qb.push_bind(tenant.to_owned());
@@ -51,7 +55,8 @@ pub fn select_page(
         plan.push_after(keys, name_doc, doc, &mut qb)?;
     }
     plan.push_order(name_doc, doc, &mut qb);
-    qb.push(" LIMIT ").push_bind(limit);
+    qb.push(" LIMIT ").push_bind(limit).push(") t");
+    plan.push_order(name_doc, doc, &mut qb);
     Ok(qb)
 }
 

@@ -1345,3 +1345,34 @@ async fn typed_filters_and_orders_have_an_index_path_at_scale() {
         assert!(!p.contains("Seq Scan"), "{what}: a sequential scan\n{p}");
     }
 }
+
+#[tokio::test]
+async fn known_definitions_cost_writes_and_lists_no_extra_transaction() {
+    let app = spawn_app().await;
+    let t = app.token(&tenant(), "u1");
+    define(&app, &t, field("account", "seats", "integer"))
+        .await
+        .unwrap();
+    // The first write and list of the tenant read its definitions...
+    let (status, _) = post_account(
+        &app,
+        &t,
+        json!({"name": "A", "custom_fields": {"seats": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    names(&app, &t, "filter=custom_fields.seats%20%3E%200").await;
+    // ... the next ones find them cached: one transaction each.
+    let before = app.metric("crm_db_transactions_total").await;
+    for i in 0..5 {
+        let (status, _) = post_account(
+            &app,
+            &t,
+            json!({"name": format!("B{i}"), "custom_fields": {"seats": 2}}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        names(&app, &t, "order_by=custom_fields.seats").await;
+    }
+    assert_eq!(app.metric("crm_db_transactions_total").await - before, 10.0);
+}
