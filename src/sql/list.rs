@@ -36,11 +36,12 @@ pub fn select_page(
         plan.push_key(&k.key, name_doc, doc, &mut qb);
         qb.push(")::text");
     }
-    // The page is chosen in a subquery and only its rows are turned into
-    // JSON: a plan that sorts the matches (a selective filter served by
-    // another index than the order's) would otherwise build the JSON of
-    // every match before the sort keeps the first page.
-    qb.push(" FROM (SELECT * FROM \"")
+    // A plan that sorts the matches (a selective filter served by another
+    // index than the order's) builds the JSON of the first page only:
+    // migration 0013 marks row_to_json expensive, so the planner evaluates
+    // it after the sort and the limit. (A subquery choosing the page first
+    // does the same but costs 1.5 ms more planning on every list.)
+    qb.push(" FROM \"")
         .push(table)
         .push("\" t WHERE t.tenant_id = ");
     qb.push_bind(tenant.to_owned());
@@ -55,8 +56,7 @@ pub fn select_page(
         plan.push_after(keys, name_doc, doc, &mut qb)?;
     }
     plan.push_order(name_doc, doc, &mut qb);
-    qb.push(" LIMIT ").push_bind(limit).push(") t");
-    plan.push_order(name_doc, doc, &mut qb);
+    qb.push(" LIMIT ").push_bind(limit);
     Ok(qb)
 }
 
