@@ -269,6 +269,13 @@ def before_call(context, case, **kwargs):
         v = params["id"]
         if isinstance(v, str) and not v.startswith(prefix + "_"):
             params["id"] = prefix + "_" + "0" * 26
+    # History and erasure name the collection as a variable: a record of it
+    # (erasure is refused anyway: the token has no crm:purge scope).
+    collection = params.get("collection")
+    if isinstance(collection, str) and collection in PREFIX and collection not in ("webhooks", "field-definitions"):
+        v = params.get("id")
+        if isinstance(v, str) and not v.startswith(PREFIX[collection] + "_"):
+            params["id"] = _existing(PREFIX[collection])
     if case.method.upper() == "PATCH" and isinstance(case.query, dict):
         case.query.pop("update_mask", None)
     if isinstance(case.body, (dict, list)):

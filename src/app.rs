@@ -33,16 +33,17 @@ use crate::proto::{
     FILE_DESCRIPTOR_SET, account_service_server::AccountServiceServer,
     activity_service_server::ActivityServiceServer, change_service_server::ChangeServiceServer,
     contact_service_server::ContactServiceServer, deal_service_server::DealServiceServer,
+    erasure_service_server::ErasureServiceServer,
     field_definition_service_server::FieldDefinitionServiceServer,
-    line_item_service_server::LineItemServiceServer, quote_service_server::QuoteServiceServer,
-    webhook_service_server::WebhookServiceServer,
+    history_service_server::HistoryServiceServer, line_item_service_server::LineItemServiceServer,
+    quote_service_server::QuoteServiceServer, webhook_service_server::WebhookServiceServer,
 };
 use crate::records::Store;
 use crate::records::page::PageKey;
 use crate::rest::{self, GrpcService, Transcoder};
 
 /// Full names of the crm services (health is reported for each and for "").
-pub const SERVICES: [&str; 9] = [
+pub const SERVICES: [&str; 11] = [
     <AccountServiceServer<Api> as NamedService>::NAME,
     <ContactServiceServer<Api> as NamedService>::NAME,
     <DealServiceServer<Api> as NamedService>::NAME,
@@ -52,6 +53,8 @@ pub const SERVICES: [&str; 9] = [
     <ChangeServiceServer<Api> as NamedService>::NAME,
     <WebhookServiceServer<Api> as NamedService>::NAME,
     <FieldDefinitionServiceServer<Api> as NamedService>::NAME,
+    <HistoryServiceServer<Api> as NamedService>::NAME,
+    <ErasureServiceServer<Api> as NamedService>::NAME,
 ];
 
 /// A built, not yet running, server.
@@ -368,7 +371,9 @@ impl Application {
             .add_service(limit!(LineItemServiceServer::new(api.clone())))
             .add_service(limit!(ChangeServiceServer::new(api.clone())))
             .add_service(limit!(WebhookServiceServer::new(api.clone())))
-            .add_service(limit!(FieldDefinitionServiceServer::new(api)))
+            .add_service(limit!(FieldDefinitionServiceServer::new(api.clone())))
+            .add_service(limit!(HistoryServiceServer::new(api.clone())))
+            .add_service(limit!(ErasureServiceServer::new(api)))
             .prepare();
         let call_layer = CallLayer::new(self.auth.clone(), self.metrics.clone(), self.limits);
         // REST calls go through the very same stack as gRPC calls.

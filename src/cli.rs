@@ -10,7 +10,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::Application;
-use crate::auth::{DEV_SECRET, mint};
+use crate::auth::{DEV_SECRET, mint_scoped};
 use crate::config::{BaseArgs, Config, JwtArgs, LogFormat, parse_duration};
 use crate::db;
 
@@ -88,6 +88,10 @@ enum Command {
         /// app_id claim, for an integration token.
         #[arg(long)]
         app: Option<String>,
+        /// scope claim: space-separated scopes, e.g. "crm:purge" (erasure
+        /// needs it; without the claim a token may do everything else).
+        #[arg(long)]
+        scope: Option<String>,
         /// Lifetime, e.g. 15m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
@@ -225,6 +229,7 @@ pub async fn run() -> anyhow::Result<()> {
             tenant,
             sub,
             app,
+            scope,
             ttl,
             jwt,
         }) => {
@@ -237,11 +242,12 @@ pub async fn run() -> anyhow::Result<()> {
                     DEV_SECRET.to_owned()
                 }
             };
-            let token = mint(
+            let token = mint_scoped(
                 secret.as_bytes(),
                 &tenant,
                 &sub,
                 app.as_deref(),
+                scope.as_deref(),
                 ttl.as_secs(),
                 jwt.issuer.as_deref(),
                 jwt.audience.as_deref(),

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use prost_reflect::{DescriptorPool, Value};
 
-const SERVICES: [&str; 9] = [
+const SERVICES: [&str; 11] = [
     "crm.v1.AccountService",
     "crm.v1.ContactService",
     "crm.v1.DealService",
@@ -19,6 +19,8 @@ const SERVICES: [&str; 9] = [
     "crm.v1.ChangeService",
     "crm.v1.WebhookService",
     "crm.v1.FieldDefinitionService",
+    "crm.v1.HistoryService",
+    "crm.v1.ErasureService",
 ];
 
 /// The binary, with an environment that would fail any database or key use.

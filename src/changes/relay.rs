@@ -7,6 +7,14 @@
 //! only past events JetStream acknowledged, so a restart of crm or an outage
 //! of NATS loses nothing and reorders nothing: the relay picks up where the
 //! acknowledgements stopped.
+//!
+//! Erasure: before it publishes a `purged` event, the relay deletes from the
+//! stream every earlier message of that tenant whose body holds the erased
+//! record's id — the record's own events and those of records that held a
+//! copy of it (a reference list, a quote's line_items) — so that no relayed
+//! message keeps the erased values. Published later, the earlier events
+//! carry the database's scrubbed payloads. The deletions are idempotent: a
+//! batch published again after a failure deletes nothing twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +75,46 @@ async fn connect(url: &str) -> anyhow::Result<async_nats::jetstream::Context> {
     Ok(js)
 }
 
+/// Deletes from the stream every message of `tenant` whose body holds
+/// `id` (an erased record's); returns how many. Walks the tenant's subjects
+/// with an ephemeral consumer that acknowledges nothing.
+pub async fn forget(
+    js: &async_nats::jetstream::Context,
+    tenant: &str,
+    id: &str,
+) -> anyhow::Result<u64> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use futures_util::StreamExt;
+
+    let stream = js.get_stream(STREAM).await?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: format!("crm.changes.{}.>", tenant.replace('.', "~")),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.info().await?.num_pending;
+    let name = consumer.cached_info().name.clone();
+    let mut doomed = Vec::new();
+    if pending > 0 {
+        let mut messages = consumer.messages().await?.take(pending as usize);
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(|e| anyhow::anyhow!(e))?;
+            if m.payload.windows(id.len()).any(|w| w == id.as_bytes()) {
+                doomed.push(m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence);
+            }
+        }
+    }
+    let _ = stream.delete_consumer(&name).await;
+    for seq in &doomed {
+        stream.delete_message(*seq).await?;
+    }
+    Ok(doomed.len() as u64)
+}
+
 /// Publishes `events` in order, then waits for their acknowledgements in
 /// order; returns the sequence of the last one acknowledged with every one
 /// before it (publishing stops at the first failure).
@@ -85,6 +133,12 @@ async fn publish(
                 break;
             }
         };
+        if e.operation == "purged"
+            && let Err(err) = forget(js, tenant, &e.record_id).await
+        {
+            failure = Some(err.context("deleting an erased record's messages"));
+            break;
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", e.id.as_str());
         match js

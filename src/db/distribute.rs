@@ -36,6 +36,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "webhooks",
     "webhook_deliveries",
     "field_definitions",
+    "record_history",
+    "purge_audit",
 ];
 
 /// The table every other is co-located with.
@@ -52,6 +54,7 @@ const FUNCTIONS: &[&str] = &[
     "crm_search_norm(text)",
     "crm_cf_number(jsonb, text)",
     "crm_cf_text(jsonb, text)",
+    "crm_scrub(jsonb, text)",
 ];
 
 /// What `--distribute` did, for the log.

@@ -171,6 +171,13 @@ pub enum Error {
         /// What to do about it.
         message: String,
     },
+    /// The token lacks the scope the call needs: PERMISSION_DENIED, reason
+    /// MISSING_SCOPE, metadata `required_scope`.
+    #[error("this call needs the scope {required}")]
+    MissingScope {
+        /// The narrowest scope that grants the call.
+        required: &'static str,
+    },
     /// The write lost a deadlock against concurrent writes (retried by the
     /// mechanism before it reaches a caller).
     #[error("concurrent modification")]
@@ -360,6 +367,15 @@ impl Error {
                     Code::FailedPrecondition,
                     "FIELD_DEFINITION_CONFLICT",
                     message,
+                    None,
+                )
+            }
+            Error::MissingScope { required } => {
+                meta.insert("required_scope".into(), required.into());
+                (
+                    Code::PermissionDenied,
+                    "MISSING_SCOPE",
+                    format!("this call needs a token whose scope claim holds {required}"),
                     None,
                 )
             }

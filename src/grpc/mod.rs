@@ -5,6 +5,7 @@
 
 pub mod changes;
 pub mod fields;
+pub mod history;
 pub mod layer;
 pub mod webhooks;
 

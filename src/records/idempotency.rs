@@ -89,9 +89,20 @@ pub async fn claim(tx: &mut TenantTx, key: &Idempotency) -> Result<Option<Vec<u8
     if method != key.method || hash != key.hash {
         return Err(Error::RequestIdReused);
     }
-    response
-        .map(Some)
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("idempotency key without a response")))
+    match response {
+        // Erasure emptied the stored response of a write that returned an
+        // erased record: a retry must not write it again.
+        Some(bytes) if bytes.is_empty() => Err(Error::Precondition {
+            reason: "RECORD_ERASED",
+            message: "the response of this request_id held a record that was since erased; \
+                      use a new request_id to write again"
+                .into(),
+        }),
+        Some(bytes) => Ok(Some(bytes)),
+        None => Err(Error::internal(anyhow::anyhow!(
+            "idempotency key without a response"
+        ))),
+    }
 }
 
 /// Stores the response of a claimed key.

@@ -20,8 +20,10 @@
 pub mod batch;
 pub mod convert;
 pub mod effects;
+pub mod erasure;
 pub mod fields;
 pub mod filter;
+pub mod history;
 pub mod idempotency;
 pub mod mask;
 pub mod page;

@@ -642,6 +642,14 @@ impl Store {
         self
     }
 
+    /// Tells the change feed's wake-ups of a commit for `tenant` made
+    /// outside [`Store::write_tx`].
+    pub(super) fn committed(&self, tenant: &str) {
+        if let Some(hub) = &self.hub {
+            hub.committed(tenant);
+        }
+    }
+
     /// The key page tokens are signed with.
     pub fn pages(&self) -> &PageKey {
         &self.pages

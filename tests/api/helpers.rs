@@ -160,6 +160,21 @@ impl TestApp {
         crm::auth::mint(self.secret.as_bytes(), tenant, sub, None, 3600, None, None).unwrap()
     }
 
+    /// A person's token for `tenant` whose `scope` claim is `scope`.
+    pub fn scoped_token(&self, tenant: &str, sub: &str, scope: &str) -> String {
+        crm::auth::mint_scoped(
+            self.secret.as_bytes(),
+            tenant,
+            sub,
+            None,
+            Some(scope),
+            3600,
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
     /// An integration token for `tenant` and `app`.
     pub fn app_token(&self, tenant: &str, sub: &str, app: &str) -> String {
         crm::auth::mint(

@@ -15,6 +15,7 @@ mod explorer;
 mod fields;
 mod hardening;
 mod helpers;
+mod history;
 mod hostile;
 mod lists;
 mod platform;

@@ -255,3 +255,100 @@ async fn the_relay_loses_nothing_through_a_nats_restart_and_a_crash() {
     }
     assert_eq!(firsts, (1..=n).collect::<Vec<_>>());
 }
+
+/// Every message of the stream: (subject, body).
+async fn relayed_messages(js: &async_nats::jetstream::Context) -> Vec<(String, String)> {
+    let mut stream = js.get_stream("CRM_CHANGES").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        // Deleted messages leave holes.
+        if let Ok(msg) = stream.get_raw_message(seq).await {
+            out.push((
+                msg.subject.to_string(),
+                String::from_utf8_lossy(&msg.payload).into_owned(),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_erased_record_leaves_no_relayed_message_holding_its_values() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let app = spawn_app_with(|c| c.nats_url = Some(url)).await;
+    let tenant = tenant();
+    let t = app.token(&tenant, "ada");
+    let dpo = app.scoped_token(&tenant, "dpo", "crm:purge");
+    let marker = format!("zq{}", ulid::Ulid::generate().to_string().to_lowercase());
+    let account = app.account(&t, "Acme").await;
+    let contact = app
+        .contact(
+            &t,
+            Contact {
+                first_name: "Jo".into(),
+                last_name: format!("Doe {marker}"),
+                account_id: account.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    let deal = app
+        .deal(
+            &t,
+            Deal {
+                account_id: account.id.clone(),
+                name: "Big".into(),
+                contact_ids: vec![contact.id.clone()],
+                ..Default::default()
+            },
+        )
+        .await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !relayed_messages(&js)
+        .await
+        .iter()
+        .any(|(_, b)| b.contains(&deal.id))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "nothing relayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        relayed_messages(&js)
+            .await
+            .iter()
+            .any(|(_, b)| b.contains(&marker))
+    );
+
+    crm::proto::erasure_service_client::ErasureServiceClient::new(app.channel.clone())
+        .purge_record(authed(
+            &dpo,
+            PurgeRecordRequest {
+                collection: "contacts".into(),
+                id: contact.id.clone(),
+                cascade: false,
+            },
+        ))
+        .await
+        .unwrap();
+    // The purged event is relayed after the messages holding the record
+    // are gone.
+    loop {
+        let all = relayed_messages(&js).await;
+        if all.iter().any(|(_, b)| b.contains("\"purged\"")) {
+            let holding: Vec<&(String, String)> =
+                all.iter().filter(|(_, b)| b.contains(&marker)).collect();
+            assert!(holding.is_empty(), "{holding:#?}");
+            // The deal's later event (the id taken out of contact_ids) is
+            // relayed, clean.
+            assert!(all.iter().any(|(s, b)| s.ends_with(".deal")
+                && b.contains(&deal.id)
+                && !b.contains(&contact.id)));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "purged not relayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The tables that hold tenants' rows.
-const TENANT_TABLES: &str = "accounts|contacts|deals|activities|quotes|line_items|idempotency_keys|number_sequences|change_outbox|change_events|change_heads|change_relay|webhooks|webhook_deliveries|field_definitions";
+const TENANT_TABLES: &str = "accounts|contacts|deals|activities|quotes|line_items|idempotency_keys|number_sequences|change_outbox|change_events|change_heads|change_relay|webhooks|webhook_deliveries|field_definitions|record_history|purge_audit";
 
 /// A capturing proxy in front of a Postgres server.
 pub struct Capture {

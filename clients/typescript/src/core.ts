@@ -10,7 +10,9 @@
 //   for await (const e of client.changes.watch({ afterSequence: 0n })) console.log(e.sequence, e.operation);
 //   const [a, b] = await client.customer.accounts.batchCreate([{ name: "A" }, { name: "B" }]);
 //   const { record, created } = await client.customer.accounts.upsert({ externalId: "erp-1", name: "A" });
-import type { DescService, MessageInitShape } from "@bufbuild/protobuf";
+//   const { items } = await client.history.list("deals", deal.id, { fields: ["stage"] });
+import { toJson, type DescService, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { StructSchema, timestampFromDate, ValueSchema, type Timestamp, type Value } from "@bufbuild/protobuf/wkt";
 import {
   Code as ConnectCode,
   ConnectError,
@@ -30,6 +32,7 @@ import {
   type FieldDefinition,
   type FieldDefinitionSchema,
 } from "./gen/crm/v1/field_definition_pb.js";
+import { ErasureService, HistoryService, type HistoryEntry } from "./gen/crm/v1/history_pb.js";
 import { LineItemService, type LineItem, type LineItemSchema } from "./gen/crm/v1/line_item_pb.js";
 import { QuoteService, type Quote, type QuoteSchema } from "./gen/crm/v1/quote_pb.js";
 import {
@@ -49,6 +52,7 @@ export * from "./gen/crm/v1/common_pb.js";
 export * from "./gen/crm/v1/contact_pb.js";
 export * from "./gen/crm/v1/deal_pb.js";
 export * from "./gen/crm/v1/field_definition_pb.js";
+export * from "./gen/crm/v1/history_pb.js";
 export * from "./gen/crm/v1/line_item_pb.js";
 export * from "./gen/crm/v1/quote_pb.js";
 export * from "./gen/crm/v1/webhook_pb.js";
@@ -783,6 +787,180 @@ function fieldDefinitionsOf(transport: Transport): FieldDefinitions {
   };
 }
 
+// ---------------------------------------------------------------- history and erasure
+
+/** The REST collection of a record kind: what `history` and `erasure` take to name its type. */
+export type RecordCollection = "accounts" | "contacts" | "deals" | "activities" | "quotes" | "line-items";
+
+/**
+ * One field's change in one version of a record: a crm.v1.HistoryEntry with
+ * its values as JSON, as the REST API's get returns the field (proto3 JSON:
+ * timestamps as RFC 3339 strings; a `custom_fields.<key>` as stored).
+ */
+export interface FieldChange {
+  /** The proto field name (`stage`, `value`, `legal_name`), or `custom_fields.<key>`. */
+  field: string;
+  /** The value before the change; null when the field was unset or empty (and on create). */
+  oldValue: JsonValue;
+  /** The value after the change; null when the change cleared it. */
+  newValue: JsonValue;
+  /** The record's version the change produced. */
+  recordVersion: number;
+  /**
+   * When: the record's `updatedAt` of that version (exact; pass it to
+   * `history.at` to see the record as that version left it).
+   */
+  changedAt: Timestamp | undefined;
+  /** Who: the `sub` of the token that made the write (for a side effect, the writer whose write caused it). */
+  changedBy: string;
+  /** The record's app (as on its change events); "" for records a person's token created. */
+  appId: string;
+  /** The write's request_id ("" when it had none). */
+  requestId: string;
+}
+
+export interface HistoryListParams {
+  /** 0/absent: 100; above 1000 is taken as 1000; negative is CrmError INVALID_ARGUMENT. */
+  pageSize?: number;
+  /** nextPageToken of the previous page (asked with the same record and `fields`). */
+  pageToken?: string;
+  /**
+   * Only the changes of these fields (snake_case or camelCase: "legal_name" /
+   * "legalName", or "custom_fields.<key>"); absent/empty: all. At most 100;
+   * a name that is not a field of the type is CrmError INVALID_ARGUMENT
+   * (`fields[i]`).
+   */
+  fields?: string[];
+}
+
+/**
+ * Field history (see HistoryService in the protos): every change to every
+ * field of every record, one entry per field a write changed (the client's
+ * fields, the ones the server maintains such as `version`, `updated_at`,
+ * rollups, and each `custom_fields.<key>`). A record's history is visible
+ * exactly as the record is to `get`: another tenant's record, or an unknown
+ * id, is CrmError NOT_FOUND; soft-deleted records keep and show theirs.
+ */
+export interface RecordHistory {
+  /** One page of the record's changes, newest first: by record version descending, then by field name. */
+  list(
+    collection: RecordCollection,
+    id: string,
+    params?: HistoryListParams,
+    opts?: CallOptions,
+  ): Promise<Page<FieldChange>>;
+  /** Every change of the record across all pages, newest first, fetched page by page. */
+  listAll(
+    collection: RecordCollection,
+    id: string,
+    params?: Omit<HistoryListParams, "pageToken">,
+    opts?: CallOptions,
+  ): AsyncIterable<FieldChange>;
+  /**
+   * The record as it was at `time` (a Date, or a Timestamp such as a
+   * change's `changedAt`, exact to the microsecond), shaped exactly like
+   * `get`'s proto3 JSON (`{ id, name, version, customFields, ... }`).
+   * Before the record was created: CrmError NOT_FOUND. Changes made before
+   * history was kept are not undone.
+   */
+  at(collection: RecordCollection, id: string, time: Date | Timestamp, opts?: CallOptions): Promise<JsonObject>;
+}
+
+/** The row counts of `erasure.purge`, per kind (int64 as bigint, as elsewhere). */
+export type ErasedCounts = Record<string, bigint>;
+
+/**
+ * Erasure of records for good (see ErasureService in the protos): a data
+ * subject's request (GDPR art. 17, CCPA). Needs a token whose `scope` claim
+ * contains `crm:purge` (`crm token --scope crm:purge`); never implied by
+ * other scopes or a token without the claim: otherwise CrmError
+ * PERMISSION_DENIED, reason MISSING_SCOPE, `metadata.required_scope`.
+ */
+export interface Erasure {
+  /**
+   * Erases the record and every copy of its values in one transaction: the
+   * row, its history, the stored responses of idempotent writes that
+   * returned it, its change events' record (a `purged` event is added), and
+   * its copies in other records (reference lists and optional references
+   * cleared, a quote's line-item summary recomputed). Live children (an
+   * account's contacts, deals, quotes and activities; a deal's quotes and
+   * activities; a contact's activities; a quote's line items) make it
+   * CrmError FAILED_PRECONDITION (HAS_CHILDREN) unless `cascade` is true,
+   * which erases them (and theirs) too. Returns the rows erased or
+   * rewritten per kind: `records`, `history`, `history_rewritten`,
+   * `change_events`, `idempotent_responses`, `references`,
+   * `relayed_messages`.
+   */
+  purge(
+    collection: RecordCollection,
+    id: string,
+    params?: { cascade?: boolean },
+    opts?: CallOptions,
+  ): Promise<ErasedCounts>;
+}
+
+const jsonOf = (v: Value | undefined): JsonValue => (v ? toJson(ValueSchema, v) : null);
+
+function fieldChange(e: HistoryEntry): FieldChange {
+  return {
+    field: e.field,
+    oldValue: jsonOf(e.oldValue),
+    newValue: jsonOf(e.newValue),
+    recordVersion: e.recordVersion,
+    changedAt: e.changedAt,
+    changedBy: e.changedBy,
+    appId: e.appId,
+    requestId: e.requestId,
+  };
+}
+
+function historyOf(transport: Transport): RecordHistory {
+  const rpc = createConnectClient(HistoryService, transport);
+  const list = async (collection: string, id: string, params: HistoryListParams, o?: CallOptions) => {
+    const res = await rpc.listRecordHistory(
+      {
+        collection,
+        id,
+        pageSize: params.pageSize ?? 0,
+        pageToken: params.pageToken ?? "",
+        fields: (params.fields ?? []).map(toProtoPath),
+      },
+      o,
+    );
+    return { items: res.entries.map(fieldChange), nextPageToken: res.nextPageToken };
+  };
+  return {
+    list: (collection, id, params = {}, o) => call(() => list(collection, id, params, o)),
+    async *listAll(collection, id, params = {}, o) {
+      let pageToken = "";
+      do {
+        const page = await call(() => list(collection, id, { ...params, pageToken }, o));
+        yield* page.items;
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+    },
+    at: (collection, id, time, o) =>
+      call(async () => {
+        const res = await rpc.getRecordAt(
+          { collection, id, time: time instanceof Date ? timestampFromDate(time) : time },
+          o,
+        );
+        return toJson(StructSchema, res) as JsonObject;
+      }),
+  };
+}
+
+function erasureOf(transport: Transport): Erasure {
+  const rpc = createConnectClient(ErasureService, transport);
+  return {
+    purge: (collection, id, params = {}, o) =>
+      call(async () => {
+        const res = await rpc.purgeRecord({ collection, id, cascade: params.cascade ?? false }, o);
+        return { ...res.erased };
+      }),
+  };
+}
+
 // ---------------------------------------------------------------- client
 
 export interface ClientOptions {
@@ -818,6 +996,10 @@ export interface CrmClient {
   webhooks: Webhooks;
   /** The tenant's custom-field definitions (the schema of `customFields`). */
   fieldDefinitions: FieldDefinitions;
+  /** Field history: each record's changes, newest first, and the record as it was at an instant. */
+  history: RecordHistory;
+  /** Erasure for good (`purge`; needs a token with the `crm:purge` scope). */
+  erasure: Erasure;
   /** The Connect transport (for calling the generated services directly). */
   transport: Transport;
   /** Closes the HTTP/2 connection (a no-op with a custom transport, and in a browser). */
@@ -858,6 +1040,8 @@ export function clientOf(transport: Transport, close: () => void = () => {}): Cr
     changes: changesOf(t),
     webhooks: webhooksOf(t),
     fieldDefinitions: fieldDefinitionsOf(t),
+    history: historyOf(t),
+    erasure: erasureOf(t),
     transport: t,
     close,
   };

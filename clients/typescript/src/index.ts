@@ -8,6 +8,7 @@
 //   for await (const e of client.changes.watch({ afterSequence: 0n })) console.log(e.sequence, e.operation);
 //   const [a, b] = await client.customer.accounts.batchCreate([{ name: "A" }, { name: "B" }]);
 //   const { record, created } = await client.customer.accounts.upsert({ externalId: "erp-1", name: "A" });
+//   const { items } = await client.history.list("deals", deal.id, { fields: ["stage"] });
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
 import { authInterceptor, clientOf, type ClientOptions, type CrmClient } from "./core.js";

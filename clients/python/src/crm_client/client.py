@@ -23,6 +23,10 @@
     seats = client.field_definitions.create({"resource_type": "account", "key": "seats", "type": "integer"})
     client.field_definitions.check({"id": seats.id, "maximum": 10}, ["maximum"])   # .violating_records
 
+    page = client.history.list("accounts", acc.id, fields=["name"])   # page.entries, newest first
+    then = client.history.at("accounts", acc.id, datetime(2026, 3, 1, tzinfo=timezone.utc))   # a dict
+    client.erasure.purge("accounts", acc.id, cascade=True)   # {"records": 1, ...}; needs scope crm:purge
+
 Every method raises CrmError on a non-OK status.
 """
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import datetime
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,7 +42,7 @@ from types import ModuleType, TracebackType
 from typing import Any, Generic, Literal, TypeVar, Union, cast, overload
 
 import grpc
-from google.protobuf import field_mask_pb2, json_format
+from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from crm_client.errors import CrmError
@@ -54,6 +59,8 @@ from crm_client.v1 import (
     deal_pb2_grpc,
     field_definition_pb2,
     field_definition_pb2_grpc,
+    history_pb2,
+    history_pb2_grpc,
     line_item_pb2,
     line_item_pb2_grpc,
     quote_pb2,
@@ -907,6 +914,111 @@ class FieldDefinitions:
         return result
 
 
+class History:
+    """Field history (crm.v1.HistoryService): every change to every field of
+    every record, one entry per field a write changed (the client's fields,
+    the ones the server maintains such as ``version``, ``updated_at`` and
+    rollups, and each ``custom_fields.<key>``). ``collection`` is the REST
+    collection: accounts, contacts, deals, activities, quotes or line-items
+    (anything else is CrmError INVALID_ARGUMENT on ``collection``). A
+    record's history is visible exactly as the record is to ``get``: another
+    tenant's record, or an unknown id, is CrmError NOT_FOUND; soft-deleted
+    records keep and show theirs."""
+
+    def __init__(self, channel: grpc.Channel, call: _Caller) -> None:
+        self._call = call
+        self._stub = history_pb2_grpc.HistoryServiceStub(channel)
+
+    def list(
+        self,
+        collection: str,
+        id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        fields: Sequence[str] = (),
+    ) -> history_pb2.ListRecordHistoryResponse:
+        """One page of the record's history, newest first (by record version
+        descending, then by field name): ``.entries`` and
+        ``.next_page_token`` (empty on the last page). Each entry has
+        ``field``, ``old_value`` / ``new_value`` (``google.protobuf.Value``s
+        holding the field's JSON as ``get`` has it, null when unset and on
+        create; ``json_format.MessageToDict(entry.new_value)`` gives the
+        Python value), ``record_version``, ``changed_at``, ``changed_by``,
+        ``app_id`` and ``request_id``. ``fields`` (proto names, or
+        ``custom_fields.<key>``; at most 100) keeps only their entries; a
+        name that is not a field of the type is CrmError INVALID_ARGUMENT
+        (``fields[i]``). ``page_size`` 0 is 100, at most 1000."""
+        request = history_pb2.ListRecordHistoryRequest(
+            collection=collection,
+            id=id,
+            page_size=page_size,
+            page_token=page_token,
+            fields=list(fields),
+        )
+        result: history_pb2.ListRecordHistoryResponse = self._call(
+            self._stub.ListRecordHistory, request
+        )
+        return result
+
+    def list_all(
+        self, collection: str, id: str, *, page_size: int = 0, fields: Sequence[str] = ()
+    ) -> Iterator[history_pb2.HistoryEntry]:
+        """Every entry of the record's history, newest first, following
+        next_page_token page by page (lazily)."""
+        token = ""
+        while True:
+            page = self.list(collection, id, page_size=page_size, page_token=token, fields=fields)
+            yield from page.entries
+            token = page.next_page_token
+            if not token:
+                return
+
+    def at(
+        self, collection: str, id: str, time: datetime.datetime | timestamp_pb2.Timestamp
+    ) -> dict[str, Any]:
+        """The record as it was at ``time`` (an aware datetime, a naive one
+        taken as UTC, or a Timestamp such as an entry's exact
+        ``changed_at``): a dict shaped exactly like ``get``'s JSON over REST
+        (proto field names, every field; numbers as floats). Before the
+        record was created: CrmError NOT_FOUND. Changes made before history
+        was kept are not undone."""
+        request = history_pb2.GetRecordAtRequest(collection=collection, id=id, time=time)
+        result = self._call(self._stub.GetRecordAt, request)
+        record: dict[str, Any] = json_format.MessageToDict(result)
+        return record
+
+
+class Erasure:
+    """Erasure of records for good (crm.v1.ErasureService): a data subject's
+    request (GDPR art. 17, CCPA). Needs a token whose ``scope`` claim
+    contains ``crm:purge`` (``crm token --scope crm:purge``), never implied by
+    other scopes or by a token without the claim: otherwise CrmError
+    PERMISSION_DENIED, reason MISSING_SCOPE, ``metadata["required_scope"]``."""
+
+    def __init__(self, channel: grpc.Channel, call: _Caller) -> None:
+        self._call = call
+        self._stub = history_pb2_grpc.ErasureServiceStub(channel)
+
+    def purge(self, collection: str, id: str, *, cascade: bool = False) -> dict[str, int]:
+        """Erases the record (``collection`` as in History) and every copy of
+        its values in one transaction: the row, its history, the stored
+        responses of idempotent writes that returned it, its change events'
+        record (a ``purged`` event is added), and its copies in other
+        records (reference lists and optional references cleared, a quote's
+        line-item summary recomputed). Live children (an account's
+        contacts, deals, quotes and activities; a deal's quotes and
+        activities; a contact's activities; a quote's line items) make it
+        CrmError FAILED_PRECONDITION, reason HAS_CHILDREN, unless
+        ``cascade`` is true, which erases them (and theirs) too. Returns the
+        rows erased or rewritten per kind: ``records``, ``history``,
+        ``history_rewritten``, ``change_events``, ``idempotent_responses``,
+        ``references``, ``relayed_messages``."""
+        request = history_pb2.PurgeRecordRequest(collection=collection, id=id, cascade=cascade)
+        result: history_pb2.PurgeRecordResponse = self._call(self._stub.PurgeRecord, request)
+        return dict(result.erased)
+
+
 class Client:
     """A connection to crm. Use as a context manager, or call close()."""
 
@@ -936,6 +1048,12 @@ class Client:
         #: Custom-field definitions: ``field_definitions.create(...)``, ``get``, ``list``,
         #: ``update``, ``delete``, ``check`` (a dry run of a create or an update).
         self.field_definitions = FieldDefinitions(self.channel, call)
+        #: Field history: ``history.list(collection, id, ...)``, ``list_all``, ``at`` (the
+        #: record as it was at an instant).
+        self.history = History(self.channel, call)
+        #: Erasure for good: ``erasure.purge(collection, id, cascade=...)`` (needs the
+        #: ``crm:purge`` scope).
+        self.erasure = Erasure(self.channel, call)
 
     def close(self) -> None:
         self.channel.close()

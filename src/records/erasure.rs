@@ -1,0 +1,380 @@
+//! Erasure (SPEC §15): `PurgeRecord` removes a record and every copy of its
+//! values in one transaction — the row, its history, the stored responses of
+//! idempotent writes that returned it, its change events' `record`, its
+//! copies in other records (summaries are recomputed, references cleared)
+//! and in those records' history and events — then adds a `purged` event
+//! and an audit row without values.
+//!
+//! Children (records that belong to the erased one, [`CHILDREN`]) are
+//! erased with it: soft-deleted ones always, live ones only with `cascade`
+//! (else FAILED_PRECONDITION). Every other reference to it is cleared in the
+//! referring record, stamped like any side write (version + 1), so that the
+//! feed and history show the change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+
+use super::convert::from_row_json;
+use super::history::{collection, record_id};
+use super::store::{deletion, now};
+use super::{Entity, Kind};
+use crate::auth::Caller;
+use crate::db::{Db, TenantTx, WriteContext};
+use crate::entities::{activity, contact, deal, line_item, quote};
+use crate::error::Error;
+use crate::proto::{Account, Activity, Contact, Deal, LineItem, Quote};
+
+/// The scope erasure needs (never implied).
+pub const SCOPE: &str = "crm:purge";
+
+/// Records that belong to another: (child kind, its field naming the
+/// parent). Erasing the parent erases them.
+pub static CHILDREN: &[(&Kind, &str)] = &[
+    (&contact::KIND, "account_id"),
+    (&deal::KIND, "account_id"),
+    (&quote::KIND, "account_id"),
+    (&activity::KIND, "account_id"),
+    (&quote::KIND, "deal_id"),
+    (&activity::KIND, "deal_id"),
+    (&activity::KIND, "contact_id"),
+    (&line_item::KIND, "quote_id"),
+];
+
+/// Rows erased or rewritten, per kind.
+pub type Erased = BTreeMap<String, i64>;
+
+struct Purge<'a> {
+    tx: &'a mut TenantTx,
+    cascade: bool,
+    erased: Erased,
+    /// Other records that held a copy of an erased id: (kind, id, erased id).
+    touched: BTreeSet<(&'static str, String, String)>,
+}
+
+impl Purge<'_> {
+    fn count(&mut self, kind: &str, rows: u64) {
+        *self.erased.entry(kind.to_owned()).or_default() += rows as i64;
+    }
+}
+
+type Boxed<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+impl super::Store {
+    /// Erases the record `id` of the REST collection `collection_name` for
+    /// `caller`, who must hold [`SCOPE`]. Returns the rows erased per kind.
+    pub async fn purge(
+        &self,
+        caller: &Caller,
+        collection_name: &str,
+        id: &str,
+        cascade: bool,
+    ) -> Result<Erased, Error> {
+        caller.require_scope(SCOPE)?;
+        let erased = purge(self.db(), caller, collection_name, id, cascade).await?;
+        self.committed(caller.tenant_id());
+        Ok(erased)
+    }
+}
+
+async fn purge(
+    db: &Db,
+    caller: &Caller,
+    collection_name: &str,
+    id: &str,
+    cascade: bool,
+) -> Result<Erased, Error> {
+    let kind = collection(collection_name)?;
+    let id = record_id(kind, id)?.as_str().to_owned();
+    // The record must be the caller's to see; what it takes with it (its
+    // children, the references to it) is found across the tenant's apps.
+    let tenant_wide = caller.across_apps();
+    let mut tx = db
+        .begin_write(&tenant_wide, &WriteContext::new(None))
+        .await?;
+    let owner: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT app_id FROM {} WHERE tenant_id = $1 AND id = $2",
+        kind.table
+    )))
+    .bind(caller.tenant_id())
+    .bind(&id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let visible = match (&owner, caller.app_id()) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(app), Some(mine)) => app.as_deref() == Some(mine),
+    };
+    if !visible {
+        return Err(Error::NotFound {
+            resource: kind.resource,
+            id,
+        });
+    }
+    let mut p = Purge {
+        tx: &mut tx,
+        cascade,
+        erased: Erased::new(),
+        touched: BTreeSet::new(),
+    };
+    purge_one(&mut p, kind, id.clone(), true).await?;
+    scrub_copies(&mut p).await?;
+    let erased = std::mem::take(&mut p.erased);
+    drop(p);
+    sqlx::query(
+        "INSERT INTO purge_audit (tenant_id, resource_type, record_id, purged_by, app_id, cascade, erased) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(caller.tenant_id())
+    .bind(kind.resource)
+    .bind(&id)
+    .bind(caller.sub())
+    .bind(caller.app_id())
+    .bind(cascade)
+    .bind(sqlx::types::Json(&erased))
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(erased)
+}
+
+/// Erases one record (`top`: the one asked for, which must exist).
+fn purge_one<'a, 'p>(p: &'a mut Purge<'p>, kind: &'static Kind, id: String, top: bool) -> Boxed<'a>
+where
+    'p: 'a,
+{
+    Box::pin(async move {
+        let tenant = p.tx.caller().tenant_id().to_owned();
+        let sub = p.tx.caller().sub().to_owned();
+        let row: Option<(String, i32, bool, Option<String>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT row_to_json(t)::text, version, is_deleted, app_id FROM {} t \
+             WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+                kind.table
+            )))
+            .bind(&tenant)
+            .bind(&id)
+            .fetch_optional(p.tx.conn())
+            .await?;
+        let Some((row, version, deleted, app)) = row else {
+            return if top {
+                Err(Error::NotFound {
+                    resource: kind.resource,
+                    id,
+                })
+            } else {
+                Ok(()) // erased already, through another parent
+            };
+        };
+        // Children first: they name this record.
+        for (child, field) in CHILDREN.iter().filter(|(c, f)| kind.references_to(c, f)) {
+            let rows: Vec<(String, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT id, is_deleted FROM {} WHERE tenant_id = $1 AND {field} = $2 ORDER BY id FOR UPDATE",
+                child.table
+            )))
+            .bind(&tenant)
+            .bind(&id)
+            .fetch_all(p.tx.conn())
+            .await?;
+            let live = rows.iter().filter(|(_, d)| !d).count();
+            if live > 0 && !p.cascade {
+                return Err(Error::Precondition {
+                    reason: "HAS_CHILDREN",
+                    message: format!(
+                        "{} {id} has {live} live {} record(s) ({}.{field}); erase them first, or pass cascade=true to erase them with it",
+                        kind.resource, child.resource, child.resource
+                    ),
+                });
+            }
+            for (child_id, _) in rows {
+                purge_one(p, child, child_id, false).await?;
+            }
+        }
+        // Every other reference to it is cleared in the referring record,
+        // all of a record's fields in one stamped update (one version).
+        for referrer in crate::entities::kinds() {
+            let (mut sets, mut matches) = (Vec::new(), Vec::new());
+            for r in referrer.references {
+                if !std::ptr::eq(r.target, kind)
+                    || CHILDREN
+                        .iter()
+                        .any(|(c, f)| std::ptr::eq(*c, referrer) && *f == r.field)
+                {
+                    continue;
+                }
+                let list = referrer
+                    .meta()
+                    .field(r.field)
+                    .is_some_and(|f| f.desc.is_list());
+                if list {
+                    sets.push(format!("{0} = array_remove({0}, $2)", r.field));
+                    matches.push(format!("{} @> ARRAY[$2]::text[]", r.field));
+                } else {
+                    sets.push(format!(
+                        "{0} = CASE WHEN {0} = $2 THEN NULL ELSE {0} END",
+                        r.field
+                    ));
+                    matches.push(format!("{} = $2", r.field));
+                }
+            }
+            if sets.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "UPDATE {} SET {}, version = version + 1, updated_at = now(), updated_by = $3 \
+                 WHERE tenant_id = $1 AND ({}) RETURNING id",
+                referrer.table,
+                sets.join(", "),
+                matches.join(" OR ")
+            )))
+            .bind(&tenant)
+            .bind(&id)
+            .bind(&sub)
+            .fetch_all(p.tx.conn())
+            .await?;
+            p.count("references", ids.len() as u64);
+            for rid in ids {
+                p.touched.insert((referrer.resource, rid, id.clone()));
+            }
+        }
+        // The records it names may hold a copy of it (a quote's line_items).
+        let json: serde_json::Value = serde_json::from_str(&row).map_err(Error::internal)?;
+        for r in kind.references {
+            let named: Vec<String> = match json.get(r.field) {
+                Some(serde_json::Value::String(s)) => vec![s.clone()],
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => vec![],
+            };
+            for n in named {
+                p.touched.insert((r.target.resource, n, id.clone()));
+            }
+        }
+        // Request roles cannot DELETE a record row; this function (migration
+        // 0014) can, under the same row-level security.
+        let done: i32 = sqlx::query_scalar("SELECT crm_purge_row($1, $2)")
+            .bind(kind.table)
+            .bind(&id)
+            .fetch_one(p.tx.conn())
+            .await?;
+        p.count("records", done as u64);
+        // Summaries and rollups of the records it counted in, as a delete
+        // would have left them (it no longer exists to be counted).
+        if !deleted {
+            rollups(p.tx, kind, &row).await?;
+        }
+        let done =
+            sqlx::query("DELETE FROM record_history WHERE tenant_id = $1 AND record_id = $2")
+                .bind(&tenant)
+                .bind(&id)
+                .execute(p.tx.conn())
+                .await?;
+        p.count("history", done.rows_affected());
+        let mut events = 0;
+        for table in ["change_outbox", "change_events"] {
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET record = NULL \
+                 WHERE tenant_id = $1 AND resource_type = $2 AND record_id = $3 AND record IS NOT NULL"
+            )))
+            .bind(&tenant)
+            .bind(kind.resource)
+            .bind(&id)
+            .execute(p.tx.conn())
+            .await?;
+            events += done.rows_affected();
+        }
+        p.count("change_events", events);
+        // The key stays (a retry is told the record was erased, instead of
+        // writing it again); the response goes.
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET response = '\\x'::bytea \
+             WHERE tenant_id = $1 AND position(convert_to($2, 'UTF8') IN response) > 0",
+        )
+        .bind(&tenant)
+        .bind(&id)
+        .execute(p.tx.conn())
+        .await?;
+        p.count("idempotent_responses", done.rows_affected());
+        sqlx::query("SELECT crm_record_purged($1, $2, $3, $4, $5)")
+            .bind(&tenant)
+            .bind(kind.resource)
+            .bind(&id)
+            .bind(version + 1)
+            .bind(app)
+            .execute(p.tx.conn())
+            .await?;
+        Ok(())
+    })
+}
+
+/// Takes the erased ids out of the history and change events of the other
+/// records that held a copy of them (after the rollups and reference
+/// clearing above wrote their last entries).
+async fn scrub_copies(p: &mut Purge<'_>) -> Result<(), Error> {
+    let tenant = p.tx.caller().tenant_id().to_owned();
+    let touched = std::mem::take(&mut p.touched);
+    let (mut history, mut events) = (0, 0);
+    for (resource, record, erased) in &touched {
+        let done = sqlx::query(
+            "UPDATE record_history \
+             SET old_values = crm_scrub(old_values, $3), new_values = crm_scrub(new_values, $3) \
+             WHERE tenant_id = $1 AND record_id = $2 \
+               AND (strpos(old_values::text, $3) > 0 OR strpos(new_values::text, $3) > 0)",
+        )
+        .bind(&tenant)
+        .bind(record)
+        .bind(erased)
+        .execute(p.tx.conn())
+        .await?;
+        history += done.rows_affected();
+        for table in ["change_outbox", "change_events"] {
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET record = crm_scrub(record, $4) \
+                 WHERE tenant_id = $1 AND resource_type = $2 AND record_id = $3 \
+                   AND strpos(record::text, $4) > 0"
+            )))
+            .bind(&tenant)
+            .bind(resource)
+            .bind(record)
+            .bind(erased)
+            .execute(p.tx.conn())
+            .await?;
+            events += done.rows_affected();
+        }
+    }
+    p.count("history_rewritten", history);
+    p.count("change_events", events);
+    Ok(())
+}
+
+/// Runs the entity's effects of deleting the stored `row` (rollups on
+/// the records it counted in), now that the row is gone.
+async fn rollups(tx: &mut TenantTx, kind: &'static Kind, row: &str) -> Result<(), Error> {
+    match kind.resource {
+        "account" => deleted::<Account>(tx, row).await,
+        "contact" => deleted::<Contact>(tx, row).await,
+        "deal" => deleted::<Deal>(tx, row).await,
+        "activity" => deleted::<Activity>(tx, row).await,
+        "quote" => deleted::<Quote>(tx, row).await,
+        "line_item" => deleted::<LineItem>(tx, row).await,
+        other => Err(Error::internal(anyhow::anyhow!("no record kind {other}"))),
+    }
+}
+
+async fn deleted<E: Entity>(tx: &mut TenantTx, row: &str) -> Result<(), Error> {
+    let old: E = from_row_json(row)?;
+    let change = deletion(old, true, tx.caller(), &now());
+    E::after_write(tx, &change).await
+}
+
+impl Kind {
+    /// Whether `child`'s field `field` is a reference to this kind.
+    fn references_to(&'static self, child: &Kind, field: &str) -> bool {
+        child
+            .references
+            .iter()
+            .any(|r| r.field == field && std::ptr::eq(r.target, self))
+    }
+}
