@@ -633,7 +633,12 @@ impl Gen<'_> {
                     .as_object_mut()
                     .and_then(|o| o.remove("description"))
                     .unwrap_or(json!(""));
-                let mut p = json!({"name": f.name(), "in": "query", "required": false, "schema": schema, "description": description});
+                // A REQUIRED field the path does not bind is a required parameter.
+                let required = behaviors(self.pool, &f).contains(&REQUIRED)
+                    || field_rules(self.pool, &f)
+                        .and_then(|r| r.get_field_by_name("required").and_then(|v| v.as_bool()))
+                        .unwrap_or(false);
+                let mut p = json!({"name": f.name(), "in": "query", "required": required, "schema": schema, "description": description});
                 if f.is_list() {
                     p["style"] = json!("form");
                     p["explode"] = json!(true);

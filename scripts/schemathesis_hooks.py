@@ -287,6 +287,13 @@ def before_call(context, case, **kwargs):
     if query:
         for name in ("filter", "order_by", "page_token"):
             query.pop(name, None)
+        # History's `fields` must name fields of the collection; `time` is
+        # any RFC 3339 instant (the schema's date-time admits forms, such as
+        # a leap second, that a protobuf Timestamp does not).
+        if path.endswith("/history"):
+            query.pop("fields", None)
+        if path.endswith("/history:at") and "time" in query:
+            query["time"] = "2099-01-01T00:00:00Z"
         rid = query.get("request_id")
         if isinstance(rid, str) and rid and not UUID.match(rid):
             query["request_id"] = str(uuid.uuid4())
