@@ -98,6 +98,25 @@ enum Command {
         #[command(flatten)]
         jwt: JwtArgs,
     },
+    /// Check an erasure: look for values of an erased record (its email,
+    /// its name, its id) in every table of the database and, with
+    /// --nats-url, every message the relay published for the tenant. Prints
+    /// each place that still holds one and exits 1; exits 0 when none does.
+    PurgeCheck {
+        /// The tenant whose rows and messages are searched.
+        #[arg(long)]
+        tenant: String,
+        /// NATS server of the JetStream relay, to search its stream too.
+        #[arg(long, env = "CRM_NATS_URL")]
+        nats_url: Option<String>,
+        /// The values to look for (exact text, case-sensitive); `-` reads
+        /// them from stdin, one per line, keeping them out of the process
+        /// list.
+        #[arg(required = true)]
+        values: Vec<String>,
+        #[command(flatten)]
+        base: BaseArgs,
+    },
     /// Write the protobuf descriptor set (Envoy, grpcurl -protoset), then exit.
     ///
     /// The encoded FileDescriptorSet of crm.v1 this binary was built from,
@@ -224,6 +243,47 @@ pub async fn run() -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Some(Command::PurgeCheck {
+            tenant,
+            nats_url,
+            values,
+            base,
+        }) => {
+            let _log = init_logging(base.log_format);
+            let values = if values == ["-"] {
+                std::io::read_to_string(std::io::stdin())?
+                    .lines()
+                    .map(str::to_owned)
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            } else {
+                values
+            };
+            let (found, places) = crate::records::erasure::survivors(
+                &base.database_url,
+                &tenant,
+                &values,
+                nats_url.as_deref(),
+            )
+            .await?;
+            if found.is_empty() {
+                println!(
+                    "purge-check: none of the {} value(s) is held anywhere ({places} tables and streams searched)",
+                    values.len()
+                );
+                return Ok(());
+            }
+            for s in &found {
+                println!(
+                    "{}: {} holds {:?} ({} rows)",
+                    tenant, s.place, s.value, s.count
+                );
+            }
+            anyhow::bail!(
+                "purge-check: {} place(s) still hold an erased value",
+                found.len()
+            )
         }
         Some(Command::Token {
             tenant,

@@ -76,13 +76,28 @@ async fn connect(url: &str) -> anyhow::Result<async_nats::jetstream::Context> {
 }
 
 /// Deletes from the stream every message of `tenant` whose body holds
-/// `id` (an erased record's); returns how many. Walks the tenant's subjects
-/// with an ephemeral consumer that acknowledges nothing.
+/// `id` (an erased record's); returns how many.
 pub async fn forget(
     js: &async_nats::jetstream::Context,
     tenant: &str,
     id: &str,
 ) -> anyhow::Result<u64> {
+    let stream = js.get_stream(STREAM).await?;
+    let doomed = holding(js, tenant, id).await?;
+    for seq in &doomed {
+        stream.delete_message(*seq).await?;
+    }
+    Ok(doomed.len() as u64)
+}
+
+/// The stream sequences of the messages of `tenant` whose body holds
+/// `needle`. Walks the tenant's subjects with an ephemeral consumer that
+/// acknowledges nothing (and is deleted after).
+pub async fn holding(
+    js: &async_nats::jetstream::Context,
+    tenant: &str,
+    needle: &str,
+) -> anyhow::Result<Vec<u64>> {
     use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
     use futures_util::StreamExt;
 
@@ -98,21 +113,26 @@ pub async fn forget(
         .await?;
     let pending = consumer.info().await?.num_pending;
     let name = consumer.cached_info().name.clone();
-    let mut doomed = Vec::new();
-    if pending > 0 {
+    let mut found = Vec::new();
+    if pending > 0 && !needle.is_empty() {
         let mut messages = consumer.messages().await?.take(pending as usize);
         while let Some(m) = messages.next().await {
             let m = m.map_err(|e| anyhow::anyhow!(e))?;
-            if m.payload.windows(id.len()).any(|w| w == id.as_bytes()) {
-                doomed.push(m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence);
+            if m.payload
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                found.push(m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence);
             }
         }
     }
     let _ = stream.delete_consumer(&name).await;
-    for seq in &doomed {
-        stream.delete_message(*seq).await?;
-    }
-    Ok(doomed.len() as u64)
+    Ok(found)
+}
+
+/// Connects to the relay's NATS server (the stream must exist).
+pub async fn jetstream(url: &str) -> anyhow::Result<async_nats::jetstream::Context> {
+    connect(url).await
 }
 
 /// Publishes `events` in order, then waits for their acknowledgements in

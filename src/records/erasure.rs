@@ -378,3 +378,89 @@ impl Kind {
             .any(|r| r.field == field && std::ptr::eq(r.target, self))
     }
 }
+
+/// Where a value survives: a table (with its row count) or the relay's
+/// stream (`stream:CRM_CHANGES`, with its message count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survivor {
+    /// The value looked for.
+    pub value: String,
+    /// The table, or `stream:CRM_CHANGES`.
+    pub place: String,
+    /// Rows or messages holding it.
+    pub count: i64,
+}
+
+/// `crm purge-check`: looks for each of `values` (an erased record's
+/// values: an email, a name, its id) in every row of every table of the
+/// database at `owner_url` — the tenant's rows of tenant tables (row-level
+/// security admits the owner to that tenant's), every row of the others —
+/// and, with `nats_url`, in every relayed message of the tenant. Returns
+/// where any survives (nothing: erased) and how many places were searched.
+pub async fn survivors(
+    owner_url: &str,
+    tenant: &str,
+    values: &[String],
+    nats_url: Option<&str>,
+) -> anyhow::Result<(Vec<Survivor>, usize)> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(owner_url).await?;
+    sqlx::query(
+        "SELECT set_config('crm.tenant_id', $1, false), set_config('crm.app_id', '', false)",
+    )
+    .bind(tenant)
+    .execute(&mut conn)
+    .await?;
+    // Every table holding rows (partitions included, their parents not),
+    // and whether it has a tenant_id column.
+    let tables: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT format('%I.%I', n.nspname, c.relname), \
+                EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
+                        AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    let mut found = Vec::new();
+    for value in values.iter().filter(|v| !v.is_empty()) {
+        for (table, tenanted) in &tables {
+            let scope = if *tenanted {
+                "x.tenant_id = $2 AND "
+            } else {
+                ""
+            };
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} x WHERE {scope}strpos(x::text, $1) > 0"
+            )))
+            .bind(value)
+            .bind(tenant)
+            .fetch_one(&mut conn)
+            .await?;
+            if n > 0 {
+                found.push(Survivor {
+                    value: value.clone(),
+                    place: table.clone(),
+                    count: n,
+                });
+            }
+        }
+    }
+    let mut places = tables.len();
+    if let Some(url) = nats_url {
+        let js = crate::changes::relay::jetstream(url).await?;
+        for value in values.iter().filter(|v| !v.is_empty()) {
+            let held = crate::changes::relay::holding(&js, tenant, value).await?;
+            if !held.is_empty() {
+                found.push(Survivor {
+                    value: value.clone(),
+                    place: format!("stream:{}", crate::changes::relay::STREAM),
+                    count: held.len() as i64,
+                });
+            }
+        }
+        places += 1;
+    }
+    Ok((found, places))
+}

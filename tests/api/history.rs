@@ -87,32 +87,46 @@ fn is_null(v: &Option<prost_types::Value>) -> bool {
     )
 }
 
-/// Every row of every table of the test's database (as the owner, past
-/// row-level security) whose text holds `marker`: "table: count".
-async fn survivors(app: &TestApp, marker: &str) -> Vec<String> {
-    let mut conn = app.owner_conn().await;
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    assert!(tables.len() > 15, "{tables:?}");
-    let mut out = Vec::new();
-    for t in tables {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {t} x WHERE strpos(x::text, $1) > 0"
-        )))
-        .bind(marker)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        if n > 0 {
-            out.push(format!("{t}: {n}"));
-        }
+/// What `crm purge-check` finds of `marker` in the tenant's rows of every
+/// table of the test's database: one line per place ("" when none).
+pub async fn survivors(app: &TestApp, tenant: &str, marker: &str) -> Vec<String> {
+    survivors_in(app, tenant, marker, None)
+}
+
+/// [`survivors`], the relay's stream at `nats` included.
+pub fn survivors_in(app: &TestApp, tenant: &str, marker: &str, nats: Option<&str>) -> Vec<String> {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crm"));
+    cmd.args(["purge-check", "--tenant", tenant, "-"])
+        .env("DATABASE_URL", app.owner_url())
+        .env("RUST_LOG", "warn")
+        .env_remove("CRM_NATS_URL");
+    if let Some(url) = nats {
+        cmd.args(["--nats-url", url]);
     }
-    out
+    let out = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(marker.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("crm purge-check");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        assert!(stdout.contains("none of the 1 value(s)"), "{stdout}");
+        assert!(!stdout.contains(marker), "the value was printed: {stdout}");
+        return Vec::new();
+    }
+    let found: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    assert!(
+        !found.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    found
 }
 
 /// Waits until the outbox is sequenced (every event in change_events).
@@ -637,7 +651,7 @@ async fn erasure_leaves_no_copy_of_a_value_anywhere() {
         )
         .await;
     sequenced(&app).await;
-    assert!(!survivors(&app, &marker).await.is_empty());
+    assert!(!survivors(&app, &tenant, &marker).await.is_empty());
 
     // A live child (the activity): refused without cascade, nothing changes.
     let purge = |cascade: bool| {
@@ -674,7 +688,10 @@ async fn erasure_leaves_no_copy_of_a_value_anywhere() {
     assert_eq!(erased["references"], 2, "{erased:?}"); // the deal and the colleague
     sequenced(&app).await;
 
-    assert_eq!(survivors(&app, &marker).await, Vec::<String>::new());
+    assert_eq!(
+        survivors(&app, &tenant, &marker).await,
+        Vec::<String>::new()
+    );
     for (collection, id) in [("contacts", &cid), ("activities", &activity.id)] {
         let (status, _, _) = app
             .rest(
@@ -767,7 +784,10 @@ async fn erasure_leaves_no_copy_of_a_value_anywhere() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["details"][0]["reason"], "RECORD_ERASED", "{body}");
-    assert_eq!(survivors(&app, &marker).await, Vec::<String>::new());
+    assert_eq!(
+        survivors(&app, &tenant, &marker).await,
+        Vec::<String>::new()
+    );
     // Purged is purged: a second call is NOT_FOUND.
     assert_eq!(purge(true).await.unwrap_err().code(), Code::NotFound);
 }
@@ -815,10 +835,10 @@ async fn erasing_a_line_item_recomputes_its_quote_and_cleans_its_copies() {
         .await;
     sequenced(&app).await;
     assert!(
-        survivors(&app, &marker)
+        survivors(&app, &tenant, &marker)
             .await
             .iter()
-            .any(|s| s.starts_with("record_history"))
+            .any(|s| s.contains("public.record_history"))
     );
 
     // Erasing the quote would take its live lines: refused without cascade.
@@ -860,7 +880,10 @@ async fn erasing_a_line_item_recomputes_its_quote_and_cleans_its_copies() {
     assert_eq!(q.line_items.len(), 1);
     assert_eq!(q.line_items[0].id, keep.id);
     assert_eq!(q.total, Some(3.0));
-    assert_eq!(survivors(&app, &marker).await, Vec::<String>::new());
+    assert_eq!(
+        survivors(&app, &tenant, &marker).await,
+        Vec::<String>::new()
+    );
 
     // Cascade: the quote with its remaining line.
     let erased = erasure(&app)

@@ -321,6 +321,11 @@ async fn an_erased_record_leaves_no_relayed_message_holding_its_values() {
             .iter()
             .any(|(_, b)| b.contains(&marker))
     );
+    let held = crate::history::survivors_in(&app, &tenant, &marker, Some(&nats.url()));
+    assert!(
+        held.iter().any(|l| l.contains("stream:CRM_CHANGES")),
+        "{held:?}"
+    );
 
     crm::proto::erasure_service_client::ErasureServiceClient::new(app.channel.clone())
         .purge_record(authed(
@@ -341,6 +346,10 @@ async fn an_erased_record_leaves_no_relayed_message_holding_its_values() {
             let holding: Vec<&(String, String)> =
                 all.iter().filter(|(_, b)| b.contains(&marker)).collect();
             assert!(holding.is_empty(), "{holding:#?}");
+            assert_eq!(
+                crate::history::survivors_in(&app, &tenant, &marker, Some(&nats.url())),
+                Vec::<String>::new()
+            );
             // The deal's later event (the id taken out of contact_ids) is
             // relayed, clean.
             assert!(all.iter().any(|(s, b)| s.ends_with(".deal")
