@@ -71,7 +71,16 @@ impl super::Store {
         cascade: bool,
     ) -> Result<Erased, Error> {
         caller.require_scope(SCOPE)?;
-        let erased = purge(self.db(), caller, collection_name, id, cascade).await?;
+        let mut attempt = 0;
+        let erased = loop {
+            attempt += 1;
+            match purge(self.db(), caller, collection_name, id, cascade).await {
+                // A deadlock with concurrent writes: the transaction is gone;
+                // do it again.
+                Err(Error::Contention) if attempt < super::store::WRITE_ATTEMPTS => continue,
+                other => break other?,
+            }
+        };
         self.committed(caller.tenant_id());
         Ok(erased)
     }

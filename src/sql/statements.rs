@@ -79,7 +79,12 @@ pub struct Statements {
     pub insert: Arc<str>,
     /// `$3` id, `$4` row JSON → the updated row as JSON.
     pub update: Arc<str>,
-    /// `$3` ids (text[]) → the ids among them that name live records.
+    /// `$3` ids (text[]) → the ids among them that name live records,
+    /// held `FOR KEY SHARE` to the end of the write (as a foreign-key check
+    /// holds them): a record a write names cannot be erased between the
+    /// check and the commit (an erasure locks it `FOR UPDATE`), also where
+    /// no foreign key exists (reference lists). Ordinary writes of the named
+    /// records (`FOR NO KEY UPDATE`) do not wait for it.
     pub live_ids: Arc<str>,
     /// `$3` ids (text[]) → those rows as JSON, in no particular order.
     pub select_many: Arc<str>,
@@ -160,7 +165,8 @@ impl Statements {
             )
             .into(),
             live_ids: format!(
-                "SELECT t.id FROM {t} t WHERE {scope} AND t.id = ANY($3) AND NOT t.is_deleted"
+                "SELECT t.id FROM {t} t WHERE {scope} AND t.id = ANY($3) AND NOT t.is_deleted \
+                 FOR KEY SHARE OF t"
             )
             .into(),
             select_many: format!("{select} WHERE {scope} AND t.id = ANY($3)").into(),

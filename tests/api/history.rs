@@ -971,3 +971,80 @@ async fn concurrent_writes_never_resurrect_an_erased_record() {
         assert_eq!(history, 0, "round {round}: history survived");
     }
 }
+
+#[tokio::test]
+async fn writes_naming_a_record_being_erased_never_keep_a_reference_to_it() {
+    let app = spawn_app().await;
+    let tenant = tenant();
+    let t = app.token(&tenant, "ada");
+    let dpo = purge_token(&app, &tenant);
+    let account = app.account(&t, "Acme").await;
+    for round in 0..3 {
+        let contact = app
+            .contact(
+                &t,
+                Contact {
+                    first_name: format!("Jo {round}"),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let mut writers = Vec::new();
+        for i in 0..8 {
+            let (mut c, t, account, cid) = (
+                app.deals(),
+                t.clone(),
+                account.id.clone(),
+                contact.id.clone(),
+            );
+            writers.push(tokio::spawn(async move {
+                c.create_deal(authed(
+                    &t,
+                    CreateDealRequest {
+                        deal: Some(Deal {
+                            account_id: account,
+                            name: format!("Deal {i}"),
+                            contact_ids: vec![cid.clone()],
+                            primary_contact_id: if i % 2 == 0 { cid } else { String::new() },
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    },
+                ))
+                .await
+            }));
+        }
+        erasure(&app)
+            .purge_record(authed(
+                &dpo,
+                PurgeRecordRequest {
+                    collection: "contacts".into(),
+                    id: contact.id.clone(),
+                    cascade: false,
+                },
+            ))
+            .await
+            .unwrap();
+        for w in writers {
+            if let Err(e) = w.await.unwrap() {
+                // The contact was gone when the write looked for it.
+                assert!(
+                    matches!(e.code(), Code::InvalidArgument | Code::Aborted),
+                    "{e:?}"
+                );
+            }
+        }
+        let mut conn = app.owner_conn().await;
+        let dangling: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deals WHERE $1 = ANY (contact_ids) OR primary_contact_id = $1",
+        )
+        .bind(&contact.id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            dangling, 0,
+            "round {round}: a deal still names the erased contact"
+        );
+    }
+}
