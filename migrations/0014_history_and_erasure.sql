@@ -166,17 +166,19 @@ END
 $$;
 
 -- A stored JSON value with every copy of the record `id` taken out: an
--- array loses the elements that are `id` or objects whose "id" is `id`; an
--- object's members are cleaned the same way; the string `id` itself
--- becomes NULL. For the copies of an erased record inside other records'
--- history and change events (reference lists, a quote's line_items).
+-- array loses each element that holds `id` anywhere (the id itself, a
+-- line-item summary, a participant `{"contact_id": id, "email": …}`), an
+-- object's members are cleaned the same way, and the string `id` itself
+-- becomes NULL. For the copies of an erased record inside other records
+-- (reference lists, a quote's line_items, an activity's participants) and
+-- their history and change events.
 CREATE FUNCTION crm_scrub(doc jsonb, id text) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE jsonb_typeof(doc)
         WHEN 'array' THEN (
             SELECT coalesce(jsonb_agg(crm_scrub(e, id) ORDER BY n), '[]'::jsonb)
             FROM jsonb_array_elements(doc) WITH ORDINALITY AS a (e, n)
-            WHERE e <> to_jsonb(id) AND coalesce(e ->> 'id', '') <> id)
+            WHERE strpos(e::text, id) = 0)
         WHEN 'object' THEN (
             SELECT coalesce(jsonb_object_agg(k, crm_scrub(v, id)), '{}'::jsonb)
             FROM jsonb_each(doc) AS o (k, v))

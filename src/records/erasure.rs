@@ -41,6 +41,14 @@ pub static CHILDREN: &[(&Kind, &str)] = &[
     (&line_item::KIND, "quote_id"),
 ];
 
+/// Free JSON fields that may hold copies of another record (holder kind,
+/// field, the kind whose ids it may hold): an activity's `participants`
+/// (typically contacts: ids with names and emails). Erasing such a record
+/// takes every element that names it out of them (`crm_scrub`). Found by
+/// scanning the tenant's rows of the holder kind.
+pub static JSON_COPIES: &[(&Kind, &str, &Kind)] =
+    &[(&activity::KIND, "participants", &contact::KIND)];
+
 /// Rows erased or rewritten, per kind.
 pub type Erased = BTreeMap<String, i64>;
 
@@ -224,6 +232,12 @@ where
                         r.field
                     ));
                     matches.push(format!("{} = $2", r.field));
+                }
+            }
+            for (holder, field, target) in JSON_COPIES {
+                if std::ptr::eq(*holder, referrer) && std::ptr::eq(*target, kind) {
+                    sets.push(format!("{field} = crm_scrub({field}, $2)"));
+                    matches.push(format!("strpos({field}::text, $2) > 0"));
                 }
             }
             if sets.is_empty() {

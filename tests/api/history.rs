@@ -650,6 +650,25 @@ async fn erasure_leaves_no_copy_of_a_value_anywhere() {
             },
         )
         .await;
+    // A meeting on the account (not the contact's child) listing the
+    // contact among its participants, with their name.
+    let (status, meeting, _) = app
+        .rest(
+            "POST",
+            "/api/v1/crm/activities",
+            Some(&t),
+            Some(json!({
+                "type": "meeting", "subject": "Kick-off", "account_id": account.id,
+                "occurred_at": "2026-11-02T10:00:00Z",
+                "participants": [
+                    {"contact_id": cid, "name": format!("Jo {marker}")},
+                    {"user_id": "u-7", "name": "Sam"}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{meeting}");
+    let meeting_id = meeting["id"].as_str().unwrap().to_owned();
     sequenced(&app).await;
     assert!(!survivors(&app, &tenant, &marker).await.is_empty());
 
@@ -685,7 +704,8 @@ async fn erasure_leaves_no_copy_of_a_value_anywhere() {
     // A change each: the contact's create, update and stamp, the activity's create.
     assert_eq!(erased["history"], 4, "{erased:?}");
     assert_eq!(erased["idempotent_responses"], 1, "{erased:?}");
-    assert_eq!(erased["references"], 2, "{erased:?}"); // the deal and the colleague
+    // The deal, the colleague and the meeting.
+    assert_eq!(erased["references"], 3, "{erased:?}");
     sequenced(&app).await;
 
     assert_eq!(
@@ -730,6 +750,18 @@ async fn erasure_leaves_no_copy_of_a_value_anywhere() {
         .unwrap()
         .into_inner();
     assert!(c.reports_to_contact_id.is_empty());
+    let (_, m, _) = app
+        .rest(
+            "GET",
+            &format!("/api/v1/crm/activities/{meeting_id}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(
+        m["participants"],
+        json!([{"user_id": "u-7", "name": "Sam"}])
+    );
     // ...and from their history: no entry names the erased id.
     for e in entries(&app, &t, "deals", &deal.id, &[]).await {
         assert!(!format!("{e:?}").contains(&cid), "{e:?}");

@@ -325,8 +325,10 @@ export const ErasureService: GenService<{
    * added); its copies in other records — a quote's `line_items` summary
    * is recomputed, the id leaves reference lists (`contact_ids`,
    * `quote_ids`) and optional references (`primary_contact_id`,
-   * `parent_account_id`, `reports_to_contact_id`) are cleared — and in
-   * those records' history and change events. Where the JetStream relay
+   * `parent_account_id`, `reports_to_contact_id`) are cleared, and an
+   * erased contact's entries leave activities' `participants` (every
+   * element that names its id) — and in those records' history and change
+   * events. Where the JetStream relay
    * runs, the relayed messages holding the record are deleted after the
    * commit.
    *
