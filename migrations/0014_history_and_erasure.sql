@@ -109,7 +109,10 @@ BEGIN
     ) AS c
     HAVING count(*) > 0
     ON CONFLICT (tenant_id, record_id, record_version) DO UPDATE
-        SET old_values = coalesce(excluded.old_values, '{}') || coalesce(h.old_values, '{}'),
+        -- A create stays a create (no old values); otherwise the first old
+        -- value of a field wins and the last new value does.
+        SET old_values = CASE WHEN h.old_values IS NULL THEN NULL
+                              ELSE coalesce(excluded.old_values, '{}') || h.old_values END,
             new_values = h.new_values || excluded.new_values,
             changed_at = excluded.changed_at;
 
@@ -165,44 +168,51 @@ BEGIN
 END
 $$;
 
--- A stored JSON value with every copy of the record `id` taken out: an
--- array loses each element that holds `id` anywhere (the id itself, a
--- line-item summary, a participant `{"contact_id": id, "email": …}`), an
--- object's members are cleaned the same way, and the string `id` itself
--- becomes NULL. For the copies of an erased record inside other records
+-- A stored JSON value with every copy of the records `ids` taken out: an
+-- array loses each element that holds one of them anywhere (the id itself,
+-- a line-item summary, a participant `{"contact_id": id, "email": …}`), an
+-- object's members are cleaned the same way, and a string that is one of
+-- them becomes NULL. For the copies of erased records inside other records
 -- (reference lists, a quote's line_items, an activity's participants) and
 -- their history and change events.
-CREATE FUNCTION crm_scrub(doc jsonb, id text) RETURNS jsonb
+CREATE FUNCTION crm_scrub(doc jsonb, ids text[]) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE jsonb_typeof(doc)
         WHEN 'array' THEN (
-            SELECT coalesce(jsonb_agg(crm_scrub(e, id) ORDER BY n), '[]'::jsonb)
+            SELECT coalesce(jsonb_agg(crm_scrub(e, ids) ORDER BY n), '[]'::jsonb)
             FROM jsonb_array_elements(doc) WITH ORDINALITY AS a (e, n)
-            WHERE strpos(e::text, id) = 0)
+            WHERE NOT EXISTS (SELECT 1 FROM unnest(ids) AS i (id) WHERE strpos(e::text, i.id) > 0))
         WHEN 'object' THEN (
-            SELECT coalesce(jsonb_object_agg(k, crm_scrub(v, id)), '{}'::jsonb)
+            SELECT coalesce(jsonb_object_agg(k, crm_scrub(v, ids)), '{}'::jsonb)
             FROM jsonb_each(doc) AS o (k, v))
-        WHEN 'string' THEN CASE WHEN doc = to_jsonb(id) THEN NULL ELSE doc END
+        WHEN 'string' THEN CASE WHEN doc #>> '{}' = ANY (ids) THEN NULL ELSE doc END
         ELSE doc
     END
 $$;
 
 -- The one way a request role removes a record row: request roles have no
 -- DELETE privilege on the record tables (a delete is soft), so an erasure
--- calls this function, which runs as the tables' owner — still under their
--- row-level security (FORCE), so only the caller's tenant's row can go.
+-- calls this function, which runs as the migrations' owner. It deletes only
+-- a row of the caller's tenant (and app, for an integration token's
+-- session), stated in its own predicate — the owner may be a superuser,
+-- which row-level security does not bind. Returns the version the row had
+-- (NULL: no such row).
 CREATE FUNCTION crm_purge_row(record_table text, record_id text) RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
-    n integer;
+    gone integer;
 BEGIN
     IF record_table NOT IN ('accounts', 'contacts', 'deals', 'activities', 'quotes', 'line_items') THEN
         RAISE EXCEPTION 'not a record table: %', record_table;
     END IF;
-    EXECUTE format('DELETE FROM %I WHERE tenant_id = crm_tenant() AND id = $1', record_table)
-        USING record_id;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    IF crm_tenant() IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('DELETE FROM %I WHERE tenant_id = crm_tenant() '
+                   'AND (crm_app_id() IS NULL OR app_id = crm_app_id()) AND id = $1 '
+                   'RETURNING version', record_table)
+        INTO gone USING record_id;
+    RETURN gone;
 END
 $$;
 REVOKE ALL ON FUNCTION crm_purge_row(text, text) FROM PUBLIC;
@@ -231,7 +241,7 @@ BEGIN
         -- Erasure empties the record of the erased record's events.
         EXECUTE format('GRANT SELECT, UPDATE (record) ON change_outbox TO %I', r);
         EXECUTE format('GRANT UPDATE (record) ON change_events TO %I', r);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION crm_record_purged(text, text, text, integer, text), crm_scrub(jsonb, text) TO %I', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION crm_record_purged(text, text, text, integer, text), crm_scrub(jsonb, text[]) TO %I', r);
     END LOOP;
     EXECUTE format('GRANT EXECUTE ON FUNCTION crm_purge_row(text, text) TO %I, %I',
                    crm_app_role(), crm_integration_role());

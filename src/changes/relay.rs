@@ -75,28 +75,28 @@ async fn connect(url: &str) -> anyhow::Result<async_nats::jetstream::Context> {
     Ok(js)
 }
 
-/// Deletes from the stream every message of `tenant` whose body holds
-/// `id` (an erased record's); returns how many.
+/// Deletes from the stream every message of `tenant` whose body holds one
+/// of `ids` (erased records'); returns how many.
 pub async fn forget(
     js: &async_nats::jetstream::Context,
     tenant: &str,
-    id: &str,
+    ids: &[&str],
 ) -> anyhow::Result<u64> {
     let stream = js.get_stream(STREAM).await?;
-    let doomed = holding(js, tenant, id).await?;
+    let doomed = holding(js, tenant, ids).await?;
     for seq in &doomed {
         stream.delete_message(*seq).await?;
     }
     Ok(doomed.len() as u64)
 }
 
-/// The stream sequences of the messages of `tenant` whose body holds
-/// `needle`. Walks the tenant's subjects with an ephemeral consumer that
-/// acknowledges nothing (and is deleted after).
+/// The stream sequences of the messages of `tenant` whose body holds one
+/// of `needles`. Walks the tenant's subjects once, with an ephemeral
+/// consumer that acknowledges nothing (and is deleted after).
 pub async fn holding(
     js: &async_nats::jetstream::Context,
     tenant: &str,
-    needle: &str,
+    needles: &[&str],
 ) -> anyhow::Result<Vec<u64>> {
     use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
     use futures_util::StreamExt;
@@ -114,13 +114,18 @@ pub async fn holding(
     let pending = consumer.info().await?.num_pending;
     let name = consumer.cached_info().name.clone();
     let mut found = Vec::new();
-    if pending > 0 && !needle.is_empty() {
+    let needles: Vec<&[u8]> = needles
+        .iter()
+        .filter(|n| !n.is_empty())
+        .map(|n| n.as_bytes())
+        .collect();
+    if pending > 0 && !needles.is_empty() {
         let mut messages = consumer.messages().await?.take(pending as usize);
         while let Some(m) = messages.next().await {
             let m = m.map_err(|e| anyhow::anyhow!(e))?;
-            if m.payload
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
+            if needles
+                .iter()
+                .any(|n| m.payload.windows(n.len()).any(|w| w == *n))
             {
                 found.push(m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence);
             }
@@ -145,6 +150,20 @@ async fn publish(
 ) -> (Option<i64>, Option<anyhow::Error>) {
     let mut acks = Vec::with_capacity(events.len());
     let mut failure = None;
+    // The batch was read after the erasures it reports committed, so its
+    // own events are already scrubbed: one walk of the stream before
+    // publishing any of them deletes every earlier message holding an
+    // erased id.
+    let erased: Vec<&str> = events
+        .iter()
+        .filter(|e| e.operation == "purged")
+        .map(|e| e.record_id.as_str())
+        .collect();
+    if !erased.is_empty()
+        && let Err(err) = forget(js, tenant, &erased).await
+    {
+        return (None, Some(err.context("deleting erased records' messages")));
+    }
     for e in events {
         let body = match event_json(e) {
             Ok(b) => b,
@@ -153,12 +172,6 @@ async fn publish(
                 break;
             }
         };
-        if e.operation == "purged"
-            && let Err(err) = forget(js, tenant, &e.record_id).await
-        {
-            failure = Some(err.context("deleting an erased record's messages"));
-            break;
-        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", e.id.as_str());
         match js

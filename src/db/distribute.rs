@@ -54,7 +54,7 @@ const FUNCTIONS: &[&str] = &[
     "crm_search_norm(text)",
     "crm_cf_number(jsonb, text)",
     "crm_cf_text(jsonb, text)",
-    "crm_scrub(jsonb, text)",
+    "crm_scrub(jsonb, text[])",
 ];
 
 /// What `--distribute` did, for the log.

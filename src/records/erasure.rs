@@ -55,9 +55,12 @@ pub type Erased = BTreeMap<String, i64>;
 struct Purge<'a> {
     tx: &'a mut TenantTx,
     cascade: bool,
+    /// The app of the integration token erasing (None: a person's token).
+    app: Option<String>,
     erased: Erased,
-    /// Other records that held a copy of an erased id: (kind, id, erased id).
-    touched: BTreeSet<(&'static str, String, String)>,
+    /// The erased ids, and the kinds whose records may hold copies of them.
+    ids: Vec<String>,
+    holders: BTreeSet<&'static str>,
 }
 
 impl Purge<'_> {
@@ -132,7 +135,9 @@ async fn purge(
         tx: &mut tx,
         cascade,
         erased: Erased::new(),
-        touched: BTreeSet::new(),
+        app: caller.app_id().map(str::to_owned),
+        ids: Vec::new(),
+        holders: BTreeSet::new(),
     };
     purge_one(&mut p, kind, id.clone(), true).await?;
     scrub_copies(&mut p).await?;
@@ -185,15 +190,31 @@ where
         };
         // Children first: they name this record.
         for (child, field) in CHILDREN.iter().filter(|(c, f)| kind.references_to(c, f)) {
-            let rows: Vec<(String, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT id, is_deleted FROM {} WHERE tenant_id = $1 AND {field} = $2 ORDER BY id FOR UPDATE",
+            let rows: Vec<(String, bool, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT id, is_deleted, app_id FROM {} WHERE tenant_id = $1 AND {field} = $2 ORDER BY id FOR UPDATE",
                 child.table
             )))
             .bind(&tenant)
             .bind(&id)
             .fetch_all(p.tx.conn())
             .await?;
-            let live = rows.iter().filter(|(_, d)| !d).count();
+            // An integration token may not see other apps' records: it
+            // neither erases them nor learns how many there are.
+            if let Some(app) = &p.app
+                && rows
+                    .iter()
+                    .any(|(_, _, a)| a.as_deref() != Some(app.as_str()))
+            {
+                return Err(Error::Precondition {
+                    reason: "HAS_CHILDREN",
+                    message: format!(
+                        "{} {id} has records that belong to it written by others than this app; \
+                         a person's token can erase it",
+                        kind.resource
+                    ),
+                });
+            }
+            let live = rows.iter().filter(|(_, d, _)| !d).count();
             if live > 0 && !p.cascade {
                 return Err(Error::Precondition {
                     reason: "HAS_CHILDREN",
@@ -203,7 +224,7 @@ where
                     ),
                 });
             }
-            for (child_id, _) in rows {
+            for (child_id, _, _) in rows {
                 purge_one(p, child, child_id, false).await?;
             }
         }
@@ -236,7 +257,7 @@ where
             }
             for (holder, field, target) in JSON_COPIES {
                 if std::ptr::eq(*holder, referrer) && std::ptr::eq(*target, kind) {
-                    sets.push(format!("{field} = crm_scrub({field}, $2)"));
+                    sets.push(format!("{field} = crm_scrub({field}, ARRAY[$2]::text[])"));
                     matches.push(format!("strpos({field}::text, $2) > 0"));
                 }
             }
@@ -256,33 +277,35 @@ where
             .fetch_all(p.tx.conn())
             .await?;
             p.count("references", ids.len() as u64);
-            for rid in ids {
-                p.touched.insert((referrer.resource, rid, id.clone()));
-            }
         }
-        // The records it names may hold a copy of it (a quote's line_items).
-        let json: serde_json::Value = serde_json::from_str(&row).map_err(Error::internal)?;
-        for r in kind.references {
-            let named: Vec<String> = match json.get(r.field) {
-                Some(serde_json::Value::String(s)) => vec![s.clone()],
-                Some(serde_json::Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-                _ => vec![],
-            };
-            for n in named {
-                p.touched.insert((r.target.resource, n, id.clone()));
-            }
-        }
+        // Who may hold a copy of it: the kinds that name it (reference
+        // fields, participants) and the kinds it names (a quote embeds its
+        // line items) — now or in any earlier version.
+        p.ids.push(id.clone());
+        p.holders.extend(
+            crate::entities::kinds()
+                .filter(|k| k.references.iter().any(|r| std::ptr::eq(r.target, kind)))
+                .map(|k| k.resource),
+        );
+        p.holders
+            .extend(kind.references.iter().map(|r| r.target.resource));
+        p.holders.extend(
+            JSON_COPIES
+                .iter()
+                .filter(|(_, _, t)| std::ptr::eq(*t, kind))
+                .map(|(h, _, _)| h.resource),
+        );
         // Request roles cannot DELETE a record row; this function (migration
-        // 0014) can, under the same row-level security.
-        let done: i32 = sqlx::query_scalar("SELECT crm_purge_row($1, $2)")
+        // 0014) can, for the caller's tenant only. It returns the version
+        // the row had when it went (children erased before it may have
+        // changed it), which its `purged` event follows.
+        let gone: Option<i32> = sqlx::query_scalar("SELECT crm_purge_row($1, $2)")
             .bind(kind.table)
             .bind(&id)
             .fetch_one(p.tx.conn())
             .await?;
-        p.count("records", done as u64);
+        p.count("records", u64::from(gone.is_some()));
+        let version = gone.unwrap_or(version);
         // Summaries and rollups of the records it counted in, as a delete
         // would have left them (it no longer exists to be counted).
         if !deleted {
@@ -333,41 +356,44 @@ where
 }
 
 /// Takes the erased ids out of the history and change events of the other
-/// records that held a copy of them (after the rollups and reference
-/// clearing above wrote their last entries).
+/// records that hold or held a copy of them — found by scanning the
+/// tenant's history and events of the kinds that can (after the rollups and
+/// reference clearing above wrote their last entries).
 async fn scrub_copies(p: &mut Purge<'_>) -> Result<(), Error> {
     let tenant = p.tx.caller().tenant_id().to_owned();
-    let touched = std::mem::take(&mut p.touched);
-    let (mut history, mut events) = (0, 0);
-    for (resource, record, erased) in &touched {
-        let done = sqlx::query(
-            "UPDATE record_history \
-             SET old_values = crm_scrub(old_values, $3), new_values = crm_scrub(new_values, $3) \
-             WHERE tenant_id = $1 AND record_id = $2 \
-               AND (strpos(old_values::text, $3) > 0 OR strpos(new_values::text, $3) > 0)",
-        )
+    let ids = std::mem::take(&mut p.ids);
+    let kinds: Vec<&str> = std::mem::take(&mut p.holders).into_iter().collect();
+    if ids.is_empty() || kinds.is_empty() {
+        return Ok(());
+    }
+    let done = sqlx::query(
+        "UPDATE record_history \
+         SET old_values = crm_scrub(old_values, $3), new_values = crm_scrub(new_values, $3) \
+         WHERE tenant_id = $1 AND resource_type = ANY ($2) \
+           AND EXISTS (SELECT 1 FROM unnest($3::text[]) AS e (id) \
+                       WHERE strpos(old_values::text, e.id) > 0 OR strpos(new_values::text, e.id) > 0)",
+    )
+    .bind(&tenant)
+    .bind(&kinds)
+    .bind(&ids)
+    .execute(p.tx.conn())
+    .await?;
+    p.count("history_rewritten", done.rows_affected());
+    let mut events = 0;
+    for table in ["change_outbox", "change_events"] {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET record = crm_scrub(record, $3) \
+             WHERE tenant_id = $1 AND resource_type = ANY ($2) AND record IS NOT NULL \
+               AND EXISTS (SELECT 1 FROM unnest($3::text[]) AS e (id) \
+                           WHERE strpos(record::text, e.id) > 0)"
+        )))
         .bind(&tenant)
-        .bind(record)
-        .bind(erased)
+        .bind(&kinds)
+        .bind(&ids)
         .execute(p.tx.conn())
         .await?;
-        history += done.rows_affected();
-        for table in ["change_outbox", "change_events"] {
-            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {table} SET record = crm_scrub(record, $4) \
-                 WHERE tenant_id = $1 AND resource_type = $2 AND record_id = $3 \
-                   AND strpos(record::text, $4) > 0"
-            )))
-            .bind(&tenant)
-            .bind(resource)
-            .bind(record)
-            .bind(erased)
-            .execute(p.tx.conn())
-            .await?;
-            events += done.rows_affected();
-        }
+        events += done.rows_affected();
     }
-    p.count("history_rewritten", history);
     p.count("change_events", events);
     Ok(())
 }
@@ -474,7 +500,7 @@ pub async fn survivors(
     if let Some(url) = nats_url {
         let js = crate::changes::relay::jetstream(url).await?;
         for value in values.iter().filter(|v| !v.is_empty()) {
-            let held = crate::changes::relay::holding(&js, tenant, value).await?;
+            let held = crate::changes::relay::holding(&js, tenant, &[value.as_str()]).await?;
             if !held.is_empty() {
                 found.push(Survivor {
                     value: value.clone(),

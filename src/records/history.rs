@@ -115,9 +115,10 @@ fn check_fields(kind: &'static Kind, fields: &[String]) -> Result<(), Error> {
     }
     let mut v = crate::error::Violations::new();
     for (i, f) in fields.iter().enumerate() {
+        // custom_fields' entries are per key: the field itself is never one.
         let ok = match f.strip_prefix(CUSTOM) {
             Some(key) => !key.is_empty() && key.len() <= 256,
-            None => kind.meta().field(f).is_some(),
+            None => f != "custom_fields" && kind.meta().field(f).is_some(),
         };
         if !ok {
             v.add(
@@ -292,15 +293,28 @@ impl History {
         let kind = collection(collection_name)?;
         let id = record_id(kind, id)?;
         let time = time.ok_or_else(|| invalid("time", "is required"))?;
+        // Timestamps are 0001-01-01 to 9999-12-31 (google.protobuf.Timestamp).
         let at = chrono::DateTime::from_timestamp(time.seconds, time.nanos.max(0) as u32)
             .filter(|_| (0..1_000_000_000).contains(&time.nanos))
-            .ok_or_else(|| invalid("time", "is not a valid timestamp"))?;
+            .filter(|_| (-62_135_596_800..=253_402_300_799).contains(&time.seconds))
+            .ok_or_else(|| {
+                invalid(
+                    "time",
+                    "must be a valid instant between 0001-01-01 and 9999-12-31",
+                )
+            })?;
         let mut tx = self.db.begin(caller).await?;
         let row = visible_row(&mut tx, kind, id.as_str()).await?;
+        // Cut by version, not by each row's time: a side write's stamp
+        // (the database's transaction start) may be older than the version
+        // before it, so every version after the last one stamped at or
+        // before `time` is undone.
         let later: Vec<(Option<Values>,)> = sqlx::query_as(
             "SELECT old_values FROM record_history \
-                 WHERE tenant_id = $1 AND record_id = $2 AND changed_at > $3 \
-                 ORDER BY record_version DESC",
+             WHERE tenant_id = $1 AND record_id = $2 \
+               AND record_version > coalesce((SELECT max(record_version) FROM record_history \
+                    WHERE tenant_id = $1 AND record_id = $2 AND changed_at <= $3), 0) \
+             ORDER BY record_version DESC",
         )
         .bind(caller.tenant_id())
         .bind(id.as_str())

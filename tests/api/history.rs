@@ -80,6 +80,14 @@ fn numbers_as_f64(v: Json) -> Json {
     }
 }
 
+/// The suffix of this week's change_events partition (Monday, UTC).
+fn week() -> String {
+    use chrono::Datelike;
+    let today = chrono::Utc::now().date_naive();
+    let monday = today - chrono::Duration::days(i64::from(today.weekday().num_days_from_monday()));
+    monday.format("%Y%m%d").to_string()
+}
+
 fn is_null(v: &Option<prost_types::Value>) -> bool {
     matches!(
         v.as_ref().and_then(|v| v.kind.as_ref()),
@@ -473,6 +481,14 @@ async fn the_record_at_an_instant() {
     };
     let err = at(before).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    // An instant no timestamp can be is refused, naming the field.
+    let err = at(prost_types::Timestamp {
+        seconds: -1_000_000_000_000,
+        nanos: 0,
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(violations(&err), vec!["time"]);
 }
 
 #[tokio::test]
@@ -513,18 +529,60 @@ async fn history_and_erasure_are_invisible_across_tenants_and_apps() {
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
-    let err = erasure(&app)
-        .purge_record(authed(
-            &other_purger,
-            PurgeRecordRequest {
-                collection: "accounts".into(),
-                id: account.id.clone(),
-                cascade: true,
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // An integration token with the purge scope erases its own records
+    // only, and never learns of, nor takes, other apps' records that
+    // belong to them.
+    let app_purger = crm::auth::mint_scoped(
+        SECRET.as_bytes(),
+        &mine,
+        "svc",
+        Some("billing"),
+        Some("crm:purge"),
+        3600,
+        None,
+        None,
+    )
+    .unwrap();
+    let theirs = app.account(&integration, "Billing account").await;
+    app.contact(
+        &t,
+        Contact {
+            first_name: "Person-made".into(),
+            account_id: theirs.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    for cascade in [false, true] {
+        let err = erasure(&app)
+            .purge_record(authed(
+                &app_purger,
+                PurgeRecordRequest {
+                    collection: "accounts".into(),
+                    id: theirs.id.clone(),
+                    cascade,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_status(&err, Code::FailedPrecondition, "HAS_CHILDREN");
+        assert!(!err.message().contains("live"), "{err:?}");
+    }
+    // Another tenant's purger, and this tenant's app: not theirs to see.
+    for purger in [&other_purger, &app_purger] {
+        let err = erasure(&app)
+            .purge_record(authed(
+                purger,
+                PurgeRecordRequest {
+                    collection: "accounts".into(),
+                    id: account.id.clone(),
+                    cascade: true,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    }
     // The record and its history are intact.
     assert!(
         !entries(&app, &t, "accounts", &account.id, &[])
@@ -635,6 +693,33 @@ async fn erasure_leaves_no_copy_of_a_value_anywhere() {
             },
         )
         .await;
+    // A deal that named the contact once and no longer does.
+    let former = app
+        .deal(
+            &t,
+            Deal {
+                account_id: account.id.clone(),
+                name: "Small".into(),
+                primary_contact_id: cid.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    app.deals()
+        .update_deal(authed(
+            &t,
+            UpdateDealRequest {
+                deal: Some(Deal {
+                    id: former.id.clone(),
+                    primary_contact_id: colleague.id.clone(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["primary_contact_id"]),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
     let activity = app
         .activity(
             &t,
@@ -763,9 +848,23 @@ async fn erasure_leaves_no_copy_of_a_value_anywhere() {
         json!([{"user_id": "u-7", "name": "Sam"}])
     );
     // ...and from their history: no entry names the erased id.
-    for e in entries(&app, &t, "deals", &deal.id, &[]).await {
-        assert!(!format!("{e:?}").contains(&cid), "{e:?}");
+    for d in [&deal.id, &former.id] {
+        for e in entries(&app, &t, "deals", d, &[]).await {
+            assert!(!format!("{e:?}").contains(&cid), "{e:?}");
+        }
     }
+    assert_eq!(
+        survivors(&app, &tenant, &cid).await,
+        vec![
+            // Kept by design: the erased record's events (record_id) and
+            // the audit row name its id, which says nothing of the person.
+            format!(
+                "{tenant}: public.change_events_{} holds {cid:?} (4 rows)",
+                week()
+            ),
+            format!("{tenant}: public.purge_audit holds {cid:?} (1 rows)"),
+        ]
+    );
     // The feed keeps its events (gapless), without the record, plus a
     // `purged` event without values.
     let (status, feed, _) = app
@@ -941,6 +1040,32 @@ async fn erasing_a_line_item_recomputes_its_quote_and_cleans_its_copies() {
         )
         .await;
     assert_eq!(status, 404);
+    // Its line's erasure changed the quote (a rollup) before the quote went:
+    // the quote's purged event still follows its last version.
+    sequenced(&app).await;
+    let (_, feed, _) = app
+        .rest("GET", "/api/v1/crm/changes?page_size=1000", Some(&t), None)
+        .await;
+    let versions: Vec<(String, i64)> = feed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["record_id"] == json!(quote.id))
+        .map(|e| {
+            (
+                e["operation"].as_str().unwrap().to_owned(),
+                e["record_version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let (last_op, last_version) = versions.last().unwrap().clone();
+    assert_eq!(last_op, "purged", "{versions:?}");
+    for (op, v) in &versions[..versions.len() - 1] {
+        assert!(
+            *v < last_version,
+            "{op} v{v} after purged v{last_version}: {versions:?}"
+        );
+    }
 }
 
 #[tokio::test]
