@@ -58,7 +58,9 @@ impl Entity for LineItem {
     }
 
     /// Locks the batch's quotes (in id order: line-item writes on one quote
-    /// then run one at a time, and each rollup sees every committed line),
+    /// then run one at a time, and each rollup sees every committed line;
+    /// `FOR NO KEY UPDATE`, which the writes' own reference check on the
+    /// quote, `FOR KEY SHARE`, does not conflict with),
     /// takes each line's currency from its quote, and compares amount
     /// discounts with their lines in exact decimals: three statements for
     /// any number of lines.
@@ -75,7 +77,7 @@ impl Entity for LineItem {
             .across_apps(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT id, currency, is_deleted FROM quotes WHERE tenant_id = $1 AND id = ANY($2) \
-                     ORDER BY id FOR UPDATE",
+                     ORDER BY id FOR NO KEY UPDATE",
                 )
                 .bind(caller.tenant_id())
                 .bind(&ids)
