@@ -198,14 +198,21 @@ async fn store_batch<E: Entity>(
     let caller = tx.caller().clone();
     let mut stored: HashMap<String, E> = HashMap::with_capacity(changes.len());
     for (creates, statement) in [(true, &sql.insert_many), (false, &sql.update_many)] {
-        let rows: Vec<String> = changes
+        let mut rows: Vec<(&str, String)> = changes
             .iter()
             .filter(|c| (c.op == Op::Create) == creates)
-            .map(|c| to_row_json(&c.new))
+            .map(|c| (c.new.external_id(), to_row_json(&c.new)))
             .collect();
         if rows.is_empty() {
             continue;
         }
+        // New rows go in in external_id order: concurrent upserts creating
+        // the same keys then meet at the unique index in one order — the
+        // later waits for the earlier and retries — instead of deadlocking
+        // (each deadlock costs deadlock_timeout before it is broken). The
+        // stored rows are matched back by id.
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let rows: Vec<&str> = rows.iter().map(|(_, r)| r.as_str()).collect();
         let json = format!("[{}]", rows.join(","));
         let out: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(statement.clone()))
             .bind(caller.tenant_id())
