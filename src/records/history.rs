@@ -46,19 +46,7 @@ pub fn collection_name(kind: &Kind) -> String {
 
 /// `id` as an id of `kind`, or INVALID_ARGUMENT naming `id`.
 pub fn record_id(kind: &Kind, id: &str) -> Result<RecordId, Error> {
-    if id.is_empty() {
-        return Err(invalid("id", "is required"));
-    }
-    RecordId::parse(kind, id).ok_or_else(|| {
-        invalid(
-            "id",
-            format!(
-                "must be {} id ({}_ followed by a 26-character ULID)",
-                super::fields::article(kind.resource),
-                kind.prefix
-            ),
-        )
-    })
+    super::store::parse_kind_id(kind, "id", id)
 }
 
 /// The stored row (`row_to_json` text) of the record `id` if the caller can

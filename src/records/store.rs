@@ -11,7 +11,7 @@ use super::convert::{from_dynamic, from_row_json, to_dynamic, to_row_json};
 use super::fields::{self, Checker, RecordId, article};
 use super::idempotency::{self, Idempotency};
 use super::page::{Cursor, PageKey};
-use super::{Change, Entity, Op, mask};
+use super::{Change, Entity, Kind, Op, mask};
 use crate::auth::Caller;
 use crate::custom::unique::{self as unique, Writes};
 use crate::custom::{ResourceSchema, Schemas};
@@ -97,7 +97,11 @@ pub fn parse_id<E: Entity>(field: &str, value: &str) -> Result<String, Error> {
 
 /// [`parse_id`], typed.
 pub fn parse_record_id<E: Entity>(field: &str, value: &str) -> Result<RecordId, Error> {
-    let kind = E::kind();
+    parse_kind_id(E::kind(), field, value)
+}
+
+/// [`parse_record_id`] for a kind known only at run time.
+pub fn parse_kind_id(kind: &Kind, field: &str, value: &str) -> Result<RecordId, Error> {
     if value.is_empty() {
         return Err(invalid(field, "is required"));
     }
