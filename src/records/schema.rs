@@ -96,7 +96,8 @@ pub struct Meta {
     /// The search document: the generated column `search_doc`
     /// (`crm_search_norm` of the search fields joined).
     pub search_doc: Option<String>,
-    /// The normalized name (the first search field), for ranking.
+    /// The normalized name (the first search field, its first 256
+    /// characters), for search tiers.
     pub name_doc: Option<String>,
     /// `(crm.v1.at_least_one_of)`: fields of which at least one must be set.
     pub at_least_one_of: Vec<String>,
@@ -364,16 +365,11 @@ impl Meta {
                 kind.message
             );
         }
-        let doc = |names: &[&str]| {
-            let parts: Vec<String> = names
-                .iter()
-                .map(|n| format!("coalesce(t.\"{n}\", '')"))
-                .collect();
-            format!("crm_search_norm({})", parts.join(" || ' ' || "))
-        };
         // The stored column migration 0002 computes from the same fields.
         let search_doc = (!kind.search.is_empty()).then(|| "t.\"search_doc\"".to_owned());
-        let name_doc = kind.search.first().map(|n| doc(&[n]));
+        // The first search field ("the name"), folded, its first 256
+        // characters: the stored column migration 0015 computes and indexes.
+        let name_doc = (!kind.search.is_empty()).then(|| "t.\"name_doc\"".to_owned());
         let at_least_one_of = message_strings(&desc, AT_LEAST_ONE_OF);
         for name in &at_least_one_of {
             assert!(

@@ -5,7 +5,6 @@
 
 use chrono::Utc;
 use prost_types::Timestamp;
-use sqlx::Row;
 
 use super::convert::{from_dynamic, from_row_json, to_dynamic, to_row_json};
 use super::fields::{self, Checker, RecordId, article};
@@ -17,7 +16,7 @@ use crate::custom::unique::{self as unique, Writes};
 use crate::custom::{ResourceSchema, Schemas};
 use crate::db::{Db, TenantTx, WriteContext};
 use crate::error::{Error, invalid};
-use crate::sql::list::{Plan, select_page};
+use crate::sql::list::{Plan, Scope, fetch_page};
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: i32 = 50;
@@ -761,35 +760,32 @@ impl Store {
         } else {
             Some(self.pages.decode(&binding, &p.page_token)?)
         };
-        let mut qb = select_page(
+        let scope = Scope {
             meta,
-            kind.table,
-            &plan,
-            caller.tenant_id(),
-            caller.app_id(),
-            p.show_deleted,
-            cursor.as_ref().map(|c| c.keys.as_slice()),
-            i64::from(size) + 1,
-        )?;
+            table: kind.table,
+            tenant: caller.tenant_id(),
+            app: caller.app_id(),
+            show_deleted: p.show_deleted,
+        };
 
         self.db.failpoints().pause("before_db").await;
         let mut tx = self.db.begin(caller).await?;
-        // Not a cached prepared statement: planned with the actual values
-        // every time (a generic plan cannot use the trigram index for an
-        // unknown search, or know how selective a filter is), and the
-        // endless variety of filters does not fill the statement cache.
-        let rows = qb.build().persistent(false).fetch_all(tx.conn()).await?;
+        let rows = fetch_page(
+            tx.conn(),
+            &scope,
+            &plan,
+            cursor.as_ref().map(|c| c.keys.as_slice()),
+            i64::from(size) + 1,
+            None,
+        )
+        .await?;
         tx.end_read();
         let more = rows.len() > size as usize;
         let mut items = Vec::with_capacity(rows.len().min(size as usize));
         let mut last_keys = None;
-        for row in rows.iter().take(size as usize) {
-            items.push(from_row_json::<E>(&row.try_get::<String, _>(0)?)?);
-            last_keys = Some(
-                (1..=plan.keys.len())
-                    .map(|i| row.try_get::<Option<String>, _>(i))
-                    .collect::<Result<Vec<_>, _>>()?,
-            );
+        for row in rows.into_iter().take(size as usize) {
+            items.push(from_row_json::<E>(&row.json)?);
+            last_keys = Some(row.keys);
         }
         let next_page_token = match last_keys {
             Some(keys) if more => self.pages.encode(&binding, &Cursor { keys }),

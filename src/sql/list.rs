@@ -8,7 +8,8 @@
 //! empty values sort first ascending and last descending. Keyset pages
 //! compare the last row's keys exactly (as text from Postgres).
 
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::postgres::PgRow;
+use sqlx::{Execute, PgConnection, Postgres, QueryBuilder, Row as _};
 
 use super::filter::compile;
 use crate::custom::{FieldType, ResourceSchema};
@@ -16,8 +17,43 @@ use crate::error::{Error, invalid};
 use crate::records::filter::{self, Expr};
 use crate::records::schema::{FieldMeta, Meta, Shape};
 
-/// The SELECT of one page of `table`: each row as JSON followed by its sort
-/// keys as text, scoped to `tenant` (and `app`), after `after` when given.
+/// Where a page is read: an entity's table, scoped to one caller.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    /// The entity.
+    pub meta: &'a Meta,
+    /// Its table.
+    pub table: &'a str,
+    /// The caller's tenant.
+    pub tenant: &'a str,
+    /// The caller's app, for integration tokens.
+    pub app: Option<&'a str>,
+    /// Whether soft-deleted records are listed too.
+    pub show_deleted: bool,
+}
+
+impl Scope<'_> {
+    /// Pushes ` FROM "<table>" t WHERE <tenant, app, deleted>`.
+    fn push_from(&self, qb: &mut QueryBuilder<Postgres>) {
+        qb.push(" FROM \"")
+            .push(self.table)
+            .push("\" t WHERE t.tenant_id = ");
+        qb.push_bind(self.tenant.to_owned());
+        if let Some(app) = self.app {
+            qb.push(" AND t.app_id = ").push_bind(app.to_owned());
+        }
+        if !self.show_deleted {
+            qb.push(" AND NOT t.is_deleted");
+        }
+    }
+}
+
+/// The SELECT of one page of `table` in one statement: each row as JSON
+/// followed by its sort keys as text, scoped to `tenant` (and `app`), after
+/// `after` when given. This is the plan the planner chooses; [`fetch_page`]
+/// runs it, or the walk-then-gather pair where the planner's choice depends
+/// on how many rows match (see there). A search ordered by relevance has no
+/// single statement: this is its first tier's.
 #[allow(clippy::too_many_arguments)]
 pub fn select_page(
     meta: &Meta,
@@ -29,35 +65,171 @@ pub fn select_page(
     after: Option<&[Option<String>]>,
     limit: i64,
 ) -> Result<QueryBuilder<Postgres>, Error> {
-    let (name_doc, doc) = (meta.name_doc.as_deref(), meta.search_doc.as_deref());
-    let mut qb = QueryBuilder::<Postgres>::new("SELECT row_to_json(t)::text");
-    for k in &plan.keys {
-        qb.push(", (");
-        plan.push_key(&k.key, name_doc, doc, &mut qb);
-        qb.push(")::text");
+    let scope = Scope {
+        meta,
+        table,
+        tenant,
+        app,
+        show_deleted,
+    };
+    let tier = plan.tiered().then_some(Tier::Exact);
+    let after = match after {
+        Some(a) if plan.tiered() => Some(&a[1..]),
+        other => other,
+    };
+    plan.direct(&scope, tier, after, limit)
+}
+
+/// One row of a page: the record as JSON, and its sort keys as text
+/// (`None` for NULL), the cursor of the next page when it is the last.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// `row_to_json` of the record.
+    pub json: String,
+    /// The sort keys ([`Plan::keys`]), as text.
+    pub keys: Vec<Option<String>>,
+}
+
+/// How search results are ranked when no `order_by` is given: by tier, and
+/// newest first within a tier. Each tier is a condition an index can find
+/// in its own order (see [`fetch_page`]), so the first page of a word that
+/// is in 90 % of the records costs what a page of a rare word does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// The name (the entity's first search field) equals the search.
+    Exact = 3,
+    /// The name starts with the search.
+    Prefix = 2,
+    /// Every word occurs in the document (substring; the name does not start
+    /// with the search).
+    Words = 1,
+    /// Every word occurs or is close to a word of the document, but not all
+    /// occur as written: typo matches.
+    Typo = 0,
+}
+
+impl Tier {
+    const ALL: [Tier; 4] = [Tier::Exact, Tier::Prefix, Tier::Words, Tier::Typo];
+
+    fn parse(text: Option<&str>) -> Result<Self, Error> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| text == Some((*t as u8).to_string().as_str()))
+            .ok_or_else(|| invalid("page_token", "is not a page token of this list"))
     }
-    // A plan that sorts the matches (a selective filter served by another
-    // index than the order's) builds the JSON of the first page only:
-    // migration 0013 marks row_to_json expensive, so the planner evaluates
-    // it after the sort and the limit. (A subquery choosing the page first
-    // does the same but costs 1.5 ms more planning on every list.)
-    qb.push(" FROM \"")
-        .push(table)
-        .push("\" t WHERE t.tenant_id = ");
-    qb.push_bind(tenant.to_owned());
-    if let Some(app) = app {
-        qb.push(" AND t.app_id = ").push_bind(app.to_owned());
+}
+
+/// Rows a walk of the order's index looks at before the page is gathered
+/// through the filter's own indexes instead: the page size × 20 (a filter
+/// matching 5 % of the rows fills a page within the walk), at least 1000 and
+/// at most 20 000.
+fn walk_budget(limit: i64) -> i64 {
+    (limit * 20).clamp(1000, 20_000)
+}
+
+/// Reads one page (`limit` rows at most) of `plan` after `after`.
+///
+/// A condition served by an unordered index (GIN: list membership,
+/// `custom_fields`, search) makes the planner choose between walking the
+/// order's index and filtering (fast when many rows match) and fetching the
+/// matches through the GIN index and sorting them (fast when few do), on
+/// statistics that cannot know a rare tag from an absent one, nor one
+/// tenant's values from another's. So this does not let it guess: where the
+/// order has an index, it first walks at most [`walk_budget`] rows of it
+/// (the *walk*); a page filled there is the answer. Otherwise it asks for
+/// the keys of the last row the walk looked at (the *horizon*; none when the
+/// walk saw every remaining row) and fetches the remaining matches after it
+/// through the indexes of the conditions, with ordered index scans turned
+/// off for that statement (the *gather*), which costs what the matches
+/// cost. Either way the work is bounded by the budget plus the matches.
+///
+/// A search without `order_by` runs once per [`Tier`] from the cursor's
+/// down, until the page is full. With `explain`, each statement run is
+/// also run under `EXPLAIN (ANALYZE, COSTS OFF)` and its plan appended.
+pub async fn fetch_page(
+    conn: &mut PgConnection,
+    scope: &Scope<'_>,
+    plan: &Plan,
+    after: Option<&[Option<String>]>,
+    limit: i64,
+    mut explain: Option<&mut String>,
+) -> Result<Vec<Row>, Error> {
+    if let Some(a) = after
+        && a.len() != plan.keys.len()
+    {
+        return Err(invalid("page_token", "is not a page token of this list"));
     }
-    if !show_deleted {
-        qb.push(" AND NOT t.is_deleted");
+    let tiers: Vec<Option<Tier>> = if plan.tiered() {
+        let first = match after {
+            Some(a) => Tier::parse(a[0].as_deref())?,
+            None => Tier::Exact,
+        };
+        Tier::ALL
+            .into_iter()
+            .filter(|t| (*t as u8) <= first as u8)
+            .map(Some)
+            .collect()
+    } else {
+        vec![None]
+    };
+    let mut rows = Vec::new();
+    for (i, tier) in tiers.into_iter().enumerate() {
+        let after = match after {
+            Some(a) if i == 0 => Some(if plan.tiered() { &a[1..] } else { a }),
+            _ => None,
+        };
+        let want = limit - rows.len() as i64;
+        rows.extend(
+            plan.fetch_part(conn, scope, tier, after, want, &mut explain)
+                .await?,
+        );
+        if rows.len() as i64 >= limit {
+            break;
+        }
     }
-    plan.push_conditions(meta, doc, show_deleted, &mut qb)?;
-    if let Some(keys) = after {
-        plan.push_after(keys, name_doc, doc, &mut qb)?;
+    Ok(rows)
+}
+
+/// Runs `qb` (under EXPLAIN too when `explain` is given) and returns its rows.
+async fn run(
+    conn: &mut PgConnection,
+    explain: &mut Option<&mut String>,
+    what: &str,
+    build: impl Fn() -> Result<QueryBuilder<Postgres>, Error>,
+) -> Result<Vec<PgRow>, Error> {
+    if let Some(out) = explain.as_deref_mut() {
+        let mut qb = build()?;
+        let sql = format!("EXPLAIN (ANALYZE, COSTS OFF) {}", qb.sql().as_str());
+        let args = qb
+            .build()
+            .take_arguments()
+            .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?
+            .unwrap_or_default();
+        let lines: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(false)
+            .fetch_all(&mut *conn)
+            .await?;
+        out.push_str(&format!("-- {what}\n{}\n", lines.join("\n")));
     }
-    plan.push_order(name_doc, doc, &mut qb);
-    qb.push(" LIMIT ").push_bind(limit);
-    Ok(qb)
+    let mut qb = build()?;
+    // Not a cached prepared statement: planned with the actual values every
+    // time (a generic plan cannot use the trigram index for an unknown
+    // search, or know how selective a filter is), and the endless variety
+    // of filters does not fill the statement cache.
+    Ok(qb.build().persistent(false).fetch_all(&mut *conn).await?)
+}
+
+fn rows_of(rows: &[PgRow], keys: usize) -> Result<Vec<Row>, Error> {
+    rows.iter()
+        .map(|r| {
+            Ok(Row {
+                json: r.try_get::<String, _>(0)?,
+                keys: (1..=keys)
+                    .map(|i| r.try_get::<Option<String>, _>(i))
+                    .collect::<Result<Vec<_>, _>>()?,
+            })
+        })
+        .collect()
 }
 
 /// Longest `search`, in characters.
@@ -87,8 +259,9 @@ pub enum Key {
         /// Its type.
         ty: FieldType,
     },
-    /// Search relevance.
-    Rank,
+    /// Search relevance tier (see [`Tier`]): the first key of a search
+    /// without `order_by`, followed by `created_at desc`.
+    Tier,
 }
 
 /// A sort key and its direction.
@@ -241,15 +414,14 @@ fn order(
     if keys.is_empty() {
         if search {
             keys.push(SortKey {
-                key: Key::Rank,
+                key: Key::Tier,
                 desc: true,
             });
-        } else {
-            let created = meta
-                .field("created_at")
-                .expect("every entity has created_at");
-            keys.push(column_key(created, true).expect("a timestamp sorts"));
         }
+        let created = meta
+            .field("created_at")
+            .expect("every entity has created_at");
+        keys.push(column_key(created, true).expect("a timestamp sorts"));
     }
     // id makes the order total; it follows the first key's direction so the
     // default order matches the (tenant_id, created_at DESC, id DESC) index.
@@ -306,11 +478,215 @@ impl Plan {
             .join(",")
     }
 
-    /// Adds `AND <filter> AND <search>` to the WHERE clause.
+    /// Whether this is a search ranked by [`Tier`] (no `order_by`).
+    pub fn tiered(&self) -> bool {
+        self.keys[0].key == Key::Tier
+    }
+
+    /// The keys rows are sorted by within a tier: all but [`Key::Tier`].
+    fn order_keys(&self) -> &[SortKey] {
+        if self.tiered() {
+            &self.keys[1..]
+        } else {
+            &self.keys
+        }
+    }
+
+    /// Whether the order is one a B-tree index of `table` serves as it is
+    /// (tenant first, then the key, then `id`), so that a walk reads rows in
+    /// order without sorting. The test `the_planner_uses_the_indexes`
+    /// checks each against the migrations.
+    fn index_ordered(&self, table: &str) -> bool {
+        let [first, _id] = self.order_keys() else {
+            return false;
+        };
+        let Key::Column { name, .. } = &first.key else {
+            return false;
+        };
+        matches!(
+            (table, name.as_str()),
+            (_, "created_at" | "updated_at")
+                | ("accounts" | "deals", "name")
+                | ("contacts", "last_name")
+                | ("deals", "value")
+                | ("activities", "occurred_at")
+        )
+    }
+
+    /// Whether a condition of this plan (of `tier`) is served by an
+    /// unordered (GIN) index: a search, a list membership, a
+    /// `custom_fields` path. (The name's tiers are B-tree conditions whose
+    /// statistics the planner has: the index's expression.)
+    fn unordered_conditions(&self, meta: &Meta, tier: Option<Tier>) -> bool {
+        fn any(meta: &Meta, e: &Expr) -> bool {
+            match e {
+                Expr::And(items) | Expr::Or(items) => items.iter().any(|e| any(meta, e)),
+                Expr::Not(inner) => any(meta, inner),
+                Expr::Cmp { path, .. } => {
+                    path.len() > 1
+                        || field(meta, &path[0]).is_some_and(|f| f.shape == Shape::StringList)
+                }
+            }
+        }
+        (self.search.is_some() && !matches!(tier, Some(Tier::Exact | Tier::Prefix)))
+            || self.filter.as_ref().is_some_and(|f| any(meta, f))
+    }
+
+    /// One tier's (or the whole list's) rows: see [`fetch_page`].
+    async fn fetch_part(
+        &self,
+        conn: &mut PgConnection,
+        scope: &Scope<'_>,
+        tier: Option<Tier>,
+        after: Option<&[Option<String>]>,
+        limit: i64,
+        explain: &mut Option<&mut String>,
+    ) -> Result<Vec<Row>, Error> {
+        let nkeys = self.keys.len();
+        let walk = self.unordered_conditions(scope.meta, tier) && self.index_ordered(scope.table);
+        if !walk {
+            let rows = run(conn, explain, "page", || {
+                self.direct(scope, tier, after, limit)
+            })
+            .await?;
+            return rows_of(&rows, nkeys);
+        }
+        let budget = walk_budget(limit);
+        let rows = run(conn, explain, "walk", || {
+            self.walk(scope, tier, after, budget, limit)
+        })
+        .await?;
+        let mut found = rows_of(&rows, nkeys)?;
+        if found.len() as i64 >= limit {
+            return Ok(found);
+        }
+        let horizon = run(conn, explain, "horizon", || {
+            self.horizon(scope, after, budget)
+        })
+        .await?;
+        let Some(h) = horizon.first() else {
+            // Fewer rows than the budget remained: the walk saw them all.
+            return Ok(found);
+        };
+        let h = (0..self.order_keys().len())
+            .map(|i| h.try_get::<Option<String>, _>(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        // For this statement only (the settings are put back as they were).
+        let (index_scan, seq_scan): (String, String) = sqlx::query_as(
+            "SELECT current_setting('enable_indexscan'), current_setting('enable_seqscan'), \
+             set_config('enable_indexscan', 'off', true), set_config('enable_seqscan', 'off', true)",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map(|(a, b, _, _): (String, String, String, String)| (a, b))?;
+        let rows = run(conn, explain, "gather", || {
+            self.direct(scope, tier, Some(&h), limit - found.len() as i64)
+        })
+        .await;
+        sqlx::query(
+            "SELECT set_config('enable_indexscan', $1, true), set_config('enable_seqscan', $2, true)",
+        )
+        .bind(index_scan)
+        .bind(seq_scan)
+        .execute(&mut *conn)
+        .await?;
+        found.extend(rows_of(&rows?, nkeys)?);
+        Ok(found)
+    }
+
+    /// Pushes the select list: the row's JSON, the tier, the order's keys.
+    fn push_select(&self, tier: Option<Tier>, qb: &mut QueryBuilder<Postgres>, meta: &Meta) {
+        qb.push("SELECT row_to_json(t)::text");
+        if let Some(tier) = tier {
+            qb.push(", ").push_bind((tier as u8).to_string());
+        }
+        for k in self.order_keys() {
+            qb.push(", (");
+            self.push_key(&k.key, meta, qb);
+            qb.push(")::text");
+        }
+    }
+
+    /// The page in one statement: the matches of `tier` after `after`,
+    /// sorted, `limit` of them.
+    fn direct(
+        &self,
+        scope: &Scope<'_>,
+        tier: Option<Tier>,
+        after: Option<&[Option<String>]>,
+        limit: i64,
+    ) -> Result<QueryBuilder<Postgres>, Error> {
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        self.push_select(tier, &mut qb, scope.meta);
+        // A plan that sorts the matches (a selective filter served by
+        // another index than the order's) builds the JSON of the first page
+        // only: migration 0013 marks row_to_json expensive, so the planner
+        // evaluates it after the sort and the limit.
+        scope.push_from(&mut qb);
+        self.push_conditions(scope.meta, tier, scope.show_deleted, &mut qb)?;
+        if let Some(keys) = after {
+            self.push_after(keys, scope.meta, &mut qb)?;
+        }
+        self.push_order(scope.meta, &mut qb);
+        qb.push(" LIMIT ").push_bind(limit);
+        Ok(qb)
+    }
+
+    /// The walk: the first `budget` rows after `after` in the order's index,
+    /// of which the matches, `limit` at most.
+    fn walk(
+        &self,
+        scope: &Scope<'_>,
+        tier: Option<Tier>,
+        after: Option<&[Option<String>]>,
+        budget: i64,
+        limit: i64,
+    ) -> Result<QueryBuilder<Postgres>, Error> {
+        let mut qb = QueryBuilder::<Postgres>::new("");
+        self.push_select(tier, &mut qb, scope.meta);
+        qb.push(" FROM (SELECT t.*");
+        scope.push_from(&mut qb);
+        if let Some(keys) = after {
+            self.push_after(keys, scope.meta, &mut qb)?;
+        }
+        self.push_order(scope.meta, &mut qb);
+        qb.push(" LIMIT ").push_bind(budget).push(") t WHERE TRUE");
+        self.push_conditions(scope.meta, tier, scope.show_deleted, &mut qb)?;
+        self.push_order(scope.meta, &mut qb);
+        qb.push(" LIMIT ").push_bind(limit);
+        Ok(qb)
+    }
+
+    /// The horizon: the keys of the `budget`-th row after `after`.
+    fn horizon(
+        &self,
+        scope: &Scope<'_>,
+        after: Option<&[Option<String>]>,
+        budget: i64,
+    ) -> Result<QueryBuilder<Postgres>, Error> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
+        for (i, k) in self.order_keys().iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push("(");
+            self.push_key(&k.key, scope.meta, &mut qb);
+            qb.push(")::text");
+        }
+        scope.push_from(&mut qb);
+        if let Some(keys) = after {
+            self.push_after(keys, scope.meta, &mut qb)?;
+        }
+        self.push_order(scope.meta, &mut qb);
+        qb.push(" OFFSET ").push_bind(budget - 1).push(" LIMIT 1");
+        Ok(qb)
+    }
+
+    /// Adds `AND <filter> AND <search of tier>` to the WHERE clause.
     pub fn push_conditions(
         &self,
         meta: &Meta,
-        search_doc: Option<&str>,
+        tier: Option<Tier>,
         show_deleted: bool,
         qb: &mut QueryBuilder<Postgres>,
     ) -> Result<(), Error> {
@@ -318,36 +694,85 @@ impl Plan {
             qb.push(" AND ");
             compile(meta, &self.schema, f, show_deleted, qb)?;
         }
-        if let (Some(q), Some(doc)) = (&self.search, search_doc) {
-            // Every word must occur (as a substring, so prefixes too) or be
-            // close to a word of the document (typos): both are served by
-            // the trigram index, and the rarest word narrows the most.
-            for word in q.split_whitespace().take(MAX_SEARCH_WORDS) {
-                qb.push(" AND (").push(doc).push(" LIKE '%' || ");
+        let (Some(q), Some(doc), Some(name)) = (
+            &self.search,
+            meta.search_doc.as_deref(),
+            meta.name_doc.as_deref(),
+        ) else {
+            return Ok(());
+        };
+        let words: Vec<&str> = q.split_whitespace().take(MAX_SEARCH_WORDS).collect();
+        // Every word occurs (as a substring, so prefixes too): served by the
+        // trigram index, and the rarest word narrows the most.
+        let all_words = |qb: &mut QueryBuilder<Postgres>| {
+            qb.push("(TRUE");
+            for word in &words {
+                qb.push(" AND ").push(doc).push(" LIKE '%' || ");
                 push_folded_like(qb, word);
                 qb.push(" || '%'");
-                // Typos are looked for in words, not in numbers or very
-                // short words (where "close" matches nearly everything).
-                if typo_tolerant(word) {
-                    qb.push(" OR crm_search_norm(")
-                        .push_bind(word.to_owned())
-                        .push(") <% ")
-                        .push(doc);
-                }
+            }
+            qb.push(")");
+        };
+        let name_prefix = |qb: &mut QueryBuilder<Postgres>| {
+            qb.push(name).push(" LIKE ");
+            push_folded_like(qb, q);
+            qb.push(" || '%'");
+        };
+        // The name's tiers need not repeat the words: a name that starts
+        // with the search contains each of its words, and the name is the
+        // start of the document. (Repeating them would offer the planner
+        // the trigram index, which finds a common word's every record.)
+        match tier {
+            Some(Tier::Exact) => {
+                qb.push(" AND ")
+                    .push(name)
+                    .push(" = crm_search_norm(")
+                    .push_bind(q.clone())
+                    .push(")");
+            }
+            Some(Tier::Prefix) => {
+                qb.push(" AND ");
+                name_prefix(qb);
+                qb.push(" AND ")
+                    .push(name)
+                    .push(" <> crm_search_norm(")
+                    .push_bind(q.clone())
+                    .push(")");
+            }
+            Some(Tier::Words) => {
+                qb.push(" AND ");
+                all_words(qb);
+                qb.push(" AND NOT (");
+                name_prefix(qb);
                 qb.push(")");
+            }
+            None | Some(Tier::Typo) => {
+                // Every word occurs or is close to a word of the document.
+                for word in &words {
+                    qb.push(" AND (").push(doc).push(" LIKE '%' || ");
+                    push_folded_like(qb, word);
+                    qb.push(" || '%'");
+                    // Typos are looked for in words, not in numbers or very
+                    // short words (where "close" matches nearly everything).
+                    if typo_tolerant(word) {
+                        qb.push(" OR crm_search_norm(")
+                            .push_bind(word.to_string())
+                            .push(") <% ")
+                            .push(doc);
+                    }
+                    qb.push(")");
+                }
+                if tier == Some(Tier::Typo) {
+                    qb.push(" AND NOT ");
+                    all_words(qb);
+                }
             }
         }
         Ok(())
     }
 
-    /// Pushes the SQL of `key` (a column of `t`, or the search rank).
-    pub fn push_key(
-        &self,
-        key: &Key,
-        name_doc: Option<&str>,
-        search_doc: Option<&str>,
-        qb: &mut QueryBuilder<Postgres>,
-    ) {
+    /// Pushes the SQL of the order key `key` (a column of `t`).
+    fn push_key(&self, key: &Key, _meta: &Meta, qb: &mut QueryBuilder<Postgres>) {
         match key {
             Key::Column { name, .. } => {
                 qb.push("t.\"").push(name).push('"');
@@ -355,40 +780,18 @@ impl Plan {
             Key::Custom { key, ty } => {
                 qb.push(crate::custom::index::expression(*ty, key, "t."));
             }
-            Key::Rank => {
-                let q = self.search.clone().unwrap_or_default();
-                let (name_doc, doc) = (name_doc.unwrap_or("''"), search_doc.unwrap_or("''"));
-                // Exact name first, then name prefix, then similarity.
-                qb.push("((CASE WHEN ")
-                    .push(name_doc)
-                    .push(" = crm_search_norm(")
-                    .push_bind(q.clone())
-                    .push(") THEN 2 WHEN ")
-                    .push(name_doc)
-                    .push(" LIKE ");
-                push_folded_like(qb, &q);
-                qb.push(" || '%' THEN 1 ELSE 0 END) + word_similarity(crm_search_norm(")
-                    .push_bind(q)
-                    .push("), ")
-                    .push(doc)
-                    .push("))::real");
-            }
+            Key::Tier => unreachable!("the tier is no column: each statement reads one tier"),
         }
     }
 
-    /// Pushes `ORDER BY …`.
-    pub fn push_order(
-        &self,
-        name_doc: Option<&str>,
-        search_doc: Option<&str>,
-        qb: &mut QueryBuilder<Postgres>,
-    ) {
+    /// Pushes `ORDER BY …` (within a tier).
+    fn push_order(&self, meta: &Meta, qb: &mut QueryBuilder<Postgres>) {
         qb.push(" ORDER BY ");
-        for (i, k) in self.keys.iter().enumerate() {
+        for (i, k) in self.order_keys().iter().enumerate() {
             if i > 0 {
                 qb.push(", ");
             }
-            self.push_key(&k.key, name_doc, search_doc, qb);
+            self.push_key(&k.key, meta, qb);
             // Empty (NULL) sorts as the smallest value; non-null keys keep
             // Postgres' default so that the indexes' order matches.
             let nullable = nullable(&k.key);
@@ -401,39 +804,35 @@ impl Plan {
         }
     }
 
-    /// Pushes the keyset condition "after the row whose keys are `after`"
-    /// (as text, `None` for NULL).
-    pub fn push_after(
+    /// Pushes the keyset condition "after the row whose order keys are
+    /// `after`" (as text, `None` for NULL).
+    fn push_after(
         &self,
         after: &[Option<String>],
-        name_doc: Option<&str>,
-        search_doc: Option<&str>,
+        meta: &Meta,
         qb: &mut QueryBuilder<Postgres>,
     ) -> Result<(), Error> {
-        if after.len() != self.keys.len() {
+        let keys = self.order_keys();
+        if after.len() != keys.len() {
             return Err(invalid("page_token", "is not a page token of this list"));
         }
         let cast_of = |k: &Key| match k {
             Key::Column { cast, .. } => *cast,
             Key::Custom { ty, .. } if ty.numeric() => "numeric",
-            Key::Custom { .. } => "text",
-            Key::Rank => "real",
+            Key::Custom { .. } | Key::Tier => "text",
         };
-        let same_dir = self.keys.iter().all(|k| k.desc == self.keys[0].desc);
-        if same_dir
-            && self.keys.iter().all(|k| !nullable(&k.key))
-            && after.iter().all(Option::is_some)
-        {
+        let same_dir = keys.iter().all(|k| k.desc == keys[0].desc);
+        if same_dir && keys.iter().all(|k| !nullable(&k.key)) && after.iter().all(Option::is_some) {
             // Row comparison: one index range when the index matches.
             qb.push(" AND (");
-            for (i, k) in self.keys.iter().enumerate() {
+            for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
                     qb.push(", ");
                 }
-                self.push_key(&k.key, name_doc, search_doc, qb);
+                self.push_key(&k.key, meta, qb);
             }
-            qb.push(if self.keys[0].desc { ") < (" } else { ") > (" });
-            for (i, (k, v)) in self.keys.iter().zip(after).enumerate() {
+            qb.push(if keys[0].desc { ") < (" } else { ") > (" });
+            for (i, (k, v)) in keys.iter().zip(after).enumerate() {
                 if i > 0 {
                     qb.push(", ");
                 }
@@ -444,14 +843,14 @@ impl Plan {
         }
         // OR over i of (keys before i equal AND key i after).
         qb.push(" AND (");
-        for i in 0..self.keys.len() {
+        for i in 0..keys.len() {
             if i > 0 {
                 qb.push(" OR ");
             }
             qb.push("(TRUE");
-            for (k, v) in self.keys[..i].iter().zip(after) {
+            for (k, v) in keys[..i].iter().zip(after) {
                 qb.push(" AND ");
-                self.push_key(&k.key, name_doc, search_doc, qb);
+                self.push_key(&k.key, meta, qb);
                 match v {
                     None => qb.push(" IS NULL"),
                     Some(v) => qb
@@ -461,18 +860,18 @@ impl Plan {
                         .push(cast_of(&k.key)),
                 };
             }
-            let k = &self.keys[i];
+            let k = &keys[i];
             qb.push(" AND ");
             match (&after[i], k.desc) {
                 (None, false) => {
-                    self.push_key(&k.key, name_doc, search_doc, qb);
+                    self.push_key(&k.key, meta, qb);
                     qb.push(" IS NOT NULL");
                 }
                 (None, true) => {
                     qb.push("FALSE");
                 }
                 (Some(v), false) => {
-                    self.push_key(&k.key, name_doc, search_doc, qb);
+                    self.push_key(&k.key, meta, qb);
                     qb.push(" > ")
                         .push_bind(v.clone())
                         .push("::")
@@ -480,13 +879,13 @@ impl Plan {
                 }
                 (Some(v), true) => {
                     qb.push("(");
-                    self.push_key(&k.key, name_doc, search_doc, qb);
+                    self.push_key(&k.key, meta, qb);
                     qb.push(" < ")
                         .push_bind(v.clone())
                         .push("::")
                         .push(cast_of(&k.key))
                         .push(" OR ");
-                    self.push_key(&k.key, name_doc, search_doc, qb);
+                    self.push_key(&k.key, meta, qb);
                     qb.push(" IS NULL)");
                 }
             }
@@ -560,7 +959,7 @@ mod tests {
         let mut qb = QueryBuilder::<Postgres>::new("");
         plan.push_conditions(meta, None, false, &mut qb)
             .map_err(|e| format!("{e:?}"))?;
-        plan.push_order(None, None, &mut qb);
+        plan.push_order(meta, &mut qb);
         Ok(qb.into_string())
     }
 
@@ -658,8 +1057,7 @@ mod tests {
             // Records without a value continue the order too ('-Infinity').
             plan.push_after(
                 &[Some("-Infinity".into()), Some("acc_x".into())],
-                None,
-                None,
+                meta,
                 &mut qb,
             )
             .unwrap();
@@ -784,7 +1182,7 @@ mod tests {
             .map(|k| match &k.key {
                 Key::Column { name, .. } => format!("{name}{}", if k.desc { " desc" } else { "" }),
                 Key::Custom { key, .. } => format!("custom_fields.{key}"),
-                Key::Rank => "rank".into(),
+                Key::Tier => "tier".into(),
             })
             .collect();
         assert_eq!(names, vec!["name desc", "annual_revenue", "id desc"]);
@@ -826,6 +1224,7 @@ mod tests {
         let d = Plan::new(meta, crate::custom::values::empty(), "", "", "", false).unwrap();
         assert_eq!(d.keys.len(), 2);
         let s = Plan::new(meta, crate::custom::values::empty(), "", "", "acme", false).unwrap();
-        assert_eq!(s.keys[0].key, Key::Rank);
+        assert_eq!(s.keys[0].key, Key::Tier);
+        assert_eq!(s.keys.len(), 3);
     }
 }
