@@ -14,12 +14,10 @@
 --    name; contacts by last name.
 --
 -- The GIN indexes (search, string lists, custom_fields) stay as 0002 made
--- them, without tenant_id: with it (btree_gin), the planner costs the
--- tenant's posting list of all its rows into every GIN path and prefers
--- scanning the tenant's rows (measured: a rare search over 40 000 contacts
--- went from the trigram index to a 60 ms filter of every row). List's walk
--- and gather (src/sql/list.rs) decide between the order's index and the
--- GIN index instead of the planner's statistics.
+-- them, without tenant_id. List's walk and gather (src/sql/list.rs) decide
+-- between the order's index and the GIN index instead of the planner's
+-- statistics. (A GIN index whose posting lists hold one tenant's rows is
+-- the next step for values that are rare in a tenant but common in others.)
 
 -- A stored column, like search_doc (0002), so that the tiers' conditions
 -- are plain-column conditions, which row-level security lets be index
