@@ -153,7 +153,9 @@ pub async fn check(
     let mut paths = Vec::new();
     for item in items {
         for (key, value) in &item.writes.claims {
-            docs.push(serde_json::json!({ key: value }).to_string());
+            // Containment in the tenant-scoped column (migration 0016),
+            // whose index holds this tenant's values only.
+            docs.push(serde_json::json!({ &tenant: { key: value } }).to_string());
             keys.push(key.clone());
             paths.push(path(item, key));
         }
@@ -180,7 +182,7 @@ pub async fn check(
             Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT c.i FROM unnest($2::jsonb[], $3::text[]) WITH ORDINALITY AS c(doc, key, i) \
                  WHERE EXISTS (SELECT 1 FROM \"{table}\" t WHERE t.tenant_id = $1 AND NOT t.is_deleted \
-                     AND t.custom_fields @> c.doc AND (c.key || ' ' || t.id) <> ALL($4)) \
+                     AND t.tenant_custom_fields @> c.doc AND (c.key || ' ' || t.id) <> ALL($4)) \
                  ORDER BY c.i"
             )))
             .bind(&tenant)

@@ -125,6 +125,7 @@ fn sql_op(op: Op) -> &'static str {
 pub fn compile(
     meta: &Meta,
     schema: &ResourceSchema,
+    tenant: &str,
     e: &Expr,
     show_deleted: bool,
     qb: &mut QueryBuilder<Postgres>,
@@ -141,13 +142,13 @@ pub fn compile(
                 if i > 0 {
                     qb.push(joiner);
                 }
-                compile(meta, schema, item, show_deleted, qb)?;
+                compile(meta, schema, tenant, item, show_deleted, qb)?;
             }
             qb.push(")");
         }
         Expr::Not(inner) => {
             qb.push("NOT COALESCE((");
-            compile(meta, schema, inner, show_deleted, qb)?;
+            compile(meta, schema, tenant, inner, show_deleted, qb)?;
             qb.push("), FALSE)");
         }
         Expr::Cmp {
@@ -157,7 +158,17 @@ pub fn compile(
             pos,
         } => {
             qb.push("(");
-            compile_cmp(meta, schema, path, *op, value, *pos, show_deleted, qb)?;
+            compile_cmp(
+                meta,
+                schema,
+                tenant,
+                path,
+                *op,
+                value,
+                *pos,
+                show_deleted,
+                qb,
+            )?;
             qb.push(")");
         }
     }
@@ -169,6 +180,7 @@ pub fn compile(
 fn compile_cmp(
     meta: &Meta,
     schema: &ResourceSchema,
+    tenant: &str,
     path: &[String],
     op: Op,
     value: &Literal,
@@ -194,15 +206,23 @@ fn compile_cmp(
         if f.name == "custom_fields"
             && path.len() == 2
             && let Some(d) = schema.get(&path[1])
-            && let Some(done) = compile_defined(qb, d, *op, value, pos)?
+            && let Some(done) = compile_defined(qb, tenant, d, *op, value, pos)?
         {
             return Ok(done);
         }
-        return compile_json(qb, &col, &path[1..], *op, value, pos);
+        let scoped = (f.name == "custom_fields").then_some(tenant);
+        return compile_json(qb, &col, scoped, &path[1..], *op, value, pos);
     }
     match (f.shape, op, value) {
         (Shape::StringList, Op::Has, Literal::Any) => {
             qb.push("cardinality(").push(&col).push(") > 0");
+        }
+        (Shape::StringList, Op::Has, Literal::Text(s) | Literal::Number(s)) if f.name == "tags" => {
+            // The tenant-scoped keys (migration 0016): the GIN index's
+            // posting list holds this tenant's records only.
+            qb.push("t.\"tenant_tags\" @> ARRAY[")
+                .push_bind(tenant_key(tenant, s))
+                .push("]::text[]");
         }
         (Shape::StringList, Op::Has, Literal::Text(s) | Literal::Number(s)) => {
             // Containment, not = ANY(): the form GIN array indexes serve.
@@ -286,6 +306,7 @@ fn compile_cmp(
 /// untyped form serves (presence, prefix matches, booleans).
 fn compile_defined(
     qb: &mut QueryBuilder<Postgres>,
+    tenant: &str,
     d: &Definition,
     op: Op,
     value: &Literal,
@@ -296,9 +317,7 @@ fn compile_defined(
         return Ok(None);
     }
     let containment = |qb: &mut QueryBuilder<Postgres>, v: serde_json::Value| {
-        qb.push("t.custom_fields @> ")
-            .push_bind(serde_json::json!({ &d.key: v }).to_string())
-            .push("::jsonb");
+        push_tenant_containment(qb, tenant, serde_json::json!({ &d.key: v }));
     };
     match d.ty {
         FieldType::Boolean => Ok(None),
@@ -415,10 +434,25 @@ fn push_below_missing(qb: &mut QueryBuilder<Postgres>, expr: &str, ty: FieldType
     }
 }
 
+/// A tag as a key of the tenant-scoped `tenant_tags` (migration 0016).
+fn tenant_key(tenant: &str, tag: &str) -> String {
+    format!("{tenant}\u{1f}{tag}")
+}
+
+/// `custom_fields @> doc` as the same test on the tenant-scoped
+/// `tenant_custom_fields` (`{tenant: custom_fields}`, migration 0016), the
+/// form its jsonb_path_ops index serves without other tenants' matches.
+fn push_tenant_containment(qb: &mut QueryBuilder<Postgres>, tenant: &str, doc: serde_json::Value) {
+    qb.push("t.\"tenant_custom_fields\" @> ")
+        .push_bind(serde_json::json!({ tenant: doc }).to_string())
+        .push("::jsonb");
+}
+
 /// `custom_fields.a.b op value`.
 fn compile_json(
     qb: &mut QueryBuilder<Postgres>,
     col: &str,
+    scoped: Option<&str>,
     keys: &[String],
     op: Op,
     value: &Literal,
@@ -468,17 +502,28 @@ fn compile_json(
         (Op::Eq, _, Some(v)) => {
             // Bare containment (NULL acts as false; NOT handles it): the form
             // the jsonb_path_ops index serves.
-            qb.push(col)
-                .push(" @> ")
-                .push_bind(nest(v).to_string())
-                .push("::jsonb");
+            match scoped {
+                Some(tenant) => push_tenant_containment(qb, tenant, nest(v)),
+                None => {
+                    qb.push(col)
+                        .push(" @> ")
+                        .push_bind(nest(v).to_string())
+                        .push("::jsonb");
+                }
+            }
         }
         (Op::Ne, _, Some(v)) => {
-            qb.push("NOT COALESCE(")
-                .push(col)
-                .push(" @> ")
-                .push_bind(nest(v).to_string())
-                .push("::jsonb, FALSE)");
+            qb.push("NOT COALESCE(");
+            match scoped {
+                Some(tenant) => push_tenant_containment(qb, tenant, nest(v)),
+                None => {
+                    qb.push(col)
+                        .push(" @> ")
+                        .push_bind(nest(v).to_string())
+                        .push("::jsonb");
+                }
+            }
+            qb.push(", FALSE)");
         }
         (Op::Has, _, Some(v)) => {
             // Membership in an array value (or equality with a scalar).

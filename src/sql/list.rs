@@ -452,7 +452,7 @@ impl Plan {
         if let Some(f) = &filter {
             // Compile once to report unknown fields and type errors now.
             let mut qb = QueryBuilder::<Postgres>::new("");
-            compile(meta, &schema, f, show_deleted, &mut qb)?;
+            compile(meta, &schema, "", f, show_deleted, &mut qb)?;
         }
         let search = search.trim();
         if search.chars().count() > MAX_SEARCH_CHARS {
@@ -633,7 +633,7 @@ impl Plan {
         // only: migration 0013 marks row_to_json expensive, so the planner
         // evaluates it after the sort and the limit.
         scope.push_from(&mut qb);
-        self.push_conditions(scope.meta, tier, scope.show_deleted, &mut qb)?;
+        self.push_conditions(scope.meta, scope.tenant, tier, scope.show_deleted, &mut qb)?;
         if let Some(keys) = after {
             self.push_after(keys, scope.meta, &mut qb)?;
         }
@@ -661,7 +661,7 @@ impl Plan {
         }
         self.push_order(scope.meta, &mut qb);
         qb.push(" LIMIT ").push_bind(budget).push(") t WHERE TRUE");
-        self.push_conditions(scope.meta, tier, scope.show_deleted, &mut qb)?;
+        self.push_conditions(scope.meta, scope.tenant, tier, scope.show_deleted, &mut qb)?;
         self.push_order(scope.meta, &mut qb);
         qb.push(" LIMIT ").push_bind(limit);
         Ok(qb)
@@ -696,13 +696,14 @@ impl Plan {
     pub fn push_conditions(
         &self,
         meta: &Meta,
+        tenant: &str,
         tier: Option<Tier>,
         show_deleted: bool,
         qb: &mut QueryBuilder<Postgres>,
     ) -> Result<(), Error> {
         if let Some(f) = &self.filter {
             qb.push(" AND ");
-            compile(meta, &self.schema, f, show_deleted, qb)?;
+            compile(meta, &self.schema, tenant, f, show_deleted, qb)?;
         }
         let (Some(q), Some(doc), Some(name)) = (
             &self.search,
@@ -967,7 +968,7 @@ mod tests {
         let plan =
             Plan::new(meta, typed(), filter, order_by, "", false).map_err(|e| format!("{e:?}"))?;
         let mut qb = QueryBuilder::<Postgres>::new("");
-        plan.push_conditions(meta, None, false, &mut qb)
+        plan.push_conditions(meta, "t1", None, false, &mut qb)
             .map_err(|e| format!("{e:?}"))?;
         plan.push_order(meta, &mut qb);
         Ok(qb.into_string())
@@ -981,7 +982,7 @@ mod tests {
         );
         assert_eq!(
             typed_sql("custom_fields.seats = 10", "custom_fields.seats desc").unwrap(),
-            " AND (crm_cf_number(t.custom_fields, 'seats') = $1::numeric AND t.custom_fields @> $2::jsonb) \
+            " AND (crm_cf_number(t.custom_fields, 'seats') = $1::numeric AND t.\"tenant_custom_fields\" @> $2::jsonb) \
              ORDER BY crm_cf_number(t.custom_fields, 'seats') DESC, t.\"id\" DESC"
         );
         assert_eq!(
@@ -995,13 +996,13 @@ mod tests {
         );
         assert_eq!(
             typed_sql(r#"custom_fields.regions:"emea""#, "").unwrap(),
-            " AND (t.custom_fields @> $1::jsonb) ORDER BY t.\"created_at\" DESC, t.\"id\" DESC"
+            " AND (t.\"tenant_custom_fields\" @> $1::jsonb) ORDER BY t.\"created_at\" DESC, t.\"id\" DESC"
         );
         // Untyped forms stay for presence, booleans and undefined keys.
         assert!(
             typed_sql("custom_fields.vip = true", "")
                 .unwrap()
-                .contains("t.\"custom_fields\" @>")
+                .contains("t.\"tenant_custom_fields\" @>")
         );
         assert!(
             typed_sql("custom_fields.other > 1", "")
@@ -1092,7 +1093,7 @@ mod tests {
         let plan = Plan::new(meta, crate::custom::values::empty(), filter, "", "", false)
             .map_err(|e| format!("{e:?}"))?;
         let mut qb = QueryBuilder::<Postgres>::new("");
-        plan.push_conditions(meta, None, false, &mut qb)
+        plan.push_conditions(meta, "t1", None, false, &mut qb)
             .map_err(|e| format!("{e:?}"))?;
         Ok(qb.into_string())
     }

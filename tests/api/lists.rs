@@ -903,7 +903,7 @@ async fn the_planner_uses_the_indexes() {
                 "accounts_list_idx",
                 "-- horizon",
                 "-- gather",
-                "accounts_tags_idx",
+                "accounts_tenant_tags_idx",
             ],
         ),
         (
@@ -913,7 +913,7 @@ async fn the_planner_uses_the_indexes() {
             "",
             "",
             None,
-            &["-- gather", "accounts_tags_idx"],
+            &["-- gather", "accounts_tenant_tags_idx"],
         ),
         (
             "rare tag by name",
@@ -926,7 +926,7 @@ async fn the_planner_uses_the_indexes() {
                 "-- walk",
                 "accounts_name_idx",
                 "-- gather",
-                "accounts_tags_idx",
+                "accounts_tenant_tags_idx",
             ],
         ),
         // A tag on every record: the walk fills the page, nothing else runs.
@@ -946,7 +946,7 @@ async fn the_planner_uses_the_indexes() {
             "",
             "",
             None,
-            &["-- gather", "accounts_custom_fields_idx"],
+            &["-- gather", "accounts_tenant_custom_fields_idx"],
         ),
         // Search by tier: the name's tiers by the name index, the words' by
         // the trigram index.
@@ -1070,7 +1070,7 @@ async fn the_planner_uses_the_indexes() {
             "last_name",
             "",
             None,
-            &["contacts_last_name_idx", "contacts_tags_idx"],
+            &["contacts_last_name_idx", "contacts_tenant_tags_idx"],
         ),
     ];
     for (what, kind, filter, order_by, search, after, wanted) in cases {
@@ -1085,6 +1085,70 @@ async fn the_planner_uses_the_indexes() {
     }
 }
 
+/// A tag or custom-field value on five of this tenant's records but on
+/// every record of another tenant: the gather's GIN scan reads this tenant's
+/// five entries, not the other tenant's 20,000 (the keys carry the tenant,
+/// migration 0016), and the page holds the five.
+#[tokio::test]
+async fn a_value_common_in_another_tenant_reads_only_this_tenants_matches() {
+    use crm::entities::*;
+    use sqlx::Executor;
+    let app = spawn_app().await;
+    let mut conn = app.owner_conn().await;
+    // Interleaved on disk, as tenants' writes are; t-1's three carriers are
+    // its oldest records, beyond any walk of the newest.
+    conn.execute(
+        "INSERT INTO accounts (tenant_id, id, created_at, updated_at, created_by, updated_by, source, source_type, \
+             schema_version, version, name, tags, custom_fields) \
+         SELECT CASE WHEN g % 2 = 0 THEN 't-2' ELSE 't-1' END, 'acc_' || lpad(g::text, 26, '0'), \
+             now() - g * interval '1 second', now(), 'u', 'u', 'edm', 'api', 1, 1, 'Company ' || g, \
+             CASE WHEN g % 2 = 0 OR g > 39990 THEN ARRAY['skewed'] ELSE ARRAY['common'] END, \
+             CASE WHEN g % 2 = 0 OR g > 39990 THEN '{\"tier\": \"skewed\"}'::jsonb ELSE '{\"tier\": \"gold\"}'::jsonb END \
+         FROM generate_series(1, 40000) g",
+    )
+    .await
+    .unwrap();
+    conn.execute("VACUUM ANALYZE accounts").await.unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!("SET ROLE {}", app.app_role)))
+        .await
+        .unwrap();
+    conn.execute("BEGIN").await.unwrap();
+    conn.execute("SELECT set_config('crm.tenant_id', 't-1', true)")
+        .await
+        .unwrap();
+    for (filter, index) in [
+        ("tags:skewed", "accounts_tenant_tags_idx"),
+        (
+            "custom_fields.tier = \"skewed\"",
+            "accounts_tenant_custom_fields_idx",
+        ),
+    ] {
+        let p = plan(&mut conn, &account::KIND, filter, "", "", None).await;
+        assert!(p.contains("-- gather"), "{filter}: gathers\n{p}");
+        // The rows the index scan returned, from `(actual time=… rows=N`.
+        let read: Vec<u64> = p
+            .lines()
+            .filter(|l| l.contains(&format!("Bitmap Index Scan on {index} ")))
+            .map(|l| {
+                let rows = l.split("(actual").nth(1).expect("ANALYZE output");
+                let n = rows.split("rows=").nth(1).expect("rows=");
+                n.split(' ').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(read, vec![5], "{filter}: reads t-1's matches only\n{p}");
+    }
+    conn.execute("COMMIT").await.unwrap();
+    // Through the API: the five (t-1's odd g above 39990), newest first.
+    let five: Vec<String> = (0..5)
+        .map(|i| format!("Company {}", 39991 + 2 * i))
+        .collect();
+    let t = app.token("t-1", "u1");
+    assert_eq!(names(&app, &t, "tags:skewed").await, five);
+    assert_eq!(
+        names(&app, &t, "custom_fields.tier = \"skewed\"").await,
+        five
+    );
+}
 /// Seeds `n` accounts in each of t-1 and t-2 with skewed names, tags and
 /// custom fields (see the comments), some soft-deleted, created in groups of
 /// three at one instant (so `id` breaks ties).
