@@ -144,9 +144,9 @@ fn walk_budget(limit: i64, typo: bool) -> i64 {
 /// statistics that cannot know a rare tag from an absent one, nor one
 /// tenant's values from another's. So this does not let it guess: where the
 /// order has an index, it first walks at most [`walk_budget`] rows of it
-/// (the *walk*); a page filled there is the answer. Otherwise it asks for
-/// the keys of the last row the walk looked at (the *horizon*; none when the
-/// walk saw every remaining row) and fetches the remaining matches after it
+/// (the *walk*); a page filled there is the answer. Otherwise the walk has
+/// also returned the last row it looked at (the *horizon*; none when it saw
+/// every remaining row), and this fetches the remaining matches after it
 /// through the indexes of the conditions, with ordered index scans turned
 /// off for that statement (the *gather*), which costs what the matches
 /// cost. Either way the work is bounded by the budget plus the matches.
@@ -566,21 +566,26 @@ impl Plan {
             self.walk(scope, tier, after, budget, limit)
         })
         .await?;
-        let mut found = rows_of(&rows, nkeys)?;
+        let mut found = Vec::new();
+        let mut horizon = None;
+        for (row, r) in rows_of(&rows, nkeys)?.into_iter().zip(&rows) {
+            let walked: i64 = r.try_get(nkeys + 1)?;
+            // NULL (a condition on a NULL) does not match, as in WHERE.
+            let matched = r.try_get::<Option<bool>, _>(nkeys + 2)? == Some(true);
+            if walked == budget {
+                horizon = Some(row.keys[nkeys - self.order_keys().len()..].to_vec());
+            }
+            if matched {
+                found.push(row);
+            }
+        }
         if found.len() as i64 >= limit {
             return Ok(found);
         }
-        let horizon = run(conn, explain, "horizon", || {
-            self.horizon(scope, after, budget)
-        })
-        .await?;
-        let Some(h) = horizon.first() else {
+        let Some(h) = horizon else {
             // Fewer rows than the budget remained: the walk saw them all.
             return Ok(found);
         };
-        let h = (0..self.order_keys().len())
-            .map(|i| h.try_get::<Option<String>, _>(i))
-            .collect::<Result<Vec<_>, _>>()?;
         // For this statement only (the settings are put back as they were).
         let (index_scan, seq_scan): (String, String) = sqlx::query_as(
             "SELECT current_setting('enable_indexscan'), current_setting('enable_seqscan'), \
@@ -643,7 +648,11 @@ impl Plan {
     }
 
     /// The walk: the first `budget` rows after `after` in the order's index,
-    /// of which the matches, `limit` at most.
+    /// of which the matches, `limit` at most, each followed by `crm_walked`
+    /// (its place in the walk) and whether it matches; and the walk's last
+    /// row (place `budget`) whether it matches or not, which is the
+    /// *horizon*: the keys the gather continues after. One statement reads
+    /// the index once, and stops as soon as the page is full.
     fn walk(
         &self,
         scope: &Scope<'_>,
@@ -654,41 +663,26 @@ impl Plan {
     ) -> Result<QueryBuilder<Postgres>, Error> {
         let mut qb = QueryBuilder::<Postgres>::new("");
         self.push_select(tier, &mut qb, scope.meta);
-        qb.push(" FROM (SELECT t.*");
+        qb.push(", t.crm_walked, (TRUE");
+        self.push_conditions(scope.meta, scope.tenant, tier, scope.show_deleted, &mut qb)?;
+        // row_number() in the order the rows stream from the index numbers
+        // them as they come: no sort, no reading ahead, and the order is
+        // kept for the outer ORDER BY.
+        qb.push(") FROM (SELECT t.*, row_number() OVER (");
+        self.push_order(scope.meta, &mut qb);
+        qb.push(") AS crm_walked FROM (SELECT t.*");
         scope.push_from(&mut qb);
         if let Some(keys) = after {
             self.push_after(keys, scope.meta, &mut qb)?;
         }
         self.push_order(scope.meta, &mut qb);
-        qb.push(" LIMIT ").push_bind(budget).push(") t WHERE TRUE");
+        qb.push(" LIMIT ")
+            .push_bind(budget)
+            .push(") t) t WHERE ((TRUE");
         self.push_conditions(scope.meta, scope.tenant, tier, scope.show_deleted, &mut qb)?;
+        qb.push(") OR t.crm_walked = ").push_bind(budget).push(")");
         self.push_order(scope.meta, &mut qb);
         qb.push(" LIMIT ").push_bind(limit);
-        Ok(qb)
-    }
-
-    /// The horizon: the keys of the `budget`-th row after `after`.
-    fn horizon(
-        &self,
-        scope: &Scope<'_>,
-        after: Option<&[Option<String>]>,
-        budget: i64,
-    ) -> Result<QueryBuilder<Postgres>, Error> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
-        for (i, k) in self.order_keys().iter().enumerate() {
-            if i > 0 {
-                qb.push(", ");
-            }
-            qb.push("(");
-            self.push_key(&k.key, scope.meta, &mut qb);
-            qb.push(")::text");
-        }
-        scope.push_from(&mut qb);
-        if let Some(keys) = after {
-            self.push_after(keys, scope.meta, &mut qb)?;
-        }
-        self.push_order(scope.meta, &mut qb);
-        qb.push(" OFFSET ").push_bind(budget - 1).push(" LIMIT 1");
         Ok(qb)
     }
 

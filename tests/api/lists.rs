@@ -723,7 +723,7 @@ async fn every_entity_filters_orders_and_searches() {
 /// EXPLAIN ANALYZE of the statements List runs for page 1 (or the page
 /// after `after`), run as the application role with the tenant set (so the
 /// row-level-security policies are in the plans), each headed by what it
-/// is (`-- page`, `-- walk`, `-- horizon`, `-- gather`).
+/// is (`-- page`, `-- walk`, `-- gather`).
 async fn plan(
     conn: &mut sqlx::PgConnection,
     kind: &'static crm::records::Kind,
@@ -901,7 +901,7 @@ async fn the_planner_uses_the_indexes() {
             &[
                 "-- walk",
                 "accounts_list_idx",
-                "-- horizon",
+                "WindowAgg",
                 "-- gather",
                 "accounts_tenant_tags_idx",
             ],
