@@ -28,6 +28,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor = compiler.encode_file_descriptor_set();
     fs::write(out.join("crm_descriptor.bin"), &descriptor)?;
     let pool = prost_reflect::DescriptorPool::decode(descriptor.as_slice())?;
+    // Every method says which scope it needs (src/auth/scope.rs enforces
+    // exactly that): a method without one does not build.
+    let scope = pool
+        .get_extension_by_name("crm.v1.required_scope")
+        .ok_or("common.proto must define crm.v1.required_scope")?;
+    for service in pool.services().filter(|s| s.package_name() == "crm.v1") {
+        for method in service.methods() {
+            let options = method.options();
+            let value = options.get_extension(&scope);
+            if value.as_str().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "{}: every crm.v1 method needs option (crm.v1.required_scope)",
+                    method.full_name()
+                )
+                .into());
+            }
+        }
+    }
     fs::write(
         out.join("openapi.json"),
         serde_json::to_string_pretty(&openapi::generate(&pool))?,

@@ -675,6 +675,30 @@ impl Gen<'_> {
             op["summary"] = json!(c.lines().next().unwrap_or_default());
             op["description"] = json!(c);
         }
+        // The scope the token must grant (the method's required_scope
+        // option, which the server enforces): a role name of the bearer
+        // scheme, as OpenAPI 3.1 allows for non-OAuth schemes.
+        let ext = method
+            .parent_pool()
+            .get_extension_by_name("crm.v1.required_scope")
+            .expect("crm.v1.required_scope");
+        let options = method.options();
+        let scope = options.get_extension(&ext);
+        let scope = scope
+            .as_str()
+            .expect("build.rs checked every method's scope");
+        op["security"] = json!([{"bearerAuth": [scope]}]);
+        let needs = if scope == "crm:purge" {
+            "Requires a token whose `scope` claim holds `crm:purge`.".to_owned()
+        } else {
+            format!(
+                "Requires a token whose `scope` claim grants `{scope}`, or one without a `scope` claim."
+            )
+        };
+        op["description"] = json!(match op["description"].as_str() {
+            Some(d) => format!("{d}\n\n{needs}"),
+            None => needs,
+        });
         if body == "*" {
             let schema = self.message_schema(&input, &top_vars, false);
             // A body is needed when the message has a required field.

@@ -88,7 +88,7 @@ enum Command {
         /// app_id claim, for an integration token.
         #[arg(long)]
         app: Option<String>,
-        /// scope claim: space-separated scopes, e.g. "crm:purge" (erasure
+        /// scope claim: space-separated scopes, e.g. "crm:deals:read crm:purge" (README "Authorization"; erasure
         /// needs it; without the claim a token may do everything else).
         #[arg(long)]
         scope: Option<String>,
@@ -129,6 +129,9 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Print the scope each method needs (the README's table, as Markdown),
+    /// read from the methods' required_scope option, then exit.
+    Scopes,
 }
 
 /// Logs to stderr from a thread of their own, so that no request waits on
@@ -214,6 +217,10 @@ pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches)?;
     match cli.command {
         Some(Command::Descriptor { out }) => write_descriptor(out.as_deref()),
+        Some(Command::Scopes) => {
+            print!("{}", crate::auth::scope::markdown());
+            Ok(())
+        }
         Some(Command::Serve(args)) => {
             let given = matches
                 .subcommand_matches("serve")

@@ -4,6 +4,7 @@
 //! for `crm token`.
 
 mod keys;
+pub mod scope;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,22 +58,29 @@ impl Caller {
         }
     }
 
-    /// Whether the token's `scope` claim names `scope` (case-sensitive).
-    /// Scopes that are never implied (`crm:purge`) need the claim to name
-    /// them; a token without a claim has none of them.
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes
-            .as_deref()
-            .is_some_and(|s| s.iter().any(|g| g == scope))
+    /// Whether the token grants a call that requires `required` (see
+    /// [`scope`]): a token without a `scope` claim may do everything but
+    /// erase.
+    pub fn may(&self, required: &str) -> bool {
+        scope::grants(self.scopes.as_deref(), required)
     }
 
-    /// Refuses the call unless the token's `scope` claim names `scope`.
-    pub fn require_scope(&self, scope: &'static str) -> Result<(), Error> {
-        if self.has_scope(scope) {
+    /// Refuses the call unless the token grants `required`:
+    /// PERMISSION_DENIED, reason MISSING_SCOPE, metadata `required_scope`.
+    pub fn require(&self, required: &str) -> Result<(), Error> {
+        if self.may(required) {
             Ok(())
         } else {
-            Err(Error::MissingScope { required: scope })
+            Err(Error::MissingScope {
+                required: required.to_owned(),
+            })
         }
+    }
+
+    /// Whether the token may read the records of `collection` (a REST
+    /// collection name).
+    pub fn can_read(&self, collection: &str) -> bool {
+        self.may(&scope::read_of(collection))
     }
 
     /// A caller made without a token, for unit tests of the layers below.

@@ -120,6 +120,25 @@ impl Query {
         }
     }
 
+    /// The query narrowed to the resource types `readable` lets through;
+    /// `None` when none of those asked for (all, without a filter) are.
+    pub fn readable_by(&self, readable: impl Fn(&str) -> bool) -> Option<Self> {
+        let asked: &[&'static str] = if self.resource_types.is_empty() {
+            &RESOURCE_TYPES
+        } else {
+            &self.resource_types
+        };
+        let kept: Vec<&'static str> = asked.iter().copied().filter(|t| readable(t)).collect();
+        if kept.is_empty() {
+            return None;
+        }
+        let mut q = self.clone();
+        if kept.len() < asked.len() {
+            q.resource_types = kept;
+        }
+        Some(q)
+    }
+
     fn filtered(&self) -> bool {
         !self.resource_types.is_empty() || !self.operations.is_empty()
     }
@@ -234,7 +253,18 @@ async fn events(
         tenant: caller.tenant_id(),
         app: caller.app_id(),
     };
-    scoped_events(tx.conn(), scope, q, after, until, limit).await
+    // Only the collections the token may read: none → no events (an empty
+    // page, not an error).
+    let Some(q) = q.readable_by(|t| may_read_type(&caller, t)) else {
+        return Ok(Vec::new());
+    };
+    scoped_events(tx.conn(), scope, &q, after, until, limit).await
+}
+
+/// Whether `caller`'s token may read records of `resource_type` (`deal`).
+pub fn may_read_type(caller: &Caller, resource_type: &str) -> bool {
+    crate::entities::kind_of(resource_type)
+        .is_some_and(|k| caller.can_read(&crate::records::history::collection_name(k)))
 }
 
 /// Whose events: a tenant's, or one app's of a tenant.

@@ -176,7 +176,7 @@ pub enum Error {
     #[error("this call needs the scope {required}")]
     MissingScope {
         /// The narrowest scope that grants the call.
-        required: &'static str,
+        required: String,
     },
     /// The write lost a deadlock against concurrent writes (retried by the
     /// mechanism before it reaches a caller).
@@ -371,7 +371,7 @@ impl Error {
                 )
             }
             Error::MissingScope { required } => {
-                meta.insert("required_scope".into(), required.into());
+                meta.insert("required_scope".into(), required.clone());
                 (
                     Code::PermissionDenied,
                     "MISSING_SCOPE",

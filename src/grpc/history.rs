@@ -26,6 +26,7 @@ impl HistoryService for Api {
     ) -> Result<Response<ListRecordHistoryResponse>, Status> {
         let ctx = Ctx::of(&request)?;
         let r = request.into_inner();
+        ctx.require_collection(&r.collection)?;
         let result = self
             .history()
             .list(
@@ -50,6 +51,7 @@ impl HistoryService for Api {
     ) -> Result<Response<prost_types::Struct>, Status> {
         let ctx = Ctx::of(&request)?;
         let r = request.into_inner();
+        ctx.require_collection(&r.collection)?;
         ctx.reply(
             self.history()
                 .at(&ctx.caller, &r.collection, &r.id, r.time)

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::auth::{Authenticator, Caller};
+use crate::auth::{Authenticator, Caller, scope};
 use crate::error::transport;
 use crate::metrics::{Metrics, code_name};
 
@@ -39,6 +39,11 @@ const PROTECTED: &str = "/crm.v1.";
 /// line per request), so this layer does not.
 #[derive(Clone, Copy, Debug)]
 pub struct Transcoded;
+
+/// The scope template (`crm:{collection}:read`) of a method whose request
+/// names the collection: the handler fills it in (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct CollectionScope(pub &'static str);
 
 /// What became of a call, for the HTTP layer's log line (a response
 /// extension).
@@ -164,18 +169,34 @@ where
                 .and_then(|v| v.to_str().ok());
             match layer.auth.authenticate(header) {
                 Ok(c) => {
+                    // The method's scope, before anything else runs: a
+                    // method naming its collection in the request has it
+                    // checked by the handler (Ctx::require_collection) from
+                    // the same option.
+                    let denied = match scope::required(&method) {
+                        Some(r) if r.contains(scope::COLLECTION_PLACEHOLDER) => {
+                            req.extensions_mut().insert(CollectionScope(r));
+                            None
+                        }
+                        Some(r) => c.require(r).err(),
+                        None => None,
+                    };
                     req.extensions_mut().insert(c.clone());
                     caller = Some(c);
-                    match layer.permits.clone().try_acquire_owned() {
-                        Ok(p) => permit = Some(p),
-                        Err(_) => {
-                            layer.metrics.shed.inc();
-                            rejected = Some(transport::with_request_id(
-                                Code::ResourceExhausted,
-                                "SERVER_BUSY",
-                                "the server is at its concurrency limit; retry with backoff",
-                                &rid,
-                            ));
+                    if let Some(e) = denied {
+                        rejected = Some(e.into_status(&rid));
+                    } else {
+                        match layer.permits.clone().try_acquire_owned() {
+                            Ok(p) => permit = Some(p),
+                            Err(_) => {
+                                layer.metrics.shed.inc();
+                                rejected = Some(transport::with_request_id(
+                                    Code::ResourceExhausted,
+                                    "SERVER_BUSY",
+                                    "the server is at its concurrency limit; retry with backoff",
+                                    &rid,
+                                ));
+                            }
                         }
                     }
                     let client = grpc_timeout(req.headers());

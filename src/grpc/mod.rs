@@ -53,6 +53,8 @@ pub struct Ctx {
     /// The call came through the REST bridge: its errors list every
     /// violation (a JSON body has no trailer's size limit).
     transcoded: bool,
+    /// The method's scope template, when its request names the collection.
+    collection_scope: Option<&'static str>,
 }
 
 impl Ctx {
@@ -78,11 +80,32 @@ impl Ctx {
                 .into_status(&request_id)
             })?;
         let transcoded = request.extensions().get::<layer::Transcoded>().is_some();
+        let collection_scope = request
+            .extensions()
+            .get::<layer::CollectionScope>()
+            .map(|s| s.0);
         Ok(Self {
             caller,
             request_id,
             transcoded,
+            collection_scope,
         })
+    }
+
+    /// Refuses the call unless the token grants the method's scope for
+    /// `collection` (the request's), as the call layer does for the other
+    /// methods: before validation and any database work. A name that is no
+    /// collection needs `crm:read` (and then fails validation).
+    pub fn require_collection(&self, collection: &str) -> Result<(), Status> {
+        let Some(template) = self.collection_scope else {
+            return Ok(());
+        };
+        let required = if crate::auth::scope::COLLECTIONS.contains(&collection) {
+            template.replace(crate::auth::scope::COLLECTION_PLACEHOLDER, collection)
+        } else {
+            "crm:read".to_owned()
+        };
+        self.caller.require(&required).map_err(|e| self.status(e))
     }
 
     /// The status for `e`.

@@ -81,7 +81,7 @@ impl super::Store {
         id: &str,
         cascade: bool,
     ) -> Result<Erased, Error> {
-        caller.require_scope(SCOPE)?;
+        caller.require(SCOPE)?;
         let mut attempt = 0;
         let erased = loop {
             attempt += 1;

@@ -426,6 +426,8 @@ struct Claim {
     url: String,
     resource_types: Vec<String>,
     operations: Vec<String>,
+    /// What the tokens that made it could read (`None`: everything).
+    readable_types: Option<Vec<String>>,
     secret: String,
     position: i64,
     attempt: i32,
@@ -471,7 +473,8 @@ async fn claim(pool: &PgPool, cfg: &DeliveryConfig, room: usize) -> anyhow::Resu
                  AND enabled AND (lease_until IS NULL OR lease_until <= now()) \
                FOR UPDATE SKIP LOCKED) c \
          WHERE w.tenant_id = c.tenant_id AND w.id = c.id \
-         RETURNING w.tenant_id, w.id, w.app_id, w.url, w.resource_types, w.operations, w.secret, \
+         RETURNING w.tenant_id, w.id, w.app_id, w.url, w.resource_types, w.operations, \
+                   w.readable_types, w.secret, \
                    w.position, w.attempt, w.first_attempt_at, w.failing_since, w.generation, \
                    w.version, w.lease_token",
     )
@@ -638,7 +641,12 @@ async fn serve_claim(
     delivered: prometheus_client::metrics::counter::Counter,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Never what the tokens that made it could not read (none: nothing).
     let query = Query::filters(&c.resource_types, &c.operations);
+    let query = match &c.readable_types {
+        None => Some(query),
+        Some(readable) => query.readable_by(|t| readable.iter().any(|r| r == t)),
+    };
     let mut done = 0usize;
     let mut skip_to = None;
     'claim: while done < EVENTS_PER_CLAIM {
@@ -654,10 +662,14 @@ async fn serve_claim(
                 tenant: &c.tenant_id,
                 app: c.app_id.as_deref(),
             };
-            let events =
-                scoped_events(&mut conn, scope, &query, c.position, Some(head), READ_AHEAD)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("reading the feed: {e:?}"))?;
+            let events = match &query {
+                Some(query) => {
+                    scoped_events(&mut conn, scope, query, c.position, Some(head), READ_AHEAD)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("reading the feed: {e:?}"))?
+                }
+                None => Vec::new(),
+            };
             if events.is_empty() {
                 // Nothing for this webhook up to the head: skip there.
                 skip_to = Some(head);

@@ -11,7 +11,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use crate::auth::Caller;
-use crate::changes::feed::{OPERATIONS, RESOURCE_TYPES, pick, timestamp};
+use crate::changes::feed::{OPERATIONS, RESOURCE_TYPES, may_read_type, pick, timestamp};
 use crate::db::Db;
 use crate::error::{Error, Violations, invalid};
 use crate::proto::{
@@ -98,6 +98,18 @@ fn webhook_id(id: &str) -> Option<String> {
 pub struct Webhooks {
     db: Db,
     allow_private: bool,
+}
+
+/// The resource types `caller`'s token may read, `None` when it may read
+/// all: a webhook delivers only what every token that created or changed
+/// it could read (migration 0017).
+fn readable_types(caller: &Caller) -> Option<Vec<String>> {
+    let types: Vec<String> = RESOURCE_TYPES
+        .iter()
+        .filter(|t| may_read_type(caller, t))
+        .map(|t| (*t).to_owned())
+        .collect();
+    (types.len() < RESOURCE_TYPES.len()).then_some(types)
 }
 
 impl Webhooks {
@@ -191,9 +203,10 @@ impl Webhooks {
         }
         let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO webhooks (tenant_id, id, app_id, url, resource_types, operations, description, \
-                                   enabled, secret, created_at, updated_at, created_by, updated_by, position) \
+                                   enabled, secret, created_at, updated_at, created_by, updated_by, position, \
+                                   readable_types) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now(), $10, $10, \
-                     COALESCE((SELECT last_sequence FROM change_heads WHERE tenant_id = $1), 0)) \
+                     COALESCE((SELECT last_sequence FROM change_heads WHERE tenant_id = $1), 0), $11) \
              RETURNING {COLUMNS}"
         )))
         .bind(caller.tenant_id())
@@ -206,6 +219,7 @@ impl Webhooks {
         .bind(w.enabled.unwrap_or(true))
         .bind(&secret)
         .bind(caller.sub())
+        .bind(readable_types(caller))
         .fetch_one(tx.conn())
         .await?;
         tx.commit().await?;
@@ -366,6 +380,9 @@ impl Webhooks {
                  enabled = $7, disabled_reason = CASE WHEN $7 THEN '' ELSE disabled_reason END, \
                  next_attempt_at = CASE WHEN $9 THEN '-infinity' ELSE next_attempt_at END, \
                  failing_since = CASE WHEN $9 THEN NULL ELSE failing_since END, \
+                 readable_types = CASE WHEN $10::text[] IS NULL THEN readable_types \
+                     WHEN readable_types IS NULL THEN $10 \
+                     ELSE ARRAY(SELECT unnest(readable_types) INTERSECT SELECT unnest($10::text[])) END, \
                  updated_at = now(), updated_by = $8, version = version + 1 \
              WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
         )))
@@ -380,6 +397,7 @@ impl Webhooks {
         // Enabling it again or pointing it elsewhere: the pending event is
         // tried at once, and the 5 days of failure start over.
         .bind(enabled && (old.enabled == Some(false) || new.url != old.url))
+        .bind(readable_types(caller))
         .fetch_one(tx.conn())
         .await?;
         tx.commit().await?;

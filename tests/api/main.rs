@@ -24,6 +24,7 @@ mod relay;
 mod reliability;
 mod rest;
 mod roles;
+mod scopes;
 mod statements;
 mod tenancy;
 mod webhook_delivery;

@@ -444,6 +444,71 @@ async fn filters_tenants_and_apps_each_get_only_their_events() {
     assert_eq!(bs[0].body["record"]["name"], "B's");
 }
 
+/// A webhook delivers only the collections that every token which created
+/// or changed it could read (README "Authorization").
+#[tokio::test]
+async fn scoped_webhooks_deliver_only_what_their_tokens_could_read() {
+    let app = delivering().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let t = tenant();
+    let person = app.token(&t, "u1");
+    let deals_reader = app.scoped_token(&t, "svc", "crm:webhooks:write crm:deals:read");
+    let accounts_reader = app.scoped_token(&t, "svc", "crm:webhooks:write crm:accounts:read");
+    let blind = app.scoped_token(&t, "svc", "crm:webhooks:write");
+    let narrow = create_hook(&app, &deals_reader, at(format!("{}/deals", server.uri()))).await;
+    let none = create_hook(&app, &blind, at(format!("{}/none", server.uri()))).await;
+    // Made by a person's token (everything), then changed by one that reads
+    // accounts only: accounts only from then on.
+    let full = create_hook(&app, &person, at(format!("{}/full", server.uri()))).await;
+    hooks(&app)
+        .update_webhook(authed(
+            &accounts_reader,
+            UpdateWebhookRequest {
+                webhook: Some(Webhook {
+                    id: full.id.clone(),
+                    description: "narrowed".into(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["description"]),
+            },
+        ))
+        .await
+        .unwrap();
+    let acct = app.account(&person, "Acme").await;
+    app.deal(
+        &person,
+        Deal {
+            name: "Renewal".into(),
+            account_id: acct.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_for(&server, "/deals", &narrow.secret, 1).await;
+    let accounts = wait_for(&server, "/full", &full.secret, 1).await;
+    // Give anything that should not come the time to come.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deals = received(&server, "/deals", &narrow.secret).await;
+    assert!(
+        deals.iter().all(|r| r.body["resource_type"] == "deal"),
+        "{deals:?}"
+    );
+    let accounts_now = received(&server, "/full", &full.secret).await;
+    assert!(
+        accounts_now
+            .iter()
+            .all(|r| r.body["resource_type"] == "account"),
+        "{accounts_now:?}"
+    );
+    assert!(!accounts.is_empty());
+    let nothing = received(&server, "/none", &none.secret).await;
+    assert!(nothing.is_empty(), "{nothing:?}");
+}
+
 #[tokio::test]
 async fn logs_and_redelivery_are_confined_to_their_tenant_and_app() {
     let app = delivering().await;

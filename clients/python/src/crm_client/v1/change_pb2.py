@@ -23,13 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from crm_client.v1 import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from crm_client.v1 import common_pb2 as crm_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63rm/v1/change.proto\x12\x06\x63rm.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x03\n\x0b\x43hangeEvent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rresource_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\trecord_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0erecord_version\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x17\n\toperation\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63hanged_fields\x18\x07 \x03(\tB\x04\xe2\x41\x01\x03\x12-\n\x06record\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ommitted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x61\x63tor\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x06\x61pp_id\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x18\n\nrequest_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0etransaction_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x42\t\n\x07_app_id\"\x8b\x02\n\x12ListChangesRequest\x12#\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12\x1e\n\tpage_size\x18\x02 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\\\n\x0eresource_types\x18\x03 \x03(\tBD\xe2\x41\x01\x01\xbaH=\x92\x01:\x10@\"6r4R\x07\x61\x63\x63ountR\x07\x63ontactR\x04\x64\x65\x61lR\x08\x61\x63tivityR\x05quoteR\tline_item\x12R\n\noperations\x18\x04 \x03(\tB>\xe2\x41\x01\x01\xbaH7\x92\x01\x34\x10@\"0r.R\x07\x63reatedR\x07updatedR\x07\x64\x65letedR\tundeletedR\x06purged\"^\n\x13ListChangesResponse\x12*\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.crm.v1.ChangeEventB\x04\xe2\x41\x01\x03\x12\x1b\n\rlast_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\xec\x01\n\x13WatchChangesRequest\x12#\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12\\\n\x0eresource_types\x18\x02 \x03(\tBD\xe2\x41\x01\x01\xbaH=\x92\x01:\x10@\"6r4R\x07\x61\x63\x63ountR\x07\x63ontactR\x04\x64\x65\x61lR\x08\x61\x63tivityR\x05quoteR\tline_item\x12R\n\noperations\x18\x03 \x03(\tB>\xe2\x41\x01\x01\xbaH7\x92\x01\x34\x10@\"0r.R\x07\x63reatedR\x07updatedR\x07\x64\x65letedR\tundeletedR\x06purged\"m\n\x14WatchChangesResponse\x12%\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x13.crm.v1.ChangeEventH\x00\x12&\n\theartbeat\x18\x02 \x01(\x0b\x32\x11.crm.v1.HeartbeatH\x00\x42\x06\n\x04kind\"S\n\tHeartbeat\x12\x16\n\x08sequence\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12.\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32\xe4\x01\n\rChangeService\x12\x63\n\x0bListChanges\x12\x1a.crm.v1.ListChangesRequest\x1a\x1b.crm.v1.ListChangesResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/crm/changes\x12n\n\x0cWatchChanges\x12\x1b.crm.v1.WatchChangesRequest\x1a\x1c.crm.v1.WatchChangesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/crm/changes:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63rm/v1/change.proto\x12\x06\x63rm.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x13\x63rm/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x03\n\x0b\x43hangeEvent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rresource_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\trecord_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0erecord_version\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x17\n\toperation\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63hanged_fields\x18\x07 \x03(\tB\x04\xe2\x41\x01\x03\x12-\n\x06record\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ommitted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x61\x63tor\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x06\x61pp_id\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x18\n\nrequest_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0etransaction_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x42\t\n\x07_app_id\"\x8b\x02\n\x12ListChangesRequest\x12#\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12\x1e\n\tpage_size\x18\x02 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\\\n\x0eresource_types\x18\x03 \x03(\tBD\xe2\x41\x01\x01\xbaH=\x92\x01:\x10@\"6r4R\x07\x61\x63\x63ountR\x07\x63ontactR\x04\x64\x65\x61lR\x08\x61\x63tivityR\x05quoteR\tline_item\x12R\n\noperations\x18\x04 \x03(\tB>\xe2\x41\x01\x01\xbaH7\x92\x01\x34\x10@\"0r.R\x07\x63reatedR\x07updatedR\x07\x64\x65letedR\tundeletedR\x06purged\"^\n\x13ListChangesResponse\x12*\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x13.crm.v1.ChangeEventB\x04\xe2\x41\x01\x03\x12\x1b\n\rlast_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\xec\x01\n\x13WatchChangesRequest\x12#\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12\\\n\x0eresource_types\x18\x02 \x03(\tBD\xe2\x41\x01\x01\xbaH=\x92\x01:\x10@\"6r4R\x07\x61\x63\x63ountR\x07\x63ontactR\x04\x64\x65\x61lR\x08\x61\x63tivityR\x05quoteR\tline_item\x12R\n\noperations\x18\x03 \x03(\tB>\xe2\x41\x01\x01\xbaH7\x92\x01\x34\x10@\"0r.R\x07\x63reatedR\x07updatedR\x07\x64\x65letedR\tundeletedR\x06purged\"m\n\x14WatchChangesResponse\x12%\n\x06\x63hange\x18\x01 \x01(\x0b\x32\x13.crm.v1.ChangeEventH\x00\x12&\n\theartbeat\x18\x02 \x01(\x0b\x32\x11.crm.v1.HeartbeatH\x00\x42\x06\n\x04kind\"S\n\tHeartbeat\x12\x16\n\x08sequence\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12.\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32\x8d\x02\n\rChangeService\x12w\n\x0bListChanges\x12\x1a.crm.v1.ListChangesRequest\x1a\x1b.crm.v1.ListChangesResponse\"/\xf2\xbb\x18\x10\x63rm:changes:read\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/crm/changes\x12\x82\x01\n\x0cWatchChanges\x12\x1b.crm.v1.WatchChangesRequest\x1a\x1c.crm.v1.WatchChangesResponse\"5\xf2\xbb\x18\x10\x63rm:changes:read\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/crm/changes:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -85,21 +86,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT'].fields_by_name['time']._loaded_options = None
   _globals['_HEARTBEAT'].fields_by_name['time']._serialized_options = b'\342A\001\003'
   _globals['_CHANGESERVICE'].methods_by_name['ListChanges']._loaded_options = None
-  _globals['_CHANGESERVICE'].methods_by_name['ListChanges']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/crm/changes'
+  _globals['_CHANGESERVICE'].methods_by_name['ListChanges']._serialized_options = b'\362\273\030\020crm:changes:read\202\323\344\223\002\025\022\023/api/v1/crm/changes'
   _globals['_CHANGESERVICE'].methods_by_name['WatchChanges']._loaded_options = None
-  _globals['_CHANGESERVICE'].methods_by_name['WatchChanges']._serialized_options = b'\202\323\344\223\002\033\022\031/api/v1/crm/changes:watch'
-  _globals['_CHANGEEVENT']._serialized_start=187
-  _globals['_CHANGEEVENT']._serialized_end=599
-  _globals['_LISTCHANGESREQUEST']._serialized_start=602
-  _globals['_LISTCHANGESREQUEST']._serialized_end=869
-  _globals['_LISTCHANGESRESPONSE']._serialized_start=871
-  _globals['_LISTCHANGESRESPONSE']._serialized_end=965
-  _globals['_WATCHCHANGESREQUEST']._serialized_start=968
-  _globals['_WATCHCHANGESREQUEST']._serialized_end=1204
-  _globals['_WATCHCHANGESRESPONSE']._serialized_start=1206
-  _globals['_WATCHCHANGESRESPONSE']._serialized_end=1315
-  _globals['_HEARTBEAT']._serialized_start=1317
-  _globals['_HEARTBEAT']._serialized_end=1400
-  _globals['_CHANGESERVICE']._serialized_start=1403
-  _globals['_CHANGESERVICE']._serialized_end=1631
+  _globals['_CHANGESERVICE'].methods_by_name['WatchChanges']._serialized_options = b'\362\273\030\020crm:changes:read\202\323\344\223\002\033\022\031/api/v1/crm/changes:watch'
+  _globals['_CHANGEEVENT']._serialized_start=208
+  _globals['_CHANGEEVENT']._serialized_end=620
+  _globals['_LISTCHANGESREQUEST']._serialized_start=623
+  _globals['_LISTCHANGESREQUEST']._serialized_end=890
+  _globals['_LISTCHANGESRESPONSE']._serialized_start=892
+  _globals['_LISTCHANGESRESPONSE']._serialized_end=986
+  _globals['_WATCHCHANGESREQUEST']._serialized_start=989
+  _globals['_WATCHCHANGESREQUEST']._serialized_end=1225
+  _globals['_WATCHCHANGESRESPONSE']._serialized_start=1227
+  _globals['_WATCHCHANGESRESPONSE']._serialized_end=1336
+  _globals['_HEARTBEAT']._serialized_start=1338
+  _globals['_HEARTBEAT']._serialized_end=1421
+  _globals['_CHANGESERVICE']._serialized_start=1424
+  _globals['_CHANGESERVICE']._serialized_end=1693
 # @@protoc_insertion_point(module_scope)

@@ -25,6 +25,8 @@ KEEP_SET_FIELD_NUMBER: _ClassVar[int]
 keep_set: _descriptor.FieldDescriptor
 AT_LEAST_ONE_OF_FIELD_NUMBER: _ClassVar[int]
 at_least_one_of: _descriptor.FieldDescriptor
+REQUIRED_SCOPE_FIELD_NUMBER: _ClassVar[int]
+required_scope: _descriptor.FieldDescriptor
 
 class StageChange(_message.Message):
     __slots__ = ("from_stage", "to_stage", "changed_at", "changed_by")

@@ -1,6 +1,7 @@
 import datetime
 
 from crm_client.v1 import validate_pb2 as _validate_pb2
+from crm_client.v1 import common_pb2 as _common_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2

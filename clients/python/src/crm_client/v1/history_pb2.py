@@ -23,13 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from crm_client.v1 import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from crm_client.v1 import common_pb2 as crm_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63rm/v1/history.proto\x12\x06\x63rm.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n\x0cHistoryEntry\x12\x13\n\x05\x66ield\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\told_value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12/\n\tnew_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12\x1c\n\x0erecord_version\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x34\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nchanged_by\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61pp_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\"\xe5\x01\n\x18ListRecordHistoryRequest\x12X\n\ncollection\x18\x01 \x01(\tBD\xe2\x41\x01\x02\xbaH=r;R\x08\x61\x63\x63ountsR\x08\x63ontactsR\x05\x64\x65\x61lsR\nactivitiesR\x06quotesR\nline-items\x12\x17\n\x02id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x10\x01\x12\x1e\n\tpage_size\x18\x03 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x06\x66ields\x18\x05 \x03(\tB\x0c\xe2\x41\x01\x01\xbaH\x05\x92\x01\x02\x10\x64\"[\n\x19ListRecordHistoryResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.crm.v1.HistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xbd\x01\n\x12GetRecordAtRequest\x12X\n\ncollection\x18\x01 \x01(\tBD\xe2\x41\x01\x02\xbaH=r;R\x08\x61\x63\x63ountsR\x08\x63ontactsR\x05\x64\x65\x61lsR\nactivitiesR\x06quotesR\nline-items\x12\x17\n\x02id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x10\x01\x12\x34\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"\x9e\x01\n\x12PurgeRecordRequest\x12X\n\ncollection\x18\x01 \x01(\tBD\xe2\x41\x01\x02\xbaH=r;R\x08\x61\x63\x63ountsR\x08\x63ontactsR\x05\x64\x65\x61lsR\nactivitiesR\x06quotesR\nline-items\x12\x17\n\x02id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x10\x01\x12\x15\n\x07\x63\x61scade\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"}\n\x13PurgeRecordResponse\x12\x37\n\x06\x65rased\x18\x01 \x03(\x0b\x32\'.crm.v1.PurgeRecordResponse.ErasedEntry\x1a-\n\x0b\x45rasedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x90\x02\n\x0eHistoryService\x12\x87\x01\n\x11ListRecordHistory\x12 .crm.v1.ListRecordHistoryRequest\x1a!.crm.v1.ListRecordHistoryResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/crm/{collection}/{id}/history\x12t\n\x0bGetRecordAt\x12\x1a.crm.v1.GetRecordAtRequest\x1a\x17.google.protobuf.Struct\"0\x82\xd3\xe4\x93\x02*\x12(/api/v1/crm/{collection}/{id}/history:at2\x88\x01\n\x0e\x45rasureService\x12v\n\x0bPurgeRecord\x12\x1a.crm.v1.PurgeRecordRequest\x1a\x1b.crm.v1.PurgeRecordResponse\".\x82\xd3\xe4\x93\x02(\"#/api/v1/crm/{collection}/{id}:purge:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63rm/v1/history.proto\x12\x06\x63rm.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x13\x63rm/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n\x0cHistoryEntry\x12\x13\n\x05\x66ield\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\told_value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12/\n\tnew_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03\x12\x1c\n\x0erecord_version\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x34\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nchanged_by\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61pp_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\"\xe5\x01\n\x18ListRecordHistoryRequest\x12X\n\ncollection\x18\x01 \x01(\tBD\xe2\x41\x01\x02\xbaH=r;R\x08\x61\x63\x63ountsR\x08\x63ontactsR\x05\x64\x65\x61lsR\nactivitiesR\x06quotesR\nline-items\x12\x17\n\x02id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x10\x01\x12\x1e\n\tpage_size\x18\x03 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x06\x66ields\x18\x05 \x03(\tB\x0c\xe2\x41\x01\x01\xbaH\x05\x92\x01\x02\x10\x64\"[\n\x19ListRecordHistoryResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.crm.v1.HistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xbd\x01\n\x12GetRecordAtRequest\x12X\n\ncollection\x18\x01 \x01(\tBD\xe2\x41\x01\x02\xbaH=r;R\x08\x61\x63\x63ountsR\x08\x63ontactsR\x05\x64\x65\x61lsR\nactivitiesR\x06quotesR\nline-items\x12\x17\n\x02id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x10\x01\x12\x34\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"\x9e\x01\n\x12PurgeRecordRequest\x12X\n\ncollection\x18\x01 \x01(\tBD\xe2\x41\x01\x02\xbaH=r;R\x08\x61\x63\x63ountsR\x08\x63ontactsR\x05\x64\x65\x61lsR\nactivitiesR\x06quotesR\nline-items\x12\x17\n\x02id\x18\x02 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x10\x01\x12\x15\n\x07\x63\x61scade\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"}\n\x13PurgeRecordResponse\x12\x37\n\x06\x65rased\x18\x01 \x03(\x0b\x32\'.crm.v1.PurgeRecordResponse.ErasedEntry\x1a-\n\x0b\x45rasedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xc3\x02\n\x0eHistoryService\x12\xa0\x01\n\x11ListRecordHistory\x12 .crm.v1.ListRecordHistoryRequest\x1a!.crm.v1.ListRecordHistoryResponse\"F\xf2\xbb\x18\x15\x63rm:{collection}:read\x82\xd3\xe4\x93\x02\'\x12%/api/v1/crm/{collection}/{id}/history\x12\x8d\x01\n\x0bGetRecordAt\x12\x1a.crm.v1.GetRecordAtRequest\x1a\x17.google.protobuf.Struct\"I\xf2\xbb\x18\x15\x63rm:{collection}:read\x82\xd3\xe4\x93\x02*\x12(/api/v1/crm/{collection}/{id}/history:at2\x96\x01\n\x0e\x45rasureService\x12\x83\x01\n\x0bPurgeRecord\x12\x1a.crm.v1.PurgeRecordRequest\x1a\x1b.crm.v1.PurgeRecordResponse\";\xf2\xbb\x18\tcrm:purge\x82\xd3\xe4\x93\x02(\"#/api/v1/crm/{collection}/{id}:purge:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -77,27 +78,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PURGERECORDRESPONSE_ERASEDENTRY']._loaded_options = None
   _globals['_PURGERECORDRESPONSE_ERASEDENTRY']._serialized_options = b'8\001'
   _globals['_HISTORYSERVICE'].methods_by_name['ListRecordHistory']._loaded_options = None
-  _globals['_HISTORYSERVICE'].methods_by_name['ListRecordHistory']._serialized_options = b'\202\323\344\223\002\'\022%/api/v1/crm/{collection}/{id}/history'
+  _globals['_HISTORYSERVICE'].methods_by_name['ListRecordHistory']._serialized_options = b'\362\273\030\025crm:{collection}:read\202\323\344\223\002\'\022%/api/v1/crm/{collection}/{id}/history'
   _globals['_HISTORYSERVICE'].methods_by_name['GetRecordAt']._loaded_options = None
-  _globals['_HISTORYSERVICE'].methods_by_name['GetRecordAt']._serialized_options = b'\202\323\344\223\002*\022(/api/v1/crm/{collection}/{id}/history:at'
+  _globals['_HISTORYSERVICE'].methods_by_name['GetRecordAt']._serialized_options = b'\362\273\030\025crm:{collection}:read\202\323\344\223\002*\022(/api/v1/crm/{collection}/{id}/history:at'
   _globals['_ERASURESERVICE'].methods_by_name['PurgeRecord']._loaded_options = None
-  _globals['_ERASURESERVICE'].methods_by_name['PurgeRecord']._serialized_options = b'\202\323\344\223\002(\"#/api/v1/crm/{collection}/{id}:purge:\001*'
-  _globals['_HISTORYENTRY']._serialized_start=188
-  _globals['_HISTORYENTRY']._serialized_end=479
-  _globals['_LISTRECORDHISTORYREQUEST']._serialized_start=482
-  _globals['_LISTRECORDHISTORYREQUEST']._serialized_end=711
-  _globals['_LISTRECORDHISTORYRESPONSE']._serialized_start=713
-  _globals['_LISTRECORDHISTORYRESPONSE']._serialized_end=804
-  _globals['_GETRECORDATREQUEST']._serialized_start=807
-  _globals['_GETRECORDATREQUEST']._serialized_end=996
-  _globals['_PURGERECORDREQUEST']._serialized_start=999
-  _globals['_PURGERECORDREQUEST']._serialized_end=1157
-  _globals['_PURGERECORDRESPONSE']._serialized_start=1159
-  _globals['_PURGERECORDRESPONSE']._serialized_end=1284
-  _globals['_PURGERECORDRESPONSE_ERASEDENTRY']._serialized_start=1239
-  _globals['_PURGERECORDRESPONSE_ERASEDENTRY']._serialized_end=1284
-  _globals['_HISTORYSERVICE']._serialized_start=1287
-  _globals['_HISTORYSERVICE']._serialized_end=1559
-  _globals['_ERASURESERVICE']._serialized_start=1562
-  _globals['_ERASURESERVICE']._serialized_end=1698
+  _globals['_ERASURESERVICE'].methods_by_name['PurgeRecord']._serialized_options = b'\362\273\030\tcrm:purge\202\323\344\223\002(\"#/api/v1/crm/{collection}/{id}:purge:\001*'
+  _globals['_HISTORYENTRY']._serialized_start=209
+  _globals['_HISTORYENTRY']._serialized_end=500
+  _globals['_LISTRECORDHISTORYREQUEST']._serialized_start=503
+  _globals['_LISTRECORDHISTORYREQUEST']._serialized_end=732
+  _globals['_LISTRECORDHISTORYRESPONSE']._serialized_start=734
+  _globals['_LISTRECORDHISTORYRESPONSE']._serialized_end=825
+  _globals['_GETRECORDATREQUEST']._serialized_start=828
+  _globals['_GETRECORDATREQUEST']._serialized_end=1017
+  _globals['_PURGERECORDREQUEST']._serialized_start=1020
+  _globals['_PURGERECORDREQUEST']._serialized_end=1178
+  _globals['_PURGERECORDRESPONSE']._serialized_start=1180
+  _globals['_PURGERECORDRESPONSE']._serialized_end=1305
+  _globals['_PURGERECORDRESPONSE_ERASEDENTRY']._serialized_start=1260
+  _globals['_PURGERECORDRESPONSE_ERASEDENTRY']._serialized_end=1305
+  _globals['_HISTORYSERVICE']._serialized_start=1308
+  _globals['_HISTORYSERVICE']._serialized_end=1631
+  _globals['_ERASURESERVICE']._serialized_start=1634
+  _globals['_ERASURESERVICE']._serialized_end=1784
 # @@protoc_insertion_point(module_scope)

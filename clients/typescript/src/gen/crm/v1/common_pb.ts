@@ -5,7 +5,7 @@
 import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
-import type { FieldOptions, MessageOptions, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldOptions, MessageOptions, MethodOptions, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file crm/v1/common.proto.
  */
 export const file_crm_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChNjcm0vdjEvY29tbW9uLnByb3RvEgZjcm0udjEijwEKC1N0YWdlQ2hhbmdlEhgKCmZyb21fc3RhZ2UYASABKAlCBOJBAQMSFgoIdG9fc3RhZ2UYAiABKAlCBOJBAQMSNAoKY2hhbmdlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGAoKY2hhbmdlZF9ieRgEIAEoCUIE4kEBAyLSAQoPTGluZUl0ZW1TdW1tYXJ5EhAKAmlkGAEgASgJQgTiQQEDEhkKC2Rlc2NyaXB0aW9uGAIgASgJQgTiQQEDEhYKCHF1YW50aXR5GAMgASgBQgTiQQEDEhgKCnVuaXRfcHJpY2UYBCABKAFCBOJBAQMSFgoIZGlzY291bnQYBSABKAFCBOJBAQMSGwoNZGlzY291bnRfdHlwZRgGIAEoCUIE4kEBAxITCgV0b3RhbBgHIAEoAUIE4kEBAxIWCghjdXJyZW5jeRgIIAEoCUIE4kEBAzpKCg5hbGxvd2VkX3ZhbHVlcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtYcDIAMoCUICGAFSDWFsbG93ZWRWYWx1ZXM6RAoNZGVmYXVsdF92YWx1ZRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtocDIAEoCVIMZGVmYXVsdFZhbHVlOkwKEXZhbHVlX2Rlc2NyaXB0aW9uEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi3hwMgASgJUhB2YWx1ZURlc2NyaXB0aW9uOk4KEnJlcXVpcmVkX3N1YmZpZWxkcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYuIcDIAMoCVIRcmVxdWlyZWRTdWJmaWVsZHM6SAoPZW1wdHlfc3ViZmllbGRzEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi5hwMgAygJUg5lbXB0eVN1YmZpZWxkczpNChJyZXF1aXJlc193aGVuX3RydWUSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGLuHAyABKAlSEHJlcXVpcmVzV2hlblRydWU6OgoIa2VlcF9zZXQSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGLyHAyABKAhSB2tlZXBTZXQ6SAoPYXRfbGVhc3Rfb25lX29mEh8uZ29vZ2xlLnByb3RvYnVmLk1lc3NhZ2VPcHRpb25zGLqHAyADKAlSDGF0TGVhc3RPbmVPZmIGcHJvdG8z", [file_google_api_field_behavior, file_google_protobuf_descriptor, file_google_protobuf_timestamp]);
+  fileDesc("ChNjcm0vdjEvY29tbW9uLnByb3RvEgZjcm0udjEijwEKC1N0YWdlQ2hhbmdlEhgKCmZyb21fc3RhZ2UYASABKAlCBOJBAQMSFgoIdG9fc3RhZ2UYAiABKAlCBOJBAQMSNAoKY2hhbmdlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGAoKY2hhbmdlZF9ieRgEIAEoCUIE4kEBAyLSAQoPTGluZUl0ZW1TdW1tYXJ5EhAKAmlkGAEgASgJQgTiQQEDEhkKC2Rlc2NyaXB0aW9uGAIgASgJQgTiQQEDEhYKCHF1YW50aXR5GAMgASgBQgTiQQEDEhgKCnVuaXRfcHJpY2UYBCABKAFCBOJBAQMSFgoIZGlzY291bnQYBSABKAFCBOJBAQMSGwoNZGlzY291bnRfdHlwZRgGIAEoCUIE4kEBAxITCgV0b3RhbBgHIAEoAUIE4kEBAxIWCghjdXJyZW5jeRgIIAEoCUIE4kEBAzpKCg5hbGxvd2VkX3ZhbHVlcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtYcDIAMoCUICGAFSDWFsbG93ZWRWYWx1ZXM6RAoNZGVmYXVsdF92YWx1ZRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtocDIAEoCVIMZGVmYXVsdFZhbHVlOkwKEXZhbHVlX2Rlc2NyaXB0aW9uEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi3hwMgASgJUhB2YWx1ZURlc2NyaXB0aW9uOk4KEnJlcXVpcmVkX3N1YmZpZWxkcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYuIcDIAMoCVIRcmVxdWlyZWRTdWJmaWVsZHM6SAoPZW1wdHlfc3ViZmllbGRzEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi5hwMgAygJUg5lbXB0eVN1YmZpZWxkczpNChJyZXF1aXJlc193aGVuX3RydWUSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGLuHAyABKAlSEHJlcXVpcmVzV2hlblRydWU6OgoIa2VlcF9zZXQSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGLyHAyABKAhSB2tlZXBTZXQ6SAoPYXRfbGVhc3Rfb25lX29mEh8uZ29vZ2xlLnByb3RvYnVmLk1lc3NhZ2VPcHRpb25zGLqHAyADKAlSDGF0TGVhc3RPbmVPZjpHCg5yZXF1aXJlZF9zY29wZRIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGL6HAyABKAlSDXJlcXVpcmVkU2NvcGViBnByb3RvMw", [file_google_api_field_behavior, file_google_protobuf_descriptor, file_google_protobuf_timestamp]);
 
 /**
  * One stage transition of a deal, appended to Deal.audit_log by the server.
@@ -201,4 +201,20 @@ export const keep_set: GenExtension<FieldOptions, boolean> = /*@__PURE__*/
  */
 export const at_least_one_of: GenExtension<MessageOptions, string[]> = /*@__PURE__*/
   extDesc(file_crm_v1_common, 7);
+
+/**
+ * The scope a token's `scope` claim must grant for the call (a token
+ * without the claim may make every call but erasure): one of
+ * `crm:<collection>:read` and `crm:<collection>:write` (the REST
+ * collection name; granted by it, by the collection's write scope when
+ * reading, and by `crm:read` / `crm:write`), `crm:read` (reading field
+ * definitions), `crm:changes:read`, `crm:webhooks:write`,
+ * `crm:fields:write`, `crm:purge` (never implied); `crm:{collection}:read`
+ * where the request names the collection. The server enforces exactly
+ * this option, and the README's scope table is generated from it.
+ *
+ * @generated from extension: string required_scope = 50110;
+ */
+export const required_scope: GenExtension<MethodOptions, string> = /*@__PURE__*/
+  extDesc(file_crm_v1_common, 8);
 
