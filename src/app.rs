@@ -19,7 +19,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::Layer;
 
-use crate::auth::{Authenticator, DEV_SECRET, KeyConfig, Keys};
+use crate::auth::{Authenticator, DEV_SECRET, JWKS_FILE_POLL, KeyConfig, Keys};
 use crate::changes::feed::Feed;
 use crate::changes::{self, Hub, leader, maintenance, relay, sequencer};
 use crate::config::Config;
@@ -66,6 +66,8 @@ pub struct Application {
     db: Db,
     store: Store,
     auth: Arc<Authenticator>,
+    /// Where the keys come from (a JWKS file is re-read when it changes).
+    key_config: KeyConfig,
     health_interval: Duration,
     grace: Duration,
     limits: Limits,
@@ -165,10 +167,11 @@ impl Application {
                 audience: config.jwt.audience.clone(),
             });
         }
-        let keys = Keys::load(&KeyConfig {
+        let key_config = KeyConfig {
             secret: secret.clone(),
             jwks_file: config.jwt_jwks_file.clone(),
-        })?;
+        };
+        let keys = Keys::load(&key_config)?;
         let auth = Arc::new(Authenticator::new(
             keys,
             config.jwt.issuer.clone(),
@@ -248,6 +251,7 @@ impl Application {
             db,
             store,
             auth,
+            key_config,
             health_interval: Duration::from_secs(config.health_interval_secs.max(1)),
             grace: Duration::from_secs(config.shutdown_grace_secs),
             limits: Limits {
@@ -325,6 +329,15 @@ impl Application {
         )
         .counting(self.metrics.watch_messages.clone());
         let mut workers = self.spawn_feed_workers();
+        // A JWKS file is re-read when it changes (keys rotate without a
+        // restart).
+        if self.key_config.jwks_file.is_some() {
+            workers.push(tokio::spawn(crate::auth::watch_jwks_file(
+                self.auth.clone(),
+                self.key_config.clone(),
+                JWKS_FILE_POLL,
+            )));
+        }
         // Custom-field definitions: changes heard from every replica, and
         // the definitions' indexes built by one of them.
         workers.push(tokio::spawn(

@@ -3,6 +3,8 @@
 //! a token can never pick how it is verified (no `none`, no HS/RS confusion).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -113,5 +115,47 @@ impl Keys {
             }
         };
         found.map(|k| (&k.key, k.alg))
+    }
+}
+
+/// How often a JWKS file is looked at for changes.
+pub const JWKS_FILE_POLL: Duration = Duration::from_secs(2);
+
+/// The file's modification time and size: a change of either is a new file
+/// (an editor's write, a rename over it, a Kubernetes secret update).
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Re-reads the JWKS file of `config` every `poll` when it has changed and
+/// gives `auth` the new keys; a file that cannot be read or holds an
+/// unusable key is logged and the keys in use stay (a rotation half-written
+/// never locks everyone out). Runs until the task is dropped.
+pub async fn watch_jwks_file(auth: Arc<super::Authenticator>, config: KeyConfig, poll: Duration) {
+    let Some(path) = config.jwks_file.clone() else {
+        return;
+    };
+    let mut seen = stamp(&path);
+    let mut ticks = tokio::time::interval(poll);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Keys::load(&config) {
+            Ok(keys) => {
+                auth.set_keys(keys);
+                tracing::info!(path = %path.display(), "JWKS file changed: keys reloaded");
+            }
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %format!("{e:#}"),
+                "JWKS file changed but cannot be used; the keys in use stay"
+            ),
+        }
     }
 }

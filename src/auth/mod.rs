@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-pub use keys::{DEV_SECRET, KeyConfig, Keys};
+pub use keys::{DEV_SECRET, JWKS_FILE_POLL, KeyConfig, Keys, watch_jwks_file};
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -151,7 +151,8 @@ fn valid_sub(s: &str) -> bool {
 
 /// Verifies bearer tokens against the configured keys, issuer and audience.
 pub struct Authenticator {
-    keys: Keys,
+    /// Swapped whole when a JWKS file changes ([`keys::watch_jwks_file`]).
+    keys: std::sync::RwLock<std::sync::Arc<Keys>>,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -181,10 +182,15 @@ impl Authenticator {
     /// An authenticator over `keys`, enforcing `issuer` and `audience` when set.
     pub fn new(keys: Keys, issuer: Option<String>, audience: Option<String>) -> Self {
         Self {
-            keys,
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
             issuer,
             audience,
         }
+    }
+
+    /// Verifies with `keys` from now on (calls under way keep theirs).
+    pub fn set_keys(&self, keys: Keys) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(keys);
     }
 
     /// Checks the value of an `authorization` header / metadata entry and
@@ -211,8 +217,8 @@ impl Authenticator {
             // understood, and this service understands none.
             return Err(unauthenticated("token has critical header extensions"));
         }
-        let (key, alg) = self
-            .keys
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (key, alg) = keys
             .find(header.kid.as_deref(), header.alg)
             .ok_or_else(|| unauthenticated("token not signed by a known key"))?;
 

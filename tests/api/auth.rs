@@ -244,6 +244,80 @@ async fn jwks_keys_verify_eddsa_tokens() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Keys rotate by rewriting the JWKS file: the server takes the new set up
+/// within seconds, without a restart; a file it cannot use leaves the keys
+/// in use as they were.
+#[tokio::test]
+async fn a_changed_jwks_file_is_taken_up_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("crm-jwks-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = dir.join("jwks.json");
+    let ed_only = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED_PUBLIC_X, "kid": "ed-1", "alg": "EdDSA"}]});
+    std::fs::write(&jwks, ed_only.to_string()).unwrap();
+    let app = spawn_app_with(|c| {
+        c.jwt.secret = None;
+        c.jwt_jwks_file = Some(jwks.clone());
+    })
+    .await;
+    let ed = {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("ed-1".into());
+        let key = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&h, &good_claims(), &key).unwrap()
+        )
+    };
+    let rsa = {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("rsa-1".into());
+        let private = std::fs::read(fixture("rsa_private.pem")).unwrap();
+        let key = EncodingKey::from_rsa_pem(&private).unwrap();
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&h, &good_claims(), &key).unwrap()
+        )
+    };
+    // Waits (up to 10 s) until `token` is accepted (or refused).
+    let until = |token: String, accepted: bool| {
+        let app = &app;
+        async move {
+            for _ in 0..100 {
+                if call(app, Some(token.clone())).await.is_ok() == accepted {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!(
+                "the token is still {}",
+                if accepted { "refused" } else { "accepted" }
+            );
+        }
+    };
+    assert!(call(&app, Some(ed.clone())).await.is_ok());
+    let e = call(&app, Some(rsa.clone())).await.unwrap_err();
+    assert_status(&e, Code::Unauthenticated, "INVALID_CREDENTIALS");
+    // A new key published beside the old one.
+    std::fs::copy(fixture("jwks.json"), &jwks).unwrap();
+    until(rsa.clone(), true).await;
+    assert!(call(&app, Some(ed.clone())).await.is_ok());
+    // A broken file: the keys in use stay.
+    std::fs::write(&jwks, "{\"keys\": [{\"kty\": \"RSA\"").unwrap();
+    tokio::time::sleep(crm::auth::JWKS_FILE_POLL * 2).await;
+    assert!(call(&app, Some(rsa.clone())).await.is_ok());
+    assert!(call(&app, Some(ed.clone())).await.is_ok());
+    // The old key withdrawn: its tokens stop working.
+    let rsa_only = json!({"keys": [serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(fixture("jwks.json")).unwrap()
+    )
+    .unwrap()["keys"][0]
+    .clone()]});
+    std::fs::write(&jwks, rsa_only.to_string()).unwrap();
+    until(ed, false).await;
+    assert!(call(&app, Some(rsa)).await.is_ok());
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn the_server_refuses_to_start_without_a_key() {
     let db = format!(
