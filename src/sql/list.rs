@@ -846,6 +846,23 @@ impl Plan {
             qb.push(")");
             return Ok(());
         }
+        // A bound on the first key, which the OR below cannot give: without
+        // it an ordered index scan starts at the tenant's first row and
+        // filters its way to the cursor (a page's cost grew with its
+        // position). Ascending, empty values sort first, so every row after
+        // a set key has a key >= it; descending, empty values sort last, so
+        // only a key that cannot be empty bounds them.
+        if let Some(v) = &after[0] {
+            let k = &keys[0];
+            if !k.desc || !nullable(&k.key) {
+                qb.push(" AND ");
+                self.push_key(&k.key, meta, qb);
+                qb.push(if k.desc { " <= " } else { " >= " })
+                    .push_bind(v.clone())
+                    .push("::")
+                    .push(cast_of(&k.key));
+            }
+        }
         // OR over i of (keys before i equal AND key i after).
         qb.push(" AND (");
         for i in 0..keys.len() {
@@ -1080,6 +1097,34 @@ mod tests {
             " AND (crm_cf_number(t.custom_fields, 'seats') > '-Infinity'::numeric AND \
              crm_cf_number(t.custom_fields, 'seats') <= $1::numeric) ORDER BY t.\"created_at\" DESC, t.\"id\" DESC"
         );
+    }
+
+    #[test]
+    fn pages_of_nullable_orders_are_bounded_by_their_first_key() {
+        let meta = crate::proto::Account::kind().meta();
+        let after = |order: &str, first: Option<&str>| {
+            let plan =
+                Plan::new(meta, crate::custom::values::empty(), "", order, "", false).unwrap();
+            let mut qb = QueryBuilder::<Postgres>::new("");
+            plan.push_after(
+                &[first.map(Into::into), Some("acc_x".into())],
+                meta,
+                &mut qb,
+            )
+            .unwrap();
+            qb.into_string()
+        };
+        // Ascending: every row after a named one has a name >= it (empty
+        // names sort first): the index range starts at the cursor.
+        assert!(
+            after("name", Some("Acme")).starts_with(" AND t.\"name\" >= $1::text AND ("),
+            "{}",
+            after("name", Some("Acme"))
+        );
+        // Descending, empty names come after every named one: no bound; a
+        // cursor among the empty names: none either.
+        assert!(after("name desc", Some("Acme")).starts_with(" AND (("));
+        assert!(after("name", None).starts_with(" AND (("));
     }
 
     fn sql(filter: &str) -> Result<String, String> {

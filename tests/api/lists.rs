@@ -1063,6 +1063,17 @@ async fn the_planner_uses_the_indexes() {
             None,
             &["contacts_name_doc_idx", "contacts_search_idx"],
         ),
+        // A later page of a nullable order starts at its cursor in the
+        // index (an index condition), not at the tenant's first row.
+        (
+            "accounts by name, after a cursor",
+            &account::KIND,
+            "",
+            "name",
+            "",
+            Some(vec![Some("Company 40000".into()), Some("acc_x".into())]),
+            &["accounts_name_idx", "(name >= 'Company 40000'::text)"],
+        ),
         (
             "contacts by last name with a tag",
             &contact::KIND,
