@@ -198,6 +198,40 @@ pub async fn fetch_page(
     Ok(rows)
 }
 
+/// Sets planner `settings` for the transaction's next statements and
+/// returns what they were, for [`restore_settings`].
+async fn plan_settings(
+    conn: &mut PgConnection,
+    settings: &[(&'static str, &'static str)],
+) -> Result<Vec<(String, String)>, Error> {
+    let names: Vec<&str> = settings.iter().map(|(n, _)| *n).collect();
+    let values: Vec<&str> = settings.iter().map(|(_, v)| *v).collect();
+    // Each row reads its setting, then sets it (left to right).
+    let previous: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT n, current_setting(n), set_config(n, v, true) \
+         FROM unnest($1::text[], $2::text[]) AS s(n, v)",
+    )
+    .bind(&names)
+    .bind(&values)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(previous.into_iter().map(|(n, old, _)| (n, old)).collect())
+}
+
+/// Puts back the settings [`plan_settings`] changed.
+async fn restore_settings(
+    conn: &mut PgConnection,
+    previous: Vec<(String, String)>,
+) -> Result<(), Error> {
+    let (names, values): (Vec<String>, Vec<String>) = previous.into_iter().unzip();
+    sqlx::query("SELECT set_config(n, v, true) FROM unnest($1::text[], $2::text[]) AS s(n, v)")
+        .bind(&names)
+        .bind(&values)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Runs `qb` (under EXPLAIN too when `explain` is given) and returns its rows.
 async fn run(
     conn: &mut PgConnection,
@@ -562,10 +596,33 @@ impl Plan {
         // The typo tier, and a search in another order, test similarity.
         let typo = self.search.is_some() && matches!(tier, None | Some(Tier::Typo));
         let budget = walk_budget(limit, typo);
+        // After a cursor, the rest of the order may look small enough to
+        // the planner to sort it instead of reading the index in order (a
+        // by-name page near the end: 100,000 rows sorted on disk for one
+        // page). A walk never sorts: only ordered index scans, for this
+        // statement. (Page 1 spans the whole tenant: the index wins anyway.)
+        let walk_plan = match after {
+            Some(_) => Some(
+                plan_settings(
+                    conn,
+                    &[
+                        ("enable_sort", "off"),
+                        ("enable_bitmapscan", "off"),
+                        ("enable_seqscan", "off"),
+                    ],
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let rows = run(conn, explain, "walk", || {
             self.walk(scope, tier, after, budget, limit)
         })
-        .await?;
+        .await;
+        if let Some(previous) = walk_plan {
+            restore_settings(conn, previous).await?;
+        }
+        let rows = rows?;
         let mut found = Vec::new();
         let mut horizon = None;
         for (row, r) in rows_of(&rows, nkeys)?.into_iter().zip(&rows) {
@@ -587,24 +644,16 @@ impl Plan {
             return Ok(found);
         };
         // For this statement only (the settings are put back as they were).
-        let (index_scan, seq_scan): (String, String) = sqlx::query_as(
-            "SELECT current_setting('enable_indexscan'), current_setting('enable_seqscan'), \
-             set_config('enable_indexscan', 'off', true), set_config('enable_seqscan', 'off', true)",
+        let previous = plan_settings(
+            conn,
+            &[("enable_indexscan", "off"), ("enable_seqscan", "off")],
         )
-        .fetch_one(&mut *conn)
-        .await
-        .map(|(a, b, _, _): (String, String, String, String)| (a, b))?;
+        .await?;
         let rows = run(conn, explain, "gather", || {
             self.direct(scope, tier, Some(&h), limit - found.len() as i64)
         })
         .await;
-        sqlx::query(
-            "SELECT set_config('enable_indexscan', $1, true), set_config('enable_seqscan', $2, true)",
-        )
-        .bind(index_scan)
-        .bind(seq_scan)
-        .execute(&mut *conn)
-        .await?;
+        restore_settings(conn, previous).await?;
         found.extend(rows_of(&rows?, nkeys)?);
         Ok(found)
     }

@@ -1074,6 +1074,18 @@ async fn the_planner_uses_the_indexes() {
             Some(vec![Some("Company 40000".into()), Some("acc_x".into())]),
             &["accounts_name_idx", "(name >= 'Company 40000'::text)"],
         ),
+        // Halfway through the order the planner would sort what is left
+        // rather than walk it: the walk's statement allows ordered index
+        // scans only.
+        (
+            "rare tag by name, halfway",
+            &account::KIND,
+            "tags:vip",
+            "name",
+            "",
+            Some(vec![Some("Company 5".into()), Some("acc_x".into())]),
+            &["-- walk", "accounts_name_idx"],
+        ),
         (
             "contacts by last name with a tag",
             &contact::KIND,
@@ -1093,6 +1105,15 @@ async fn the_planner_uses_the_indexes() {
         if let Some(walk) = p.split("-- ").find(|s| s.starts_with("walk")) {
             assert!(!walk.contains("Sort"), "{what}: the walk sorts\n{p}");
         }
+        // The planner settings of a walk or gather are put back.
+        let settings: (String, String, String) = sqlx::query_as(
+            "SELECT current_setting('enable_sort'), current_setting('enable_bitmapscan'), \
+             current_setting('enable_indexscan')",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(settings, ("on".into(), "on".into(), "on".into()), "{what}");
     }
 }
 
