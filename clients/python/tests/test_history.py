@@ -227,7 +227,7 @@ def test_purge_with_the_scope_erases_the_record(tenant: Tenant) -> None:
 
 
 def test_live_children_need_cascade(tenant: Tenant) -> None:
-    own = tenant("cascade", "crm:purge")
+    own = tenant("cascade", "crm:purge crm:write")
     acc = own.customer.accounts.create({"name": "Parent"})
     contact = own.customer.contacts.create({"account_id": acc.id, "first_name": "Child", "last_name": "One"})
 

@@ -244,7 +244,7 @@ describe("erasure", () => {
 
   test("live children are HAS_CHILDREN unless cascade", async () => {
     const name = "cascade";
-    const own = tenant(name, "crm:purge");
+    const own = tenant(name, "crm:purge crm:write");
     const acc = await own.customer.accounts.create({ name: "Parent" });
     const contact = await own.customer.contacts.create({ accountId: acc.id, firstName: "Child", lastName: "One" });
 
