@@ -128,6 +128,14 @@ mod tests {
     }
 
     #[test]
+    fn the_collections_are_the_entities_rest_collections() {
+        let kinds: Vec<String> = crate::entities::kinds()
+            .map(crate::records::history::collection_name)
+            .collect();
+        assert_eq!(kinds, COLLECTIONS);
+    }
+
+    #[test]
     fn no_claim_grants_all_but_purge() {
         assert!(grants(None, "crm:deals:write"));
         assert!(grants(None, "crm:changes:read"));

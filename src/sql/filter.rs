@@ -465,6 +465,16 @@ fn compile_json(
             .rev()
             .fold(v, |acc, k| serde_json::json!({ k: acc }))
     };
+    // `col @> doc`; custom_fields in its tenant-keyed copy (migration 0016).
+    let contains = |qb: &mut QueryBuilder<Postgres>, doc: serde_json::Value| match scoped {
+        Some(tenant) => push_tenant_containment(qb, tenant, doc),
+        None => {
+            qb.push(col)
+                .push(" @> ")
+                .push_bind(doc.to_string())
+                .push("::jsonb");
+        }
+    };
     let json_value = match value {
         Literal::Text(s) => Some(serde_json::Value::String(s.clone())),
         Literal::Bool(b) => Some(serde_json::Value::Bool(*b)),
@@ -502,27 +512,11 @@ fn compile_json(
         (Op::Eq, _, Some(v)) => {
             // Bare containment (NULL acts as false; NOT handles it): the form
             // the jsonb_path_ops index serves.
-            match scoped {
-                Some(tenant) => push_tenant_containment(qb, tenant, nest(v)),
-                None => {
-                    qb.push(col)
-                        .push(" @> ")
-                        .push_bind(nest(v).to_string())
-                        .push("::jsonb");
-                }
-            }
+            contains(qb, nest(v));
         }
         (Op::Ne, _, Some(v)) => {
             qb.push("NOT COALESCE(");
-            match scoped {
-                Some(tenant) => push_tenant_containment(qb, tenant, nest(v)),
-                None => {
-                    qb.push(col)
-                        .push(" @> ")
-                        .push_bind(nest(v).to_string())
-                        .push("::jsonb");
-                }
-            }
+            contains(qb, nest(v));
             qb.push(", FALSE)");
         }
         (Op::Has, _, Some(v)) => {
